@@ -1,0 +1,245 @@
+--[[
+mod_redis_ratelimit: decide every limit of one request phase atomically.
+All limits are checked first; only when every one allows is anything
+written, so a denied request spends nothing.  The arithmetic is the module's
+rrl_algo(), line for line, in integer microseconds (every value stays below
+2^53, so Lua's doubles hold it exactly).
+
+KEYS[i]   key of limit i: PREFIX[VHOST:]NAME:VALUE
+ARGV[1]   now in microseconds; empty: Redis TIME (the module always sends
+          empty; the shared test vectors pass their own clock)
+ARGV[2+8(i-1) .. 9+8(i-1)], for limit i:
+          algorithm (0 gcra, 1 token-bucket, 2 fixed-window,
+          3 sliding-window), count, period (us), burst, interval (us, the
+          refill time of one unit), unit (us, sliding-window granularity),
+          cost, mode (0 check and spend, 1 check only, 2 spend only, never
+          below empty)
+
+Stored values (strings; each written with PX no longer than it matters):
+  gcra            "TAT"                   theoretical arrival time
+  token-bucket    "TOKENS TS"             tokens as of TS
+  fixed-window    "WINDOW COUNT"
+  sliding-window  "WINDOW COUNT PREVIOUS"
+
+Reply: { all allowed (1/0), now (us),
+         then for limit i: allowed (1/0), remaining, reset (us), retry (us) }
+A stored value the script cannot read is an error reply, never a guess.
+]]
+
+local floor = math.floor
+
+-- floor(a / b) for integers below 2^53, whatever rounding a / b did
+local function idiv(a, b)
+  local q = floor(a / b)
+  if q * b > a then
+    q = q - 1
+  elseif (q + 1) * b <= a then
+    q = q + 1
+  end
+  return q
+end
+
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local n = #KEYS
+local reply = { 1, now }
+local writes = {}
+local all = true
+
+for i = 1, n do
+  local a = 2 + 8 * (i - 1)
+  local alg, count, period = tonumber(ARGV[a]), tonumber(ARGV[a + 1]),
+                             tonumber(ARGV[a + 2])
+  local burst, T, U = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
+                      tonumber(ARGV[a + 5])
+  local cost, mode = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
+  local key = KEYS[i]
+  local state = redis.call('GET', key)
+  local s1, s2, s3
+  if state then
+    s1, s2, s3 = string.match(state, '^(%-?%d+) ?(%-?%d*) ?(%-?%d*)$')
+    s1, s2, s3 = tonumber(s1), tonumber(s2), tonumber(s3)
+    local want = (alg == 0 and 1) or (alg == 3 and 3) or 2
+    if not s1 or (want > 1 and not s2) or (want > 2 and not s3)
+       or (want < 3 and s3) or (want < 2 and s2) then
+      return redis.error_reply('ERR rrl: unreadable state in ' .. key)
+    end
+  end
+
+  local allowed, remaining, reset, retry, value, ttl = false, 0, 0, 0, nil, 0
+
+  if alg == 0 then
+    -- gcra
+    local tau = burst * T
+    local base = now
+    if state and s1 > now then
+      base = s1
+    end
+    local want = base + cost * T
+    if mode == 2 and want - now > tau then
+      want = now + tau
+    end
+    allowed = mode == 2 or want - now <= tau
+    if allowed and mode ~= 1 then
+      value = string.format('%d', want)
+      ttl = want - now
+      base = want
+    elseif not allowed then
+      retry = want - now - tau
+    end
+    if tau - (base - now) > 0 then
+      remaining = idiv(tau - (base - now), T)
+    end
+    reset = base - now
+
+  elseif alg == 1 then
+    -- token-bucket
+    local tokens, ts = burst, now
+    if state then
+      tokens, ts = s1, s2
+    end
+    if now > ts and tokens < burst then
+      local add = idiv(now - ts, T)
+      if add >= burst - tokens then
+        tokens = burst
+      else
+        tokens = tokens + add
+        ts = ts + add * T
+      end
+    end
+    if tokens >= burst then
+      tokens = burst
+      ts = now
+    end
+    if mode == 2 then
+      allowed = true
+      if cost > tokens then
+        cost = tokens
+      end
+    else
+      allowed = tokens >= cost
+    end
+    if allowed and mode ~= 1 then
+      tokens = tokens - cost
+      value = string.format('%d %d', tokens, ts)
+    elseif not allowed then
+      retry = (cost - tokens) * T - (now - ts)
+    end
+    remaining = tokens
+    if tokens < burst then
+      reset = (burst - tokens) * T - (now - ts)
+    end
+    ttl = reset
+
+  elseif alg == 2 then
+    -- fixed-window
+    local w, c = idiv(now, period), 0
+    if state and s1 >= w then
+      w, c = s1, s2           -- a clock going back stays put
+    end
+    local stop = (w + 1) * period
+    if mode == 2 then
+      allowed = true
+      if c + cost > count then
+        cost = count - c
+      end
+    else
+      allowed = c + cost <= count
+    end
+    if allowed and mode ~= 1 then
+      c = c + cost
+      value = string.format('%d %d', w, c)
+      ttl = stop - now
+    elseif not allowed then
+      retry = stop - now
+    end
+    if count - c > 0 then
+      remaining = count - c
+    end
+    if c > 0 then
+      reset = stop - now
+    end
+
+  else
+    -- sliding-window
+    local PU = idiv(period, U)
+    local w, curr, prev = idiv(now, period), 0, 0
+    if state then
+      if s1 >= w then
+        w, curr, prev = s1, s2, s3
+      elseif s1 == w - 1 then
+        prev = s2
+      end
+    end
+    local e = now - w * period
+    if e < 0 then
+      e = 0
+    end
+    local weight = PU - idiv(e, U)
+    local avail = idiv(count * PU - prev * weight, PU)
+    if mode == 2 then
+      allowed = true
+      if curr + cost > count then
+        cost = count - curr
+      end
+    else
+      allowed = curr + cost <= avail
+    end
+    if allowed and mode ~= 1 then
+      curr = curr + cost
+      value = string.format('%d %d %d', w, curr, prev)
+      ttl = (w + 2) * period - now
+    elseif not allowed then
+      local a2, at = count - curr - cost, 0
+      if a2 >= 0 and prev > 0 and PU - idiv(a2 * PU, prev) < PU then
+        at = w * period + (PU - idiv(a2 * PU, prev)) * U
+      else
+        local e2 = 0
+        if curr > 0 then
+          e2 = PU - idiv((count - cost) * PU, curr)
+          if e2 < 0 then
+            e2 = 0
+          end
+        end
+        at = (w + 1) * period + e2 * U
+      end
+      retry = at - now
+    end
+    if avail - curr > 0 then
+      remaining = avail - curr
+    end
+    if curr > 0 then
+      reset = (w + 2) * period - now
+    elseif prev > 0 then
+      reset = (w + 1) * period - now
+    end
+  end
+
+  if not allowed then
+    all = false
+  end
+  if value then
+    writes[#writes + 1] = { key, value, ttl }
+  end
+  reply[#reply + 1] = allowed and 1 or 0
+  reply[#reply + 1] = remaining
+  reply[#reply + 1] = reset
+  reply[#reply + 1] = retry
+end
+
+if all then
+  for _, w in ipairs(writes) do
+    if w[3] > 0 then
+      redis.call('SET', w[1], w[2], 'PX', idiv(w[3] + 999, 1000))
+    else
+      redis.call('DEL', w[1])
+    end
+  end
+else
+  reply[1] = 0
+end
+return reply
