@@ -1349,7 +1349,8 @@ static apr_status_t rrl_local_decide(request_rec *r, rrl_item_t *items, int n,
     }
     if ((rv = apr_global_mutex_lock(rrl_store->mutex)) != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, RRL_LOGNO(00002)
-                      "cannot lock the local store");
+                      "cannot lock the local store; the request is "
+                      "allowed");
         return rv;
     }
     for (i = 0; i < n; i++) {

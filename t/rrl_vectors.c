@@ -1,0 +1,109 @@
+/*
+ * Drives the module's own rate arithmetic (rrl_parse_rate, rrl_check_params,
+ * rrl_algo) with the shared test vectors, so that t/test_vectors.py can hold
+ * the local store and lua/ratelimit.lua to the same answers.
+ *
+ * It includes the module source whole and calls only its pure functions;
+ * it is linked with unresolved httpd symbols ignored (they are never called).
+ *
+ * stdin, one command per line:
+ *   LIMIT RATE ALGORITHM BURST|- COST      parse and check as RateLimit does
+ *     -> "PARAMS alg count period burst interval unit cost" or "ERROR text"
+ *   STEP NOW COST MODE                     decide with the state kept so far
+ *     -> "OUT allowed remaining reset retry write ttl v0 v1 v2"
+ * The state is forgotten when its ttl has passed, as both stores do.
+ */
+#include "../mod_redis_ratelimit.c"
+
+#include <stdio.h>
+
+int main(void)
+{
+    apr_pool_t *pool;
+    char line[1024];
+    rrl_params_t p;
+    apr_int64_t cost = 1, st[3] = { 0, 0, 0 }, expires = 0;
+    int present = 0, have = 0;
+
+    apr_initialize();
+    apr_pool_create(&pool, NULL);
+    memset(&p, 0, sizeof(p));
+
+    while (fgets(line, sizeof(line), stdin)) {
+        char rate[256], alg[64], burst[64];
+        long long now, c;
+        int mode;
+
+        if (sscanf(line, "LIMIT %255s %63s %63s %lld", rate, alg, burst,
+                   &c) == 4) {
+            const char *err;
+            int a, burst_given = strcmp(burst, "-") != 0;
+
+            memset(&p, 0, sizeof(p));
+            present = 0;
+            have = 0;
+            cost = c;
+            for (a = 0; rrl_alg_names[a]; a++) {
+                if (strcmp(alg, rrl_alg_names[a]) == 0) {
+                    break;
+                }
+            }
+            if (!rrl_alg_names[a]) {
+                printf("ERROR unknown algorithm %s\n", alg);
+                fflush(stdout);
+                continue;
+            }
+            p.algorithm = a;
+            err = rrl_parse_rate(pool, rate, &p.count, &p.period);
+            if (!err) {
+                p.burst = burst_given ? apr_atoi64(burst) : p.count;
+                err = rrl_check_params(pool, rate, &p, cost, burst_given);
+            }
+            if (err) {
+                printf("ERROR %s\n", err);
+            }
+            else {
+                have = 1;
+                printf("PARAMS %d %" APR_INT64_T_FMT " %" APR_INT64_T_FMT
+                       " %" APR_INT64_T_FMT " %" APR_INT64_T_FMT
+                       " %" APR_INT64_T_FMT " %" APR_INT64_T_FMT "\n",
+                       p.algorithm, p.count, p.period, p.burst, p.interval,
+                       p.unit, cost);
+            }
+        }
+        else if (sscanf(line, "STEP %lld %lld %d", &now, &c, &mode) == 3
+                 && have) {
+            rrl_outcome_t o;
+
+            if (present && now >= expires) {
+                present = 0;
+            }
+            rrl_algo(&p, c, (rrl_mode_e)mode, st, present, now, &o);
+            /* what the store keeps: all or nothing, decided by the caller;
+             * a single limit commits when it is allowed */
+            if (o.allowed && o.write) {
+                if (o.ttl > 0) {
+                    memcpy(st, o.next, sizeof(st));
+                    expires = now + o.ttl;
+                    present = 1;
+                }
+                else {
+                    present = 0;
+                }
+            }
+            printf("OUT %d %" APR_INT64_T_FMT " %" APR_INT64_T_FMT
+                   " %" APR_INT64_T_FMT " %d %" APR_INT64_T_FMT
+                   " %" APR_INT64_T_FMT " %" APR_INT64_T_FMT
+                   " %" APR_INT64_T_FMT "\n",
+                   o.allowed, o.remaining, o.reset, o.retry, o.write, o.ttl,
+                   o.next[0], o.next[1], o.next[2]);
+        }
+        else {
+            printf("ERROR bad command\n");
+        }
+        fflush(stdout);
+    }
+    apr_pool_destroy(pool);
+    apr_terminate();
+    return 0;
+}

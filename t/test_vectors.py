@@ -1,0 +1,165 @@
+"""The shared test vectors (vectors.json) against both implementations of the
+rate arithmetic: the module's own C (t/rrl_vectors, which compiles the module
+source) and lua/ratelimit.lua in a real redis-server.  Both must give the
+table's answers, and the same answers as each other on random traffic."""
+import json
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+VECTORS = json.loads((HERE / "vectors.json").read_text())
+SCRIPT = (HERE.parent / "lua" / "ratelimit.lua").read_text()
+MODES = {"spend": 0, "check": 1, "force": 2}
+BASE = VECTORS["base"]
+
+
+class Driver:
+    """t/rrl_vectors: the C arithmetic, one line in, one line out."""
+
+    def __init__(self):
+        path = os.environ.get("RRL_VECTORS", str(HERE / "rrl_vectors"))
+        if not os.access(path, os.X_OK):
+            pytest.fail(f"{path} is missing: run the tests through make check")
+        self.proc = subprocess.Popen([path], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def ask(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().split(maxsplit=1)
+
+    def limit(self, rate, algorithm, burst, cost):
+        kind, rest = self.ask(f"LIMIT {rate} {algorithm} "
+                              f"{'-' if burst is None else burst} {cost}")
+        return kind, rest.strip()
+
+    def step(self, now, cost, mode):
+        kind, rest = self.ask(f"STEP {now} {cost} {mode}")
+        assert kind == "OUT", rest
+        return [int(x) for x in rest.split()]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=5)
+
+
+@pytest.fixture
+def driver():
+    d = Driver()
+    yield d
+    d.close()
+
+
+class Script:
+    """lua/ratelimit.lua in Redis, with the clock passed in as ARGV[1]."""
+
+    def __init__(self, client):
+        self.r = client
+        self.sha = client.script_load(SCRIPT)
+
+    def step(self, params, key, now, cost, mode):
+        alg, count, period, burst, interval, unit = params
+        # Redis expires keys by its own clock, the vectors run on theirs:
+        # read the expiry the script set and keep the state for the next
+        # step, in one transaction (no key expires in the middle of one);
+        # the tests forget it when it expires by the vectors' clock
+        p = self.r.pipeline(transaction=True)
+        p.evalsha(self.sha, 1, key, str(now), alg, count, period, burst,
+                  interval, unit, str(cost), str(mode))
+        p.pttl(key)
+        p.persist(key)
+        reply, ttl, _ = p.execute()
+        return reply, ttl
+
+
+def params_of(driver, case):
+    kind, rest = driver.limit(case["rate"], case["algorithm"], case["burst"],
+                              case["cost"])
+    assert kind == "PARAMS", rest
+    return rest.split()[:6]
+
+
+@pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: c["name"])
+def test_vectors_01_local_arithmetic(driver, case):
+    params_of(driver, case)
+    for t, cost, mode, *want in case["steps"]:
+        out = driver.step(BASE + t, cost, MODES[mode])
+        assert out[:4] == want, f"step at {t} us"
+
+
+@pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: c["name"])
+def test_vectors_02_lua_script(driver, redis_server, case):
+    params = params_of(driver, case)
+    client = redis_server.client()
+    script = Script(client)
+    expires = 0
+    for t, cost, mode, *want in case["steps"]:
+        if BASE + t >= expires:       # expired by the vectors' clock
+            client.delete("rl:v:k")
+        reply, ttl = script.step(params, "rl:v:k", BASE + t, cost, MODES[mode])
+        out = driver.step(BASE + t, cost, MODES[mode])   # its exact expiry
+        if out[0] and out[4]:
+            expires = BASE + t + out[5]
+        assert reply[1] == BASE + t
+        assert reply[2:6] == want, f"step at {t} us"
+        assert reply[0] == want[0]
+
+
+@pytest.mark.parametrize("rate,alg,burst,cost,words", VECTORS["errors"])
+def test_vectors_03_rejected_limits(driver, rate, alg, burst, cost, words):
+    kind, text = driver.limit(rate, alg, burst, cost)
+    assert kind == "ERROR"
+    assert words in text
+
+
+RANDOM_LIMITS = [
+    ("7/s", "gcra", None), ("7/s", "gcra", 3), ("7/s", "token-bucket", 2),
+    ("3/10s", "fixed-window", None), ("5/s", "sliding-window", None),
+    ("100000/s", "gcra", 50), ("11/min", "sliding-window", None),
+    ("13/min", "token-bucket", None), ("1000000/s", "sliding-window", None),
+]
+
+
+@pytest.mark.parametrize("rate,alg,burst", RANDOM_LIMITS)
+def test_vectors_04_random_traffic_agrees(driver, redis_server, rate, alg,
+                                          burst):
+    """Random arrivals, costs and modes, the clock sometimes stepping back:
+    C and Lua agree on every answer and on what each stores, and every key
+    expires no later than its state matters."""
+    rng = random.Random(f"{rate}{alg}{burst}")
+    kind, rest = driver.limit(rate, alg, burst, 1)
+    assert kind == "PARAMS", rest
+    params = rest.split()[:6]
+    period = int(params[2])
+    script = Script(redis_server.client())
+    client = redis_server.client()
+    now = latest = BASE + rng.randrange(period)
+    expires = 0
+    for i in range(400):
+        now += rng.choice([0, 0, 1, rng.randrange(period // 50 + 1),
+                           rng.randrange(period), -rng.randrange(period // 20 + 1)])
+        latest = max(latest, now)
+        cost = rng.choice([1, 1, 1, 2, 3])
+        mode = rng.choice([0, 0, 0, 0, 1, 2])
+        if now >= expires:        # expired by the vectors' clock, as Redis
+            client.delete("rl:r:k")   # would have by its own
+        out = driver.step(now, cost, mode)
+        reply, ttl = script.step(params, "rl:r:k", now, cost, mode)
+        if out[0] and out[4]:
+            expires = now + out[5]
+        assert reply[2:6] == out[:4], f"step {i} at {now}"
+        if out[4] and out[0]:                    # wrote: same state, same ttl
+            stored = client.get("rl:r:k")
+            if out[5] > 0:
+                n = {"gcra": 1, "sliding-window": 3}.get(alg, 2)
+                assert stored.decode().split() == [str(v) for v in out[6:6 + n]]
+                # PX is the ttl rounded up to ms; PTTL has run on since
+                assert (out[5] + 999) // 1000 - 100 <= ttl <= (out[5] + 999) // 1000
+                limit_ttl = {"sliding-window": 2 * period}.get(
+                    alg, max(period, int(params[3]) * int(params[4])))
+                if now == latest:       # not after the clock went back
+                    assert out[5] <= limit_ttl
