@@ -913,3 +913,32 @@ class Redis:
             c.flushall()
         finally:
             c.close()
+
+
+# ---- helpers shared by test files ----
+
+def hammer_together(servers, n, path="/small.txt", concurrency=8):
+    """n requests to each server, all servers at once: {server: statuses}."""
+    results = {}
+
+    def run(h):
+        results[h] = h.hammer(n, path, concurrency=concurrency)
+
+    threads = [threading.Thread(target=run, args=(h,)) for h in servers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def assert_config_error(httpd, line, words):
+    """apachectl -t rejects the directive line, naming the file, the line
+    and each of words (what is wrong, what is accepted)."""
+    snippet = f"# before\n{line}\n# after"
+    rc, out = httpd.configtest(snippet)
+    assert rc != 0, out
+    n = httpd.render(snippet).splitlines().index(line) + 1
+    assert re.search(rf"Syntax error on line {n} of \S+", out), out
+    for w in words:
+        assert w in out, out
