@@ -20,6 +20,7 @@
  * and in the Redis script (lua/ratelimit.lua).
  */
 
+#include "apr_atomic.h"
 #include "apr_strings.h"
 #include "apr_lib.h"
 #include "apr_shm.h"
@@ -212,6 +213,25 @@ typedef struct {
     const char *cacert, *cert, *key;   /* tls */
 } rrl_redis_url_t;
 
+/* What all children know of each Redis: up or down since when, the last
+ * error.  One slot per URL, in shared memory that survives graceful
+ * restarts (a full restart starts afresh) */
+#define RRL_MAX_BACKENDS 32
+#define RRL_ERR_LEN 200
+
+typedef struct {
+    apr_uint64_t id;              /* hash of the URL; 0: a free slot */
+    volatile apr_uint32_t down;   /* 1 while Redis is lost */
+    apr_int64_t since;            /* when it was lost, or came back (us) */
+    apr_int64_t last_error_at;    /* us; under the store's mutex: */
+    char last_error[RRL_ERR_LEN];
+} rrl_shared_backend_t;
+
+typedef struct {
+    apr_uint32_t magic;
+    rrl_shared_backend_t backends[RRL_MAX_BACKENDS + 1];  /* +1: overflow */
+} rrl_status_t;
+
 /* One Redis as this server uses it: a distinct URL with its timeouts and
  * pool settings; its connection pool is per child */
 typedef struct {
@@ -221,9 +241,16 @@ typedef struct {
     apr_interval_time_t pool_ttl;
     /* per child, made in child_init */
     apr_reslist_t *pool;
-    apr_thread_mutex_t *mutex;    /* guards the log throttle below */
+    apr_thread_mutex_t *mutex;    /* guards what follows */
     apr_time_t log_second;        /* errors: one line a second per child */
     int log_suppressed;
+    /* circuit breaker of this child: after failures, Redis is left alone
+     * until open_until, then one request probes it */
+    volatile apr_uint32_t failures;   /* consecutive; 0: closed */
+    apr_time_t open_until;
+    int probing;
+    apr_time_t probe_deadline;
+    rrl_shared_backend_t *shared; /* set in post_config */
 #ifdef HAVE_HIREDIS_SSL
     redisSSLContext *ssl;
 #endif
@@ -309,6 +336,7 @@ typedef struct {
 
 /* Written in pre_config, while parsing and in post_config/child_init only */
 static rrl_store_t *rrl_store;
+static rrl_status_t *rrl_status;             /* shared by all children */
 static apr_array_header_t *rrl_all_limits;   /* every limit parsed */
 
 /* ---- configuration: create, merge, accessors ---- */
@@ -2125,15 +2153,22 @@ static int rrl_redis_stale(const redisContext *c, int err)
                    || err == ECONNABORTED));
 }
 
+/* How a call to Redis ended */
+typedef enum {
+    RRL_REDIS_OK = 0,
+    RRL_REDIS_DOWN,      /* no answer: refused, timed out, closed, no auth */
+    RRL_REDIS_WRONG      /* Redis answered, but not what the script gives */
+} rrl_redis_rc_e;
+
 /*
  * One EVALSHA decides every item: check all, then spend all.  NOSCRIPT
  * loads the script and retries once on the same connection; a pooled
  * connection that went stale is retried once on a fresh one.  Any other
  * failure is the caller's, with *errp saying what it was.
  */
-static apr_status_t rrl_redis_decide(request_rec *r, rrl_backend_t *be,
-                                     rrl_item_t *items, int n,
-                                     apr_int64_t *now, const char **errp)
+static rrl_redis_rc_e rrl_redis_decide(request_rec *r, rrl_backend_t *be,
+                                       rrl_item_t *items, int n,
+                                       apr_int64_t *now, const char **errp)
 {
     static const char *const modes[] = { "0", "1", "2" };
     int argc = 4 + 9 * n, i, k, attempt;
@@ -2167,7 +2202,7 @@ static apr_status_t rrl_redis_decide(request_rec *r, rrl_backend_t *be,
         if ((rv = apr_reslist_acquire(be->pool, (void **)&conn))
             != APR_SUCCESS) {
             *errp = "no connection free in the pool (RateLimitRedisPool)";
-            return rv;
+            return RRL_REDIS_DOWN;
         }
         if (conn->c && attempt > 0) {
             redisFree(conn->c);        /* the retry gets a fresh one */
@@ -2177,7 +2212,7 @@ static apr_status_t rrl_redis_decide(request_rec *r, rrl_backend_t *be,
             conn->served = 0;
             if (!(conn->c = rrl_redis_connect(be, r->pool, errp))) {
                 apr_reslist_invalidate(be->pool, conn);
-                return APR_EGENERAL;
+                return RRL_REDIS_DOWN;
             }
         }
         reply = redisCommandArgv(conn->c, argc, argv, lens);
@@ -2186,8 +2221,10 @@ static apr_status_t rrl_redis_decide(request_rec *r, rrl_backend_t *be,
             freeReplyObject(reply);
             reply = NULL;
             if ((*errp = rrl_redis_load_script(r->pool, conn->c)) != NULL) {
+                int down = conn->c->err != 0;
+
                 apr_reslist_invalidate(be->pool, conn);
-                return APR_EGENERAL;
+                return down ? RRL_REDIS_DOWN : RRL_REDIS_WRONG;
             }
             ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RRL_LOGNO(00011)
                           "%s: the script was missing (NOSCRIPT) and is "
@@ -2208,18 +2245,18 @@ static apr_status_t rrl_redis_decide(request_rec *r, rrl_backend_t *be,
                               *errp);
                 continue;
             }
-            return APR_EGENERAL;
+            return RRL_REDIS_DOWN;
         }
         *errp = rrl_redis_reply(r->pool, reply, items, n, now);
         freeReplyObject(reply);
         if (*errp) {
             /* a wrong reply: this connection saw an error, drop it */
             apr_reslist_invalidate(be->pool, conn);
-            return APR_EGENERAL;
+            return RRL_REDIS_WRONG;
         }
         conn->served = 1;
         apr_reslist_release(be->pool, conn);
-        return APR_SUCCESS;
+        return RRL_REDIS_OK;
     }
 }
 
@@ -2243,10 +2280,109 @@ static void rrl_redis_log_error(request_rec *r, rrl_backend_t *be,
     apr_thread_mutex_unlock(be->mutex);
     if (suppressed >= 0) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, RRL_LOGNO(00013)
-                      "%s: %s; deciding by RateLimitOnError %s (%d more "
-                      "such errors in this child left out since the last "
-                      "line)", be->u->masked, err,
-                      rrl_on_error_names[rrl_dc_on_error(dc)], suppressed);
+                      "%s: %s; deciding by RateLimitOnError %s%s",
+                      be->u->masked, err,
+                      rrl_on_error_names[rrl_dc_on_error(dc)],
+                      suppressed > 0
+                      ? apr_psprintf(r->pool, " (and %d more such errors in "
+                                     "this child since the last line)",
+                                     suppressed) : "");
+    }
+}
+
+/* The last error, for the status page of every child */
+static void rrl_status_error(rrl_shared_backend_t *sb, const char *err)
+{
+    if (apr_global_mutex_lock(rrl_store->mutex) == APR_SUCCESS) {
+        apr_cpystrn(sb->last_error, err, sizeof(sb->last_error));
+        sb->last_error_at = apr_time_now();
+        apr_global_mutex_unlock(rrl_store->mutex);
+    }
+}
+
+/* ---- circuit breaker: a child leaves a failing Redis alone for a while ---- */
+
+typedef enum {
+    RRL_GATE_CLOSED = 0,     /* ask Redis */
+    RRL_GATE_PROBE,          /* ask Redis: the first request after a pause */
+    RRL_GATE_OPEN            /* do not: RateLimitOnError decides at once */
+} rrl_gate_e;
+
+#define RRL_BACKOFF_FIRST apr_time_from_msec(200)
+#define RRL_BACKOFF_MAX   apr_time_from_sec(5)
+
+static rrl_gate_e rrl_breaker_gate(rrl_backend_t *be, apr_time_t now)
+{
+    rrl_gate_e gate = RRL_GATE_OPEN;
+
+    if (apr_atomic_read32(&be->failures) == 0) {
+        return RRL_GATE_CLOSED;
+    }
+    apr_thread_mutex_lock(be->mutex);
+    if (be->failures == 0) {
+        gate = RRL_GATE_CLOSED;
+    }
+    else if (now >= be->open_until
+             && (!be->probing || now >= be->probe_deadline)) {
+        /* one request probes; the others keep deciding without Redis */
+        be->probing = 1;
+        be->probe_deadline = now + be->connect_timeout
+                             + 3 * be->command_timeout;
+        gate = RRL_GATE_PROBE;
+    }
+    apr_thread_mutex_unlock(be->mutex);
+    return gate;
+}
+
+static void rrl_breaker_success(request_rec *r, rrl_backend_t *be)
+{
+    apr_time_t now;
+
+    if (apr_atomic_read32(&be->failures) == 0) {
+        return;
+    }
+    apr_thread_mutex_lock(be->mutex);
+    apr_atomic_set32(&be->failures, 0);
+    be->probing = 0;
+    apr_thread_mutex_unlock(be->mutex);
+    /* the first child to reach Redis again says so, once */
+    if (apr_atomic_cas32(&be->shared->down, 0, 1) == 1) {
+        now = apr_time_now();
+        ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, RRL_LOGNO(00018)
+                      "%s answers again after %" APR_TIME_T_FMT " s; limits "
+                      "are decided in Redis again", be->u->masked,
+                      apr_time_sec(now - be->shared->since));
+        be->shared->since = now;
+    }
+}
+
+static void rrl_breaker_failure(request_rec *r, rrl_backend_t *be,
+                                const rrl_dir_conf_t *dc, const char *err)
+{
+    apr_interval_time_t pause;
+    apr_uint32_t n;
+
+    apr_thread_mutex_lock(be->mutex);
+    n = apr_atomic_read32(&be->failures) + 1;
+    apr_atomic_set32(&be->failures, n);
+    pause = n > 6 ? RRL_BACKOFF_MAX : RRL_BACKOFF_FIRST << (n - 1);
+    pause = pause < RRL_BACKOFF_MAX ? pause : RRL_BACKOFF_MAX;
+    be->open_until = apr_time_now() + pause;
+    be->probing = 0;
+    apr_thread_mutex_unlock(be->mutex);
+
+    rrl_status_error(be->shared, err);
+    /* the first child to lose Redis says so, once; the rest is counted */
+    if (apr_atomic_cas32(&be->shared->down, 1, 0) == 0) {
+        be->shared->since = apr_time_now();
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, RRL_LOGNO(00019)
+                      "%s is lost (%s): RateLimitOnError %s decides until "
+                      "it answers again; each child asks it again after a "
+                      "pause growing from 200 ms to 5 s", be->u->masked,
+                      err, rrl_on_error_names[rrl_dc_on_error(dc)]);
+    }
+    else {
+        rrl_redis_log_error(r, be, dc, err);
     }
 }
 
@@ -2321,6 +2457,56 @@ static void rrl_deny_remember(const rrl_item_t *it, const apr_uint64_t h[2],
     slot->reset_until = now + it->reset;
     slot->remaining = it->remaining;
     apr_thread_mutex_unlock(rrl_deny_mutex);
+}
+
+/* The status region: made once per server lifetime, kept over graceful
+ * restarts like the store */
+static apr_status_t rrl_status_create(server_rec *s)
+{
+    apr_pool_t *pglobal = s->process->pool;
+    apr_shm_t *shm = NULL;
+    apr_status_t rv;
+
+    apr_pool_userdata_get((void **)&rrl_status, "rrl_status", pglobal);
+    if (rrl_status) {
+        return APR_SUCCESS;
+    }
+    if ((rv = apr_shm_create(&shm, sizeof(rrl_status_t), NULL, pglobal))
+        != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RRL_LOGNO(00017)
+                     "cannot create shared memory for the module's status");
+        return rv;
+    }
+    rrl_status = apr_shm_baseaddr_get(shm);
+    memset(rrl_status, 0, sizeof(*rrl_status));
+    rrl_status->magic = RRL_SHM_MAGIC;
+    apr_pool_userdata_set(rrl_status, "rrl_status", apr_pool_cleanup_null,
+                          pglobal);
+    return APR_SUCCESS;
+}
+
+/* The shared slot of a Redis URL (in the parent, before any child) */
+static rrl_shared_backend_t *rrl_status_backend(const char *url)
+{
+    apr_uint64_t id = 1469598103934665603ULL;     /* FNV-1a */
+    int i;
+
+    for (; *url; url++) {
+        id = (id ^ (unsigned char)*url) * 1099511628211ULL;
+    }
+    id = id ? id : 1;
+    for (i = 0; i < RRL_MAX_BACKENDS; i++) {
+        rrl_shared_backend_t *sb = &rrl_status->backends[i];
+
+        if (sb->id == id || sb->id == 0) {
+            if (sb->id == 0) {
+                sb->id = id;
+                sb->since = apr_time_now();
+            }
+            return sb;
+        }
+    }
+    return &rrl_status->backends[RRL_MAX_BACKENDS];   /* shared overflow */
 }
 
 /* ---- decision: access and fixups hooks, headers, environment ---- */
@@ -2517,11 +2703,28 @@ static int rrl_decide_items(request_rec *r, const rrl_srv_conf_t *sc,
         return rrl_local_decide(r, items, n, *now) == APR_SUCCESS
                ? OK : RRL_UNDECIDED;
     }
-    if (rrl_redis_decide(r, sc->backend, items, n, now, &err)
-        == APR_SUCCESS) {
-        return OK;
+    switch (rrl_breaker_gate(sc->backend, *now)) {
+    case RRL_GATE_OPEN:
+        break;                   /* Redis was failing: no network wait */
+    case RRL_GATE_CLOSED:
+    case RRL_GATE_PROBE:
+        switch (rrl_redis_decide(r, sc->backend, items, n, now, &err)) {
+        case RRL_REDIS_OK:
+            rrl_breaker_success(r, sc->backend);
+            return OK;
+        case RRL_REDIS_DOWN:
+            rrl_breaker_failure(r, sc->backend, dc, err);
+            break;
+        case RRL_REDIS_WRONG:
+            /* Redis is up: this request's answer was wrong (a key of
+             * another type, say); no reason to leave Redis alone */
+            rrl_breaker_success(r, sc->backend);
+            rrl_status_error(sc->backend->shared, err);
+            rrl_redis_log_error(r, sc->backend, dc, err);
+            break;
+        }
+        break;
     }
-    rrl_redis_log_error(r, sc->backend, dc, err);
     if (rrl_dc_on_error(dc) != RRL_ONERR_LOCAL) {
         return RRL_UNDECIDED;
     }
@@ -2848,7 +3051,8 @@ static int rrl_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return OK;
     }
-    if (rrl_store_create(s, rrl_sc_local_size(sc)) != APR_SUCCESS) {
+    if (rrl_store_create(s, rrl_sc_local_size(sc)) != APR_SUCCESS
+        || rrl_status_create(s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     rrl_script_sha = rrl_sha1_hex(pconf, rrl_lua_ratelimit,
@@ -2870,6 +3074,7 @@ static int rrl_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     for (i = 0; i < rrl_backends->nelts; i++) {
         rrl_backend_t *be = APR_ARRAY_IDX(rrl_backends, i, rrl_backend_t *);
 
+        be->shared = rrl_status_backend(be->u->url);
 #ifdef HAVE_HIREDIS_SSL
         if (be->u->kind == RRL_REDIS_TLS) {
             redisSSLContextError e = REDIS_SSL_CTX_NONE;

@@ -104,6 +104,10 @@ def env(request):
     e = Env()
     request.node._rrl_env = e
     yield e
+    if rrl.CHECKER:
+        # memcheck reports when its process ends: end it with the test
+        for h in rrl.Httpd.instances:
+            h.stop()
     # lines written after the call (servers stopped in teardown); a failed
     # call has shown its error log already
     if not getattr(request.node, "_rrl_call_failed", False):

@@ -28,7 +28,17 @@ from requests.structures import CaseInsensitiveDict
 
 REPO = Path(__file__).resolve().parent.parent
 POLL = 0.05          # seconds between two looks at anything we wait for
-START_TIMEOUT = 10   # seconds for a server to come up or go down
+# RRL_CHECKER=valgrind (make check-valgrind): httpd runs as one process
+# (-X) under memcheck, and every error whose stack passes through the
+# module fails the test.  Everything is slower then: SLOW scales the
+# bounds tests put on time.
+CHECKER = os.environ.get("RRL_CHECKER", "")
+SLOW = 20 if CHECKER == "valgrind" else 1
+START_TIMEOUT = 10 * (6 if CHECKER else 1)   # for a server to come up or go down
+VALGRIND = ["valgrind", "--tool=memcheck", "--leak-check=full",
+            "--show-leak-kinds=definite", "--errors-for-leak-kinds=definite",
+            "--num-callers=40", "--child-silent-after-fork=yes",
+            "--keep-debuginfo=yes"]   # httpd unloads the module before exit
 START_TRIES = 3      # a start that fails (port race) is retried whole
 
 
@@ -382,6 +392,8 @@ class Httpd:
         self.mpm = "event"
         self.running_conf = None   # config text of the running server
         self.killed = []           # messages about stops that needed force
+        self.checker_proc = None   # httpd -X under valgrind (RRL_CHECKER)
+        self.checker_log = None
         self._skip = []            # error-log byte ranges of failed starts
         self.mark()
         Httpd.instances.append(self)
@@ -496,9 +508,54 @@ class Httpd:
             return self
         return self.start(snippet, mpm, mpm_conf, **extra)
 
+    def _start_under_checker(self):
+        """httpd -X under valgrind, in the foreground: a Popen, not -k."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("APACHE_")}
+        env["LANG"] = env["LC_ALL"] = "C"
+        self.checker_log = self.logs / f"valgrind.{time.monotonic_ns()}.log"
+        out = open(self.logs / "checker.out", "ab")
+        self.checker_proc = subprocess.Popen(
+            VALGRIND + [f"--log-file={self.checker_log}", httpd_binary(), "-X",
+                        "-d", str(self.root), "-f", str(self.conf)],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+        out.close()
+
+        class Done:
+            returncode, stdout = 0, ""
+        return Done()
+
+    def _checker_findings(self) -> list[str]:
+        """memcheck's errors whose stack passes through the module."""
+        if not self.checker_log or not self.checker_log.exists():
+            return []
+        blocks, cur = [], []
+        for line in self.checker_log.read_text(errors="replace").splitlines():
+            body = re.sub(r"^==\d+== ?", "", line)
+            if not body.strip():
+                if cur:
+                    blocks.append(cur)
+                cur = []
+            else:
+                cur.append(body)
+        if cur:
+            blocks.append(cur)
+        bad = []
+        for b in blocks:
+            if not re.search(r"Invalid (read|write|free)|uninitialised|"
+                             r"definitely lost|Mismatched free|overlap",
+                             b[0]):
+                continue
+            if any("mod_redis_ratelimit" in ln or "rrl_" in ln for ln in b):
+                bad.append(f"{self.name}: memcheck: " + "\n    ".join(b))
+        return bad
+
     def _start_once(self, offset: int):
         self.pidfile.unlink(missing_ok=True)
-        p = self._run(["-k", "start"], self.conf)
+        if CHECKER:
+            p = self._start_under_checker()
+        else:
+            p = self._run(["-k", "start"], self.conf)
         if p.returncode != 0 and "Address already in use" in p.stdout:
             raise PortInUse(f"{self.name}: a port was taken:\n{p.stdout}")
         if p.returncode != 0:
@@ -567,6 +624,9 @@ class Httpd:
         pid = self.pid or self._read_pid()
         self.pid = None
         self.running_conf = None
+        if self.checker_proc is not None:
+            self._stop_checker()
+            return
         if not pid or not pid_alive(pid) or not self._is_ours(pid):
             return
         children = child_pids(pid)
@@ -595,6 +655,23 @@ class Httpd:
                     os.kill(c, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        self.pidfile.unlink(missing_ok=True)
+
+    def _stop_checker(self):
+        """One process under memcheck: SIGTERM, then its report."""
+        proc, self.checker_proc = self.checker_proc, None
+        if proc.poll() is None:
+            # Debian's valgrind is a shell wrapper around valgrind.bin:
+            # the whole process group (its own session) gets the signal
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(START_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.killed.append(f"{self.name}: httpd -X under valgrind "
+                                   f"ignored SIGTERM: SIGKILL")
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.killed += self._checker_findings()
         self.pidfile.unlink(missing_ok=True)
 
     def _is_ours(self, pid: int) -> bool:
@@ -813,14 +890,6 @@ class Redis:
         kw.setdefault("username", self.username)
         kw.setdefault("socket_timeout", 10)
         return redis_py.Redis(host="127.0.0.1", port=self.port, **kw)
-
-    def _is_ours(self, pid: int) -> bool:
-        """pid is an httpd of this server root (not a stranger that got a
-        stale pid)."""
-        try:
-            return str(self.root).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

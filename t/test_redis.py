@@ -403,7 +403,7 @@ RateLimitOnError local instances=3
 
 
 def test_redis_20_password_never_in_the_log(httpd, redis_factory, env):
-    env.expect_log("RRL00013")
+    env.expect_log("RRL00013", "RRL00019")
     r = redis_factory(password="right-one")
     url = f"redis://:wrong-one@127.0.0.1:{r.port}"
     httpd.start(f"RateLimitRedis {url}\nRateLimit 2/min name=pw\n"
@@ -413,7 +413,7 @@ def test_redis_20_password_never_in_the_log(httpd, redis_factory, env):
     assert statuses(rs) == [200, 200, 429]
     assert {e["result"] for e in httpd.access_log(3)} == \
         {"local-allowed", "local-denied"}
-    line = httpd.wait_error_log("RRL00013")
+    line = httpd.wait_error_log("RRL00019")
     assert f"redis://:****@127.0.0.1:{r.port}" in line
     assert "AUTH" in line
     text = "\n".join(httpd.error_log_lines())
