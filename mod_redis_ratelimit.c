@@ -72,6 +72,8 @@
 #define RRL_HDR_RATELIMIT  "RateLimit"
 #define RRL_MUTEX_TYPE     "redis-ratelimit-store"
 #define RRL_DEFAULT_PREFIX "rl:"
+#define RRL_STATUS_HANDLER "redis-ratelimit-status"
+#define RRL_TIME_FORMAT    "%A, %d-%b-%Y %H:%M:%S %Z"   /* as mod_status */
 #define RRL_DEFAULT_TIMEOUT apr_time_from_msec(100)
 #define RRL_DEFAULT_POOL_TTL apr_time_from_sec(60)
 #define RRL_MAX_TIMEOUT    apr_time_from_sec(60)
@@ -177,16 +179,18 @@ typedef struct rrl_limit_t {
     int nstatuses;
     server_rec *server;         /* where it was defined */
     int in_vhost;
+    int for_status;             /* beside SetHandler redis-ratelimit-status */
     const char *scope;          /* "VHOST:" or "", set in check_config */
     const char *file;
     unsigned line;
     /* its part of the script's ARGV, formatted once: algorithm, count,
      * period, burst, interval, unit, cost */
     const char *args[7];
+    struct rrl_limit_stat *stat;  /* its counters, set in post_config */
 } rrl_limit_t;
 
 typedef struct {
-    apr_array_header_t *limits;   /* rrl_limit_t *, this section's own */
+    apr_array_header_t *limits;   /* rrl_limit_t *: all that apply here */
     int off;                      /* "RateLimit off" drops what's inherited */
     int unnamed;                  /* unnamed limits so far (default names) */
     int mode;
@@ -219,17 +223,60 @@ typedef struct {
 #define RRL_MAX_BACKENDS 32
 #define RRL_ERR_LEN 200
 
+#define RRL_URL_LEN 160
+
 typedef struct {
     apr_uint64_t id;              /* hash of the URL; 0: a free slot */
+    char masked[RRL_URL_LEN];     /* the URL with its password masked */
     volatile apr_uint32_t down;   /* 1 while Redis is lost */
+    volatile apr_uint32_t connections;   /* open, in all children */
     apr_int64_t since;            /* when it was lost, or came back (us) */
     apr_int64_t last_error_at;    /* us; under the store's mutex: */
     char last_error[RRL_ERR_LEN];
 } rrl_shared_backend_t;
 
+/* Counters of all children (atomic increments, no lock) */
+typedef enum {
+    RRL_CTR_CHECKED = 0,
+    RRL_CTR_ALLOWED,
+    RRL_CTR_DENIED,
+    RRL_CTR_EXEMPT,
+    RRL_CTR_DRY_RUN_DENIED,
+    RRL_CTR_FALLBACK_ALLOWED,
+    RRL_CTR_FALLBACK_DENIED,
+    RRL_CTR_LOCAL_ALLOWED,
+    RRL_CTR_LOCAL_DENIED,
+    RRL_CTR_DENY_CACHE_HITS,
+    RRL_CTR_REDIS_CALLS,
+    RRL_CTR_REDIS_ERRORS,
+    RRL_CTR_NOSCRIPT,
+    RRL_CTR_CONNECTIONS,
+    RRL_CTR_BREAKER_OPENINGS,
+    RRL_CTR_MAX
+} rrl_counter_e;
+
+/* Redis latency buckets, upper bounds in us (and one more: above) */
+static const apr_int64_t rrl_lat_bounds[] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000
+};
+#define RRL_LAT_BUCKETS 11
+
+typedef struct rrl_limit_stat {
+    char name[RRL_NAME_MAX + 1];
+    char vhost[128];              /* "" outside any virtual host */
+    volatile apr_uint64_t allowed, denied, dry_run_denied;
+} rrl_limit_stat_t;
+
+#define RRL_MAX_LIMIT_STATS 256
+
 typedef struct {
     apr_uint32_t magic;
+    apr_int64_t started;          /* counting since (us) */
+    volatile apr_uint64_t counters[RRL_CTR_MAX];
+    volatile apr_uint64_t lat_buckets[RRL_LAT_BUCKETS];
+    volatile apr_uint64_t lat_sum, lat_count, lat_max;   /* us */
     rrl_shared_backend_t backends[RRL_MAX_BACKENDS + 1];  /* +1: overflow */
+    rrl_limit_stat_t limits[RRL_MAX_LIMIT_STATS + 1];    /* +1: overflow */
 } rrl_status_t;
 
 /* One Redis as this server uses it: a distinct URL with its timeouts and
@@ -703,6 +750,33 @@ static const char *rrl_default_name(cmd_parms *cmd, int ordinal)
     return name;
 }
 
+/* Does the section of this directive say SetHandler redis-ratelimit-status?
+ * The status page is limited only by limits written there. */
+static int rrl_beside_status_handler(cmd_parms *cmd)
+{
+    const ap_directive_t *d;
+
+    if (!cmd->directive->parent) {
+        return 0;
+    }
+    for (d = cmd->directive->parent->first_child; d; d = d->next) {
+        if (strcasecmp(d->directive, "SetHandler") == 0 && d->args) {
+            char *h = apr_pstrdup(cmd->temp_pool, d->args);
+            apr_size_t len = strlen(h);
+
+            if (len >= 2 && (h[0] == '"' || h[0] == '\'')
+                && h[len - 1] == h[0]) {
+                h[len - 1] = '\0';
+                h++;
+            }
+            if (strcasecmp(h, RRL_STATUS_HANDLER) == 0) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 static const char *rrl_check_params(apr_pool_t *p, const char *rate,
                                     rrl_params_t *rp, apr_int64_t cost,
                                     int burst_given)
@@ -790,6 +864,7 @@ static const char *rrl_cmd_rate_limit(cmd_parms *cmd, void *dcfg, int argc,
     l->file = cmd->directive->filename;
     l->line = cmd->directive->line_num;
     l->p.algorithm = RRL_ALG_GCRA;
+    l->for_status = rrl_beside_status_handler(cmd);
 
     if ((err = rrl_parse_rate(cmd->temp_pool, argv[0], &l->p.count,
                               &l->p.period)) != NULL) {
@@ -1967,6 +2042,124 @@ static apr_status_t rrl_store_create(server_rec *s, apr_size_t want)
     return APR_SUCCESS;
 }
 
+/* ---- status: counters shared by all children ---- */
+
+/* The status region: made once per server lifetime, kept over graceful
+ * restarts like the store */
+static apr_status_t rrl_status_create(server_rec *s)
+{
+    apr_pool_t *pglobal = s->process->pool;
+    apr_shm_t *shm = NULL;
+    apr_status_t rv;
+
+    apr_pool_userdata_get((void **)&rrl_status, "rrl_status", pglobal);
+    if (rrl_status) {
+        return APR_SUCCESS;
+    }
+    if ((rv = apr_shm_create(&shm, sizeof(rrl_status_t), NULL, pglobal))
+        != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RRL_LOGNO(00017)
+                     "cannot create shared memory for the module's status");
+        return rv;
+    }
+    rrl_status = apr_shm_baseaddr_get(shm);
+    memset(rrl_status, 0, sizeof(*rrl_status));
+    rrl_status->magic = RRL_SHM_MAGIC;
+    rrl_status->started = apr_time_now();
+    apr_pool_userdata_set(rrl_status, "rrl_status", apr_pool_cleanup_null,
+                          pglobal);
+    return APR_SUCCESS;
+}
+
+static apr_uint64_t rrl_fnv1a(const char *s)
+{
+    apr_uint64_t h = APR_UINT64_C(1469598103934665603);
+
+    for (; *s; s++) {
+        h = (h ^ (unsigned char)*s) * APR_UINT64_C(1099511628211);
+    }
+    return h ? h : 1;
+}
+
+/* The shared slot of a Redis URL (in the parent, before any child) */
+static rrl_shared_backend_t *rrl_status_backend(const rrl_redis_url_t *u)
+{
+    apr_uint64_t id = rrl_fnv1a(u->url);
+    int i;
+
+    for (i = 0; i < RRL_MAX_BACKENDS; i++) {
+        rrl_shared_backend_t *sb = &rrl_status->backends[i];
+
+        if (sb->id == id || sb->id == 0) {
+            if (sb->id == 0) {
+                sb->id = id;
+                sb->since = apr_time_now();
+                apr_cpystrn(sb->masked, u->masked, sizeof(sb->masked));
+            }
+            return sb;
+        }
+    }
+    apr_cpystrn(rrl_status->backends[RRL_MAX_BACKENDS].masked,
+                "(more Redis URLs than the status page shows)",
+                RRL_URL_LEN);
+    return &rrl_status->backends[RRL_MAX_BACKENDS];
+}
+
+/* The counters of a limit: one slot per name in its scope, kept over
+ * graceful restarts (in the parent, before any child) */
+static rrl_limit_stat_t *rrl_status_limit(const rrl_limit_t *l,
+                                          const char *vhost)
+{
+    int i;
+
+    for (i = 0; i < RRL_MAX_LIMIT_STATS; i++) {
+        rrl_limit_stat_t *st = &rrl_status->limits[i];
+
+        if (!st->name[0]) {
+            apr_cpystrn(st->name, l->name, sizeof(st->name));
+            apr_cpystrn(st->vhost, vhost, sizeof(st->vhost));
+            return st;
+        }
+        if (strcmp(st->name, l->name) == 0 && strcmp(st->vhost, vhost) == 0) {
+            return st;
+        }
+    }
+    apr_cpystrn(rrl_status->limits[RRL_MAX_LIMIT_STATS].name, "(others)",
+                RRL_NAME_MAX + 1);
+    return &rrl_status->limits[RRL_MAX_LIMIT_STATS];
+}
+
+static APR_INLINE void rrl_count(rrl_counter_e c)
+{
+    apr_atomic_inc64(&rrl_status->counters[c]);
+}
+
+static void rrl_count_latency(apr_int64_t us)
+{
+    apr_uint64_t max;
+    int b;
+
+    for (b = 0; b < RRL_LAT_BUCKETS - 1 && us > rrl_lat_bounds[b]; b++)
+        ;
+    apr_atomic_inc64(&rrl_status->lat_buckets[b]);
+    apr_atomic_add64(&rrl_status->lat_sum, (apr_uint64_t)us);
+    apr_atomic_inc64(&rrl_status->lat_count);
+    while ((max = apr_atomic_read64(&rrl_status->lat_max)) < (apr_uint64_t)us
+           && apr_atomic_cas64(&rrl_status->lat_max, (apr_uint64_t)us, max)
+              != max)
+        ;
+}
+
+/* The last error, for the status page of every child */
+static void rrl_status_error(rrl_shared_backend_t *sb, const char *err)
+{
+    if (apr_global_mutex_lock(rrl_store->mutex) == APR_SUCCESS) {
+        apr_cpystrn(sb->last_error, err, sizeof(sb->last_error));
+        sb->last_error_at = apr_time_now();
+        apr_global_mutex_unlock(rrl_store->mutex);
+    }
+}
+
 /* ---- redis backend ---- */
 
 static const char *rrl_script_sha;          /* of rrl_lua_ratelimit */
@@ -2057,7 +2250,18 @@ static redisContext *rrl_redis_connect(const rrl_backend_t *be, apr_pool_t *p,
         *errp = err;
         return NULL;
     }
+    rrl_count(RRL_CTR_CONNECTIONS);
+    apr_atomic_inc32(&be->shared->connections);
     return c;
+}
+
+static void rrl_conn_close(const rrl_backend_t *be, rrl_conn_t *conn)
+{
+    if (conn->c) {
+        redisFree(conn->c);
+        conn->c = NULL;
+        apr_atomic_dec32(&be->shared->connections);
+    }
 }
 
 static apr_status_t rrl_conn_make(void **resource, void *params,
@@ -2080,11 +2284,8 @@ static apr_status_t rrl_conn_drop(void *resource, void *params,
 {
     rrl_conn_t *conn = resource;
 
-    (void)params;
     (void)pool;
-    if (conn->c) {
-        redisFree(conn->c);
-    }
+    rrl_conn_close(params, conn);
     free(conn);
     return APR_SUCCESS;
 }
@@ -2161,19 +2362,112 @@ typedef enum {
 } rrl_redis_rc_e;
 
 /*
- * One EVALSHA decides every item: check all, then spend all.  NOSCRIPT
- * loads the script and retries once on the same connection; a pooled
- * connection that went stale is retried once on a fresh one.  Any other
- * failure is the caller's, with *errp saying what it was.
+ * One command on a pooled connection, by the pool's rules: a pooled
+ * connection that went stale is retried once on a fresh one; EVALSHA that
+ * meets NOSCRIPT loads the script and retries once.  On RRL_REDIS_OK the
+ * caller holds the connection and the reply, and ends with
+ * rrl_redis_done(); otherwise *errp says what went wrong.
  */
+static rrl_redis_rc_e rrl_redis_call(request_rec *r, rrl_backend_t *be,
+                                     int argc, const char **argv,
+                                     const size_t *lens, rrl_conn_t **connp,
+                                     redisReply **replyp, const char **errp)
+{
+    int attempt, evalsha = strcmp(argv[0], "EVALSHA") == 0;
+
+    for (attempt = 0; ; attempt++) {
+        rrl_conn_t *conn;
+        redisReply *reply;
+        apr_time_t t0;
+        int err;
+
+        if (apr_reslist_acquire(be->pool, (void **)&conn) != APR_SUCCESS) {
+            *errp = "no connection free in the pool (RateLimitRedisPool)";
+            return RRL_REDIS_DOWN;
+        }
+        if (attempt > 0) {
+            rrl_conn_close(be, conn);  /* the retry gets a fresh one */
+        }
+        if (!conn->c) {
+            conn->served = 0;
+            if (!(conn->c = rrl_redis_connect(be, r->pool, errp))) {
+                apr_reslist_invalidate(be->pool, conn);
+                return RRL_REDIS_DOWN;
+            }
+        }
+        t0 = apr_time_now();
+        reply = redisCommandArgv(conn->c, argc, argv, lens);
+        rrl_count(RRL_CTR_REDIS_CALLS);
+        if (evalsha && reply && reply->type == REDIS_REPLY_ERROR
+            && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+            freeReplyObject(reply);
+            reply = NULL;
+            rrl_count(RRL_CTR_NOSCRIPT);
+            rrl_count(RRL_CTR_REDIS_CALLS);
+            if ((*errp = rrl_redis_load_script(r->pool, conn->c)) != NULL) {
+                int down = conn->c->err != 0;
+
+                apr_reslist_invalidate(be->pool, conn);
+                return down ? RRL_REDIS_DOWN : RRL_REDIS_WRONG;
+            }
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RRL_LOGNO(00011)
+                          "%s: the script was missing (NOSCRIPT) and is "
+                          "loaded again", be->u->masked);
+            t0 = apr_time_now();
+            reply = redisCommandArgv(conn->c, argc, argv, lens);
+            rrl_count(RRL_CTR_REDIS_CALLS);
+        }
+        err = errno;
+        if (!reply) {
+            int retry = attempt == 0 && conn->served
+                        && rrl_redis_stale(conn->c, err);
+
+            *errp = apr_psprintf(r->pool, "%s: %s", argv[0],
+                                 conn->c->errstr);
+            apr_reslist_invalidate(be->pool, conn);
+            if (retry) {
+                ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RRL_LOGNO(00012)
+                              "%s: a pooled connection went stale (%s); "
+                              "retrying on a fresh one", be->u->masked,
+                              *errp);
+                continue;
+            }
+            return RRL_REDIS_DOWN;
+        }
+        rrl_count_latency(apr_time_now() - t0);
+        *connp = conn;
+        *replyp = reply;
+        return RRL_REDIS_OK;
+    }
+}
+
+/* Frees the reply; the connection goes back to the pool, or, if it saw
+ * anything wrong, is dropped */
+static void rrl_redis_done(rrl_backend_t *be, rrl_conn_t *conn,
+                           redisReply *reply, int ok)
+{
+    freeReplyObject(reply);
+    if (ok) {
+        conn->served = 1;
+        apr_reslist_release(be->pool, conn);
+    }
+    else {
+        apr_reslist_invalidate(be->pool, conn);
+    }
+}
+
+/* One EVALSHA decides every item: check all, then spend all */
 static rrl_redis_rc_e rrl_redis_decide(request_rec *r, rrl_backend_t *be,
                                        rrl_item_t *items, int n,
                                        apr_int64_t *now, const char **errp)
 {
     static const char *const modes[] = { "0", "1", "2" };
-    int argc = 4 + 9 * n, i, k, attempt;
+    int argc = 4 + 9 * n, i, k;
     const char **argv = apr_palloc(r->pool, sizeof(*argv) * argc);
     size_t *lens = apr_palloc(r->pool, sizeof(*lens) * argc);
+    rrl_conn_t *conn;
+    redisReply *reply;
+    rrl_redis_rc_e rc;
 
     argv[0] = "EVALSHA";
     argv[1] = rrl_script_sha;
@@ -2192,72 +2486,38 @@ static rrl_redis_rc_e rrl_redis_decide(request_rec *r, rrl_backend_t *be,
         lens[i] = (i >= 3 && i < 3 + n) ? items[i - 3].keylen
                                         : strlen(argv[i]);
     }
-
-    for (attempt = 0; ; attempt++) {
-        rrl_conn_t *conn;
-        redisReply *reply;
-        apr_status_t rv;
-        int err;
-
-        if ((rv = apr_reslist_acquire(be->pool, (void **)&conn))
-            != APR_SUCCESS) {
-            *errp = "no connection free in the pool (RateLimitRedisPool)";
-            return RRL_REDIS_DOWN;
-        }
-        if (conn->c && attempt > 0) {
-            redisFree(conn->c);        /* the retry gets a fresh one */
-            conn->c = NULL;
-        }
-        if (!conn->c) {
-            conn->served = 0;
-            if (!(conn->c = rrl_redis_connect(be, r->pool, errp))) {
-                apr_reslist_invalidate(be->pool, conn);
-                return RRL_REDIS_DOWN;
-            }
-        }
-        reply = redisCommandArgv(conn->c, argc, argv, lens);
-        if (reply && reply->type == REDIS_REPLY_ERROR
-            && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
-            freeReplyObject(reply);
-            reply = NULL;
-            if ((*errp = rrl_redis_load_script(r->pool, conn->c)) != NULL) {
-                int down = conn->c->err != 0;
-
-                apr_reslist_invalidate(be->pool, conn);
-                return down ? RRL_REDIS_DOWN : RRL_REDIS_WRONG;
-            }
-            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RRL_LOGNO(00011)
-                          "%s: the script was missing (NOSCRIPT) and is "
-                          "loaded again", be->u->masked);
-            reply = redisCommandArgv(conn->c, argc, argv, lens);
-        }
-        err = errno;
-        if (!reply) {
-            int retry = attempt == 0 && conn->served
-                        && rrl_redis_stale(conn->c, err);
-
-            *errp = apr_psprintf(r->pool, "EVALSHA: %s", conn->c->errstr);
-            apr_reslist_invalidate(be->pool, conn);
-            if (retry) {
-                ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RRL_LOGNO(00012)
-                              "%s: a pooled connection went stale (%s); "
-                              "retrying on a fresh one", be->u->masked,
-                              *errp);
-                continue;
-            }
-            return RRL_REDIS_DOWN;
-        }
-        *errp = rrl_redis_reply(r->pool, reply, items, n, now);
-        freeReplyObject(reply);
-        if (*errp) {
-            /* a wrong reply: this connection saw an error, drop it */
-            apr_reslist_invalidate(be->pool, conn);
-            return RRL_REDIS_WRONG;
-        }
-        conn->served = 1;
-        apr_reslist_release(be->pool, conn);
-        return RRL_REDIS_OK;
+    if ((rc = rrl_redis_call(r, be, argc, argv, lens, &conn, &reply, errp))
+        != RRL_REDIS_OK) {
+        return rc;
     }
+    *errp = rrl_redis_reply(r->pool, reply, items, n, now);
+    rrl_redis_done(be, conn, reply, *errp == NULL);
+    return *errp ? RRL_REDIS_WRONG : RRL_REDIS_OK;
+}
+
+/* PING, for ?health */
+static rrl_redis_rc_e rrl_redis_ping(request_rec *r, rrl_backend_t *be,
+                                     const char **errp)
+{
+    const char *argv[1] = { "PING" };
+    size_t lens[1] = { 4 };
+    rrl_conn_t *conn;
+    redisReply *reply;
+    rrl_redis_rc_e rc;
+    int ok;
+
+    if ((rc = rrl_redis_call(r, be, 1, argv, lens, &conn, &reply, errp))
+        != RRL_REDIS_OK) {
+        return rc;
+    }
+    ok = reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "PONG") == 0;
+    if (!ok) {
+        *errp = reply->type == REDIS_REPLY_ERROR
+                ? apr_psprintf(r->pool, "PING: %s", reply->str)
+                : "PING: an unexpected reply";
+    }
+    rrl_redis_done(be, conn, reply, ok);
+    return ok ? RRL_REDIS_OK : RRL_REDIS_WRONG;
 }
 
 /* Redis errors: at most one line a second per child, with the number of
@@ -2287,16 +2547,6 @@ static void rrl_redis_log_error(request_rec *r, rrl_backend_t *be,
                       ? apr_psprintf(r->pool, " (and %d more such errors in "
                                      "this child since the last line)",
                                      suppressed) : "");
-    }
-}
-
-/* The last error, for the status page of every child */
-static void rrl_status_error(rrl_shared_backend_t *sb, const char *err)
-{
-    if (apr_global_mutex_lock(rrl_store->mutex) == APR_SUCCESS) {
-        apr_cpystrn(sb->last_error, err, sizeof(sb->last_error));
-        sb->last_error_at = apr_time_now();
-        apr_global_mutex_unlock(rrl_store->mutex);
     }
 }
 
@@ -2338,15 +2588,16 @@ static void rrl_breaker_success(request_rec *r, rrl_backend_t *be)
 {
     apr_time_t now;
 
-    if (apr_atomic_read32(&be->failures) == 0) {
-        return;
+    if (apr_atomic_read32(&be->failures) != 0) {
+        apr_thread_mutex_lock(be->mutex);
+        apr_atomic_set32(&be->failures, 0);
+        be->probing = 0;
+        apr_thread_mutex_unlock(be->mutex);
     }
-    apr_thread_mutex_lock(be->mutex);
-    apr_atomic_set32(&be->failures, 0);
-    be->probing = 0;
-    apr_thread_mutex_unlock(be->mutex);
-    /* the first child to reach Redis again says so, once */
-    if (apr_atomic_cas32(&be->shared->down, 0, 1) == 1) {
+    /* the first child to reach Redis again says so, once (it may not be
+     * one that saw it fail) */
+    if (apr_atomic_read32(&be->shared->down)
+        && apr_atomic_cas32(&be->shared->down, 0, 1) == 1) {
         now = apr_time_now();
         ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, RRL_LOGNO(00018)
                       "%s answers again after %" APR_TIME_T_FMT " s; limits "
@@ -2364,6 +2615,9 @@ static void rrl_breaker_failure(request_rec *r, rrl_backend_t *be,
 
     apr_thread_mutex_lock(be->mutex);
     n = apr_atomic_read32(&be->failures) + 1;
+    if (n == 1) {
+        rrl_count(RRL_CTR_BREAKER_OPENINGS);
+    }
     apr_atomic_set32(&be->failures, n);
     pause = n > 6 ? RRL_BACKOFF_MAX : RRL_BACKOFF_FIRST << (n - 1);
     pause = pause < RRL_BACKOFF_MAX ? pause : RRL_BACKOFF_MAX;
@@ -2459,56 +2713,6 @@ static void rrl_deny_remember(const rrl_item_t *it, const apr_uint64_t h[2],
     apr_thread_mutex_unlock(rrl_deny_mutex);
 }
 
-/* The status region: made once per server lifetime, kept over graceful
- * restarts like the store */
-static apr_status_t rrl_status_create(server_rec *s)
-{
-    apr_pool_t *pglobal = s->process->pool;
-    apr_shm_t *shm = NULL;
-    apr_status_t rv;
-
-    apr_pool_userdata_get((void **)&rrl_status, "rrl_status", pglobal);
-    if (rrl_status) {
-        return APR_SUCCESS;
-    }
-    if ((rv = apr_shm_create(&shm, sizeof(rrl_status_t), NULL, pglobal))
-        != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RRL_LOGNO(00017)
-                     "cannot create shared memory for the module's status");
-        return rv;
-    }
-    rrl_status = apr_shm_baseaddr_get(shm);
-    memset(rrl_status, 0, sizeof(*rrl_status));
-    rrl_status->magic = RRL_SHM_MAGIC;
-    apr_pool_userdata_set(rrl_status, "rrl_status", apr_pool_cleanup_null,
-                          pglobal);
-    return APR_SUCCESS;
-}
-
-/* The shared slot of a Redis URL (in the parent, before any child) */
-static rrl_shared_backend_t *rrl_status_backend(const char *url)
-{
-    apr_uint64_t id = 1469598103934665603ULL;     /* FNV-1a */
-    int i;
-
-    for (; *url; url++) {
-        id = (id ^ (unsigned char)*url) * 1099511628211ULL;
-    }
-    id = id ? id : 1;
-    for (i = 0; i < RRL_MAX_BACKENDS; i++) {
-        rrl_shared_backend_t *sb = &rrl_status->backends[i];
-
-        if (sb->id == id || sb->id == 0) {
-            if (sb->id == 0) {
-                sb->id = id;
-                sb->since = apr_time_now();
-            }
-            return sb;
-        }
-    }
-    return &rrl_status->backends[RRL_MAX_BACKENDS];   /* shared overflow */
-}
-
 /* ---- decision: access and fixups hooks, headers, environment ---- */
 
 static rrl_req_t *rrl_req(request_rec *r)
@@ -2601,6 +2805,20 @@ static int rrl_answer(request_rec *r, const rrl_dir_conf_t *dc, rrl_req_t *rq,
         if (!items[i].allowed) {
             allowed = 0;
             retry = items[i].retry > retry ? items[i].retry : retry;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        rrl_limit_stat_t *st = items[i].limit->stat;
+
+        if (!st) {
+            continue;
+        }
+        if (!items[i].allowed) {
+            apr_atomic_inc64(rrl_dc_mode(dc) == RRL_DRY_RUN
+                             ? &st->dry_run_denied : &st->denied);
+        }
+        else if (allowed) {
+            apr_atomic_inc64(&st->allowed);
         }
     }
     for (i = 0; i < n; i++) {
@@ -2713,9 +2931,11 @@ static int rrl_decide_items(request_rec *r, const rrl_srv_conf_t *sc,
             rrl_breaker_success(r, sc->backend);
             return OK;
         case RRL_REDIS_DOWN:
+            rrl_count(RRL_CTR_REDIS_ERRORS);
             rrl_breaker_failure(r, sc->backend, dc, err);
             break;
         case RRL_REDIS_WRONG:
+            rrl_count(RRL_CTR_REDIS_ERRORS);
             /* Redis is up: this request's answer was wrong (a key of
              * another type, say); no reason to leave Redis alone */
             rrl_breaker_success(r, sc->backend);
@@ -2759,6 +2979,18 @@ static int rrl_on_error(request_rec *r, const rrl_dir_conf_t *dc,
     return rrl_dc_status(dc);
 }
 
+/* The status page is limited only by limits written in its own section */
+static int rrl_is_status_request(request_rec *r)
+{
+    core_dir_config *cd = ap_get_core_module_config(r->per_dir_config);
+    const char *h = r->handler, *err = NULL;
+
+    if (cd->expr_handler) {
+        h = ap_expr_str_exec(r, cd->expr_handler, &err);
+    }
+    return h && !err && strcmp(h, RRL_STATUS_HANDLER) == 0;
+}
+
 static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
 {
     const rrl_dir_conf_t *dc;
@@ -2766,17 +2998,29 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
     rrl_req_t *rq;
     rrl_item_t *items;
     const char *prefix;
+    const apr_array_header_t *limits;
     apr_uint64_t (*h)[2] = NULL;
     apr_int64_t now;
     rrl_source_e src;
-    int i, n = 0;
+    int i, n = 0, status;
 
     if (!ap_is_initial_req(r)) {
         return DECLINED;
     }
     dc = ap_get_module_config(r->per_dir_config, &redis_ratelimit_module);
-    if (!dc->limits || !dc->limits->nelts) {
+    limits = dc->limits;
+    if (!limits || !limits->nelts) {
         return DECLINED;
+    }
+    if ((status = rrl_is_status_request(r)) != 0) {
+        for (i = 0; i < limits->nelts; i++) {
+            if (APR_ARRAY_IDX(limits, i, rrl_limit_t *)->for_status) {
+                break;
+            }
+        }
+        if (i == limits->nelts) {
+            return DECLINED;      /* neither limited nor counted */
+        }
     }
     rq = rrl_req(r);
     if (!rq->exempt_checked) {
@@ -2794,12 +3038,12 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
     sc = ap_get_module_config(r->server->module_config,
                               &redis_ratelimit_module);
     prefix = rrl_sc_prefix(sc);
-    items = apr_palloc(r->pool, sizeof(*items) * dc->limits->nelts);
-    for (i = 0; i < dc->limits->nelts; i++) {
-        const rrl_limit_t *l = APR_ARRAY_IDX(dc->limits, i, rrl_limit_t *);
+    items = apr_palloc(r->pool, sizeof(*items) * limits->nelts);
+    for (i = 0; i < limits->nelts; i++) {
+        const rrl_limit_t *l = APR_ARRAY_IDX(limits, i, rrl_limit_t *);
         rrl_item_t *it = &items[n];
 
-        if (l->phase != phase) {
+        if (l->phase != phase || (status && !l->for_status)) {
             continue;
         }
         it->key = rrl_limit_key(r, l, prefix, &it->keylen);
@@ -2832,6 +3076,7 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
         }
         now = apr_time_now();
         if ((hit = rrl_deny_lookup(items, n, h, now)) != NULL) {
+            rrl_count(RRL_CTR_DENY_CACHE_HITS);
             ap_log_rerror(APLOG_MARK, APLOG_TRACE2, 0, r, "RateLimit %s: "
                           "denied by the deny cache", hit->limit->name);
             return rrl_answer(r, dc, rq, hit, 1, now, RRL_BY_STORE);
@@ -2886,6 +3131,19 @@ static int rrl_hook_log(request_rec *r)
     if (last != r && rq->result != RRL_RES_NONE) {
         rrl_set_env(last, rq);
     }
+    if (rq->result != RRL_RES_NONE) {
+        static const rrl_counter_e of[] = {
+            RRL_CTR_MAX, RRL_CTR_ALLOWED, RRL_CTR_DENIED, RRL_CTR_EXEMPT,
+            RRL_CTR_DRY_RUN_DENIED, RRL_CTR_FALLBACK_ALLOWED,
+            RRL_CTR_FALLBACK_DENIED, RRL_CTR_LOCAL_ALLOWED,
+            RRL_CTR_LOCAL_DENIED
+        };
+
+        if (rq->result != RRL_RES_EXEMPT) {
+            rrl_count(RRL_CTR_CHECKED);
+        }
+        rrl_count(of[rq->result]);
+    }
     if (!rq->pending || rq->denied) {
         return DECLINED;
     }
@@ -2914,6 +3172,583 @@ static int rrl_hook_log(request_rec *r)
         rrl_decide_items(r, sc, dc, items, n, &now, &src);
     }
     return DECLINED;
+}
+
+/* ---- status handler: SetHandler redis-ratelimit-status ---- */
+
+/* What the page shows of each counter: ?auto key, JSON and metric name,
+ * and what it counts */
+static const struct {
+    const char *key, *json, *help;
+} rrl_counter_info[RRL_CTR_MAX] = {
+    { "Checked", "checked",
+      "Requests that limits applied to (exempt ones not included)" },
+    { "Allowed", "allowed", "Requests the store allowed" },
+    { "Denied", "denied", "Requests the store denied" },
+    { "Exempt", "exempt", "Requests from RateLimitExempt clients" },
+    { "DryRunDenied", "dry_run_denied",
+      "Requests RateLimitMode dry-run would have denied" },
+    { "FallbackAllowed", "fallback_allowed",
+      "Requests RateLimitOnError allow let through while Redis failed" },
+    { "FallbackDenied", "fallback_denied",
+      "Requests RateLimitOnError deny refused while Redis failed" },
+    { "LocalAllowed", "local_allowed",
+      "Requests the local store allowed while Redis failed" },
+    { "LocalDenied", "local_denied",
+      "Requests the local store denied while Redis failed" },
+    { "DenyCacheHits", "deny_cache_hits",
+      "Requests denied from a child's deny cache, without Redis" },
+    { "RedisRoundTrips", "redis_round_trips",
+      "Commands sent to Redis for decisions (EVALSHA, SCRIPT LOAD, PING)" },
+    { "RedisErrors", "redis_errors",
+      "Decisions Redis could not make (down, timed out, wrong reply)" },
+    { "ScriptLoads", "script_loads",
+      "NOSCRIPT answered by loading the script again" },
+    { "RedisConnections", "redis_connections",
+      "Connections opened to Redis" },
+    { "BreakerOpenings", "breaker_openings",
+      "Times a child stopped asking a failing Redis for a while" },
+};
+
+typedef enum {
+    RRL_FMT_HTML = 0, RRL_FMT_AUTO, RRL_FMT_JSON, RRL_FMT_METRICS,
+    RRL_FMT_HEALTH
+} rrl_format_e;
+
+/* A consistent enough copy of the shared counters */
+typedef struct {
+    apr_uint64_t n[RRL_CTR_MAX];
+    apr_uint64_t lat[RRL_LAT_BUCKETS];
+    apr_uint64_t lat_sum, lat_count, lat_max;
+} rrl_snapshot_t;
+
+static void rrl_snapshot(rrl_snapshot_t *sn)
+{
+    int i;
+
+    for (i = 0; i < RRL_CTR_MAX; i++) {
+        sn->n[i] = apr_atomic_read64(&rrl_status->counters[i]);
+    }
+    sn->lat_count = 0;
+    for (i = 0; i < RRL_LAT_BUCKETS; i++) {
+        sn->lat[i] = apr_atomic_read64(&rrl_status->lat_buckets[i]);
+        sn->lat_count += sn->lat[i];
+    }
+    sn->lat_sum = apr_atomic_read64(&rrl_status->lat_sum);
+    sn->lat_max = apr_atomic_read64(&rrl_status->lat_max);
+}
+
+static const char *rrl_json_string(apr_pool_t *p, const char *s)
+{
+    char *out = apr_palloc(p, 6 * strlen(s) + 3), *o = out;
+
+    *o++ = '"';
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+
+        if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)c;
+        }
+        else if (c < 0x20 || c == 0x7f) {
+            o += apr_snprintf(o, 7, "\\u%04x", c);
+        }
+        else {
+            *o++ = (char)c;
+        }
+    }
+    *o++ = '"';
+    *o = '\0';
+    return out;
+}
+
+/* A Prometheus label value: backslash, quote and newline escaped */
+static const char *rrl_prom_value(apr_pool_t *p, const char *s)
+{
+    char *out = apr_palloc(p, 2 * strlen(s) + 1), *o = out;
+
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"') {
+            *o++ = '\\';
+            *o++ = *s;
+        }
+        else if (*s == '\n') {
+            *o++ = '\\';
+            *o++ = 'n';
+        }
+        else {
+            *o++ = *s;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static const char *rrl_lat_le(apr_pool_t *p, int b)
+{
+    return b < RRL_LAT_BUCKETS - 1
+           ? apr_psprintf(p, "%g", rrl_lat_bounds[b] / 1e6) : "+Inf";
+}
+
+/* The last error of a Redis, read under the store's mutex */
+static const char *rrl_last_error(apr_pool_t *p, rrl_shared_backend_t *sb,
+                                  apr_time_t *at)
+{
+    const char *err = "";
+
+    *at = 0;
+    if (apr_global_mutex_lock(rrl_store->mutex) == APR_SUCCESS) {
+        err = apr_pstrdup(p, sb->last_error);
+        *at = sb->last_error_at;
+        apr_global_mutex_unlock(rrl_store->mutex);
+    }
+    return err;
+}
+
+static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
+{
+    apr_time_t now = apr_time_now();
+    int i;
+
+    ap_set_content_type(r, "text/html; charset=utf-8");
+    ap_rvputs(r, DOCTYPE_HTML_4_01, "<html><head>\n"
+              "<title>Rate limiting status</title>\n<style>\n"
+              "table { border-collapse: collapse; }\n"
+              "th, td { border: 1px solid #999; padding: 2px 8px; "
+              "text-align: right; }\n"
+              "th:first-child, td:first-child { text-align: left; }\n"
+              "</style>\n</head><body>\n<h1>Rate limiting status for ",
+              ap_escape_html(r->pool, ap_get_server_name(r)), "</h1>\n\n",
+              NULL);
+    ap_rvputs(r, "<dl><dt>Server Version: ",
+              ap_escape_html(r->pool, ap_get_server_description()),
+              "</dt>\n<dt>Module: mod_redis_ratelimit/" RRL_VERSION "</dt>\n"
+              "<dt>Current Time: ", ap_ht_time(r->pool, now,
+                                               RRL_TIME_FORMAT, 0),
+              "</dt>\n<dt>Counting since: ",
+              ap_ht_time(r->pool, rrl_status->started, RRL_TIME_FORMAT,
+                         0), "</dt>\n<dt>Script SHA-1: ", rrl_script_sha,
+              "</dt>\n", NULL);
+    ap_rprintf(r, "<dt>Local store: %" APR_SIZE_T_FMT " bytes, room for %u "
+               "keys, %" APR_UINT64_T_FMT " evicted</dt>\n</dl>\n\n",
+               rrl_store->size, rrl_store->table->nbuckets * RRL_WAYS,
+               rrl_store->table->evictions);
+
+    ap_rputs("<h2>Redis</h2>\n", r);
+    if (!rrl_backends->nelts) {
+        ap_rputs("<p>No <code>RateLimitRedis</code>: limits are kept in this "
+                 "server's shared memory.</p>\n", r);
+    }
+    else {
+        ap_rputs("<table>\n<tr><th>URL</th><th>State</th><th>Since</th>"
+                 "<th>Last error</th><th>Connections</th>"
+                 "<th>Pool (per child)</th></tr>\n", r);
+        for (i = 0; i < rrl_backends->nelts; i++) {
+            rrl_backend_t *be = APR_ARRAY_IDX(rrl_backends, i,
+                                              rrl_backend_t *);
+            apr_time_t at;
+            const char *err = rrl_last_error(r->pool, be->shared, &at);
+
+            ap_rvputs(r, "<tr><td>", ap_escape_html(r->pool, be->u->masked),
+                      "</td><td>", be->shared->down ? "<b>down</b>" : "up",
+                      "</td><td>", ap_ht_time(r->pool, be->shared->since,
+                                              RRL_TIME_FORMAT, 0),
+                      "</td><td>", *err ? apr_pstrcat(r->pool,
+                          ap_escape_html(r->pool, err), " (",
+                          ap_ht_time(r->pool, at, RRL_TIME_FORMAT, 0),
+                          ")", NULL) : "none", "</td>", NULL);
+            ap_rprintf(r, "<td>%u open</td><td>max=%d keep=%d ttl=%"
+                       APR_TIME_T_FMT "s</td></tr>\n",
+                       apr_atomic_read32(&be->shared->connections),
+                       be->pool_max, be->pool_keep,
+                       apr_time_sec(be->pool_ttl));
+        }
+        ap_rputs("</table>\n", r);
+    }
+
+    ap_rputs("\n<h2>Requests</h2>\n<table>\n", r);
+    for (i = 0; i < RRL_CTR_MAX; i++) {
+        ap_rprintf(r, "<tr><td>%s</td><td>%" APR_UINT64_T_FMT "</td>"
+                   "<td>%s</td></tr>\n", rrl_counter_info[i].key, sn->n[i],
+                   rrl_counter_info[i].help);
+    }
+    ap_rputs("</table>\n\n<h2>Redis latency</h2>\n", r);
+    ap_rprintf(r, "<p>%" APR_UINT64_T_FMT " round trips, average %.3f ms, "
+               "maximum %.3f ms</p>\n<table>\n<tr><th>Up to</th>"
+               "<th>Round trips</th></tr>\n", sn->lat_count,
+               sn->lat_count ? sn->lat_sum / 1000.0 / sn->lat_count : 0.0,
+               sn->lat_max / 1000.0);
+    for (i = 0; i < RRL_LAT_BUCKETS; i++) {
+        ap_rprintf(r, "<tr><td>%s</td><td>%" APR_UINT64_T_FMT "</td></tr>\n",
+                   i < RRL_LAT_BUCKETS - 1
+                   ? apr_psprintf(r->pool, "%g ms", rrl_lat_bounds[i] / 1e3)
+                   : "more", sn->lat[i]);
+    }
+    ap_rputs("</table>\n\n<h2>Limits</h2>\n<table>\n<tr><th>Limit</th>"
+             "<th>Virtual host</th><th>Allowed</th><th>Denied</th>"
+             "<th>Dry-run denied</th></tr>\n", r);
+    for (i = 0; i <= RRL_MAX_LIMIT_STATS; i++) {
+        rrl_limit_stat_t *st = &rrl_status->limits[i];
+
+        if (!st->name[0]) {
+            continue;
+        }
+        ap_rvputs(r, "<tr><td>", ap_escape_html(r->pool, st->name),
+                  "</td><td>", st->vhost[0]
+                  ? ap_escape_html(r->pool, st->vhost) : "(all)", "</td>",
+                  NULL);
+        ap_rprintf(r, "<td>%" APR_UINT64_T_FMT "</td><td>%" APR_UINT64_T_FMT
+                   "</td><td>%" APR_UINT64_T_FMT "</td></tr>\n",
+                   apr_atomic_read64(&st->allowed),
+                   apr_atomic_read64(&st->denied),
+                   apr_atomic_read64(&st->dry_run_denied));
+    }
+    ap_rputs("</table>\n</body></html>\n", r);
+}
+
+static void rrl_status_auto(request_rec *r, const rrl_snapshot_t *sn)
+{
+    int i;
+
+    ap_set_content_type(r, "text/plain; charset=utf-8");
+    ap_rvputs(r, "Version: " RRL_VERSION "\nScriptSHA: ", rrl_script_sha,
+              "\n", NULL);
+    ap_rprintf(r, "Uptime: %" APR_TIME_T_FMT "\n",
+               apr_time_sec(apr_time_now() - rrl_status->started));
+    ap_rprintf(r, "LocalStoreKeys: %u\nLocalStoreEvictions: %"
+               APR_UINT64_T_FMT "\n", rrl_store->table->nbuckets * RRL_WAYS,
+               rrl_store->table->evictions);
+    for (i = 0; i < rrl_backends->nelts; i++) {
+        rrl_backend_t *be = APR_ARRAY_IDX(rrl_backends, i, rrl_backend_t *);
+        apr_time_t at;
+        const char *err = rrl_last_error(r->pool, be->shared, &at);
+
+        ap_rprintf(r, "Redis[%d] URL: %s\nRedis[%d] Up: %d\n"
+                   "Redis[%d] Since: %" APR_TIME_T_FMT "\n"
+                   "Redis[%d] Connections: %u\nRedis[%d] LastError: %s\n",
+                   i, be->u->masked, i, !be->shared->down,
+                   i, apr_time_sec(be->shared->since),
+                   i, apr_atomic_read32(&be->shared->connections), i, err);
+    }
+    for (i = 0; i < RRL_CTR_MAX; i++) {
+        ap_rprintf(r, "%s: %" APR_UINT64_T_FMT "\n", rrl_counter_info[i].key,
+                   sn->n[i]);
+    }
+    ap_rprintf(r, "RedisLatencyAvgMs: %.3f\nRedisLatencyMaxMs: %.3f\n",
+               sn->lat_count ? sn->lat_sum / 1000.0 / sn->lat_count : 0.0,
+               sn->lat_max / 1000.0);
+    for (i = 0; i <= RRL_MAX_LIMIT_STATS; i++) {
+        rrl_limit_stat_t *st = &rrl_status->limits[i];
+        const char *id;
+
+        if (!st->name[0]) {
+            continue;
+        }
+        id = st->vhost[0] ? apr_pstrcat(r->pool, st->name, "@", st->vhost,
+                                        NULL) : st->name;
+        ap_rprintf(r, "Limit[%s] Allowed: %" APR_UINT64_T_FMT "\n"
+                   "Limit[%s] Denied: %" APR_UINT64_T_FMT "\n"
+                   "Limit[%s] DryRunDenied: %" APR_UINT64_T_FMT "\n",
+                   id, apr_atomic_read64(&st->allowed),
+                   id, apr_atomic_read64(&st->denied),
+                   id, apr_atomic_read64(&st->dry_run_denied));
+    }
+}
+
+static void rrl_status_json(request_rec *r, const rrl_snapshot_t *sn)
+{
+    const char *sep = "";
+    int i;
+
+    ap_set_content_type(r, "application/json");
+    ap_rprintf(r, "{\"version\":\"" RRL_VERSION "\",\"script_sha\":\"%s\","
+               "\"uptime_seconds\":%" APR_TIME_T_FMT ",\"local_store\":"
+               "{\"bytes\":%" APR_SIZE_T_FMT ",\"keys\":%u,\"evictions\":%"
+               APR_UINT64_T_FMT "},\"redis\":[", rrl_script_sha,
+               apr_time_sec(apr_time_now() - rrl_status->started),
+               rrl_store->size, rrl_store->table->nbuckets * RRL_WAYS,
+               rrl_store->table->evictions);
+    for (i = 0; i < rrl_backends->nelts; i++) {
+        rrl_backend_t *be = APR_ARRAY_IDX(rrl_backends, i, rrl_backend_t *);
+        apr_time_t at;
+        const char *err = rrl_last_error(r->pool, be->shared, &at);
+
+        ap_rprintf(r, "%s{\"url\":%s,\"up\":%s,\"since\":%" APR_TIME_T_FMT
+                   ",\"last_error\":%s,\"last_error_at\":%" APR_TIME_T_FMT
+                   ",\"connections\":%u,\"pool\":{\"max\":%d,\"keep\":%d,"
+                   "\"ttl_seconds\":%" APR_TIME_T_FMT "}}", sep,
+                   rrl_json_string(r->pool, be->u->masked),
+                   be->shared->down ? "false" : "true",
+                   apr_time_sec(be->shared->since),
+                   rrl_json_string(r->pool, err), apr_time_sec(at),
+                   apr_atomic_read32(&be->shared->connections), be->pool_max,
+                   be->pool_keep, apr_time_sec(be->pool_ttl));
+        sep = ",";
+    }
+    ap_rputs("],\"counters\":{", r);
+    for (i = 0; i < RRL_CTR_MAX; i++) {
+        ap_rprintf(r, "%s\"%s\":%" APR_UINT64_T_FMT, i ? "," : "",
+                   rrl_counter_info[i].json, sn->n[i]);
+    }
+    ap_rprintf(r, "},\"redis_latency\":{\"count\":%" APR_UINT64_T_FMT
+               ",\"sum_seconds\":%.6f,\"avg_ms\":%.3f,\"max_ms\":%.3f,"
+               "\"buckets\":{", sn->lat_count, sn->lat_sum / 1e6,
+               sn->lat_count ? sn->lat_sum / 1000.0 / sn->lat_count : 0.0,
+               sn->lat_max / 1000.0);
+    for (i = 0; i < RRL_LAT_BUCKETS; i++) {
+        ap_rprintf(r, "%s\"%s\":%" APR_UINT64_T_FMT, i ? "," : "",
+                   rrl_lat_le(r->pool, i), sn->lat[i]);
+    }
+    ap_rputs("}},\"limits\":[", r);
+    sep = "";
+    for (i = 0; i <= RRL_MAX_LIMIT_STATS; i++) {
+        rrl_limit_stat_t *st = &rrl_status->limits[i];
+
+        if (!st->name[0]) {
+            continue;
+        }
+        ap_rprintf(r, "%s{\"name\":%s,\"vhost\":%s,\"allowed\":%"
+                   APR_UINT64_T_FMT ",\"denied\":%" APR_UINT64_T_FMT
+                   ",\"dry_run_denied\":%" APR_UINT64_T_FMT "}", sep,
+                   rrl_json_string(r->pool, st->name),
+                   rrl_json_string(r->pool, st->vhost),
+                   apr_atomic_read64(&st->allowed),
+                   apr_atomic_read64(&st->denied),
+                   apr_atomic_read64(&st->dry_run_denied));
+        sep = ",";
+    }
+    ap_rputs("]}\n", r);
+}
+
+#define RRL_PROM "redis_ratelimit_"
+
+static void rrl_prom_head(request_rec *r, const char *name, const char *type,
+                          const char *help)
+{
+    ap_rvputs(r, "# HELP " RRL_PROM, name, " ", help, "\n# TYPE " RRL_PROM,
+              name, " ", type, "\n", NULL);
+}
+
+/* A gauge of each Redis, labelled by its URL (password masked): what 0 is
+ * up, 1 the time of its last change of state, 2 open connections */
+static void rrl_prom_redis_gauge(request_rec *r, const char *name,
+                                 const char *help, int what)
+{
+    int i;
+
+    rrl_prom_head(r, name, "gauge", help);
+    for (i = 0; i < rrl_backends->nelts; i++) {
+        rrl_backend_t *be = APR_ARRAY_IDX(rrl_backends, i, rrl_backend_t *);
+        apr_int64_t v = what == 0 ? !apr_atomic_read32(&be->shared->down)
+                      : what == 1 ? apr_time_sec(be->shared->since)
+                      : apr_atomic_read32(&be->shared->connections);
+
+        ap_rprintf(r, RRL_PROM "%s{redis=\"%s\"} %" APR_INT64_T_FMT "\n", name,
+                   rrl_prom_value(r->pool, be->u->masked), v);
+    }
+}
+
+static void rrl_status_metrics(request_rec *r, const rrl_snapshot_t *sn)
+{
+    static const struct {
+        rrl_counter_e c;
+        const char *result;
+    } results[] = {
+        { RRL_CTR_ALLOWED, "allowed" }, { RRL_CTR_DENIED, "denied" },
+        { RRL_CTR_EXEMPT, "exempt" },
+        { RRL_CTR_DRY_RUN_DENIED, "dry-run-denied" },
+        { RRL_CTR_FALLBACK_ALLOWED, "fallback-allowed" },
+        { RRL_CTR_FALLBACK_DENIED, "fallback-denied" },
+        { RRL_CTR_LOCAL_ALLOWED, "local-allowed" },
+        { RRL_CTR_LOCAL_DENIED, "local-denied" },
+    };
+    apr_uint64_t cumulative = 0;
+    int i;
+
+    ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
+    rrl_prom_head(r, "info", "gauge", "The module's version and the SHA-1 "
+                  "of its Redis script");
+    ap_rprintf(r, RRL_PROM "info{version=\"" RRL_VERSION "\",script_sha="
+               "\"%s\"} 1\n", rrl_script_sha);
+    rrl_prom_head(r, "start_time_seconds", "gauge", "When the counters "
+                  "started (a full restart starts them afresh)");
+    ap_rprintf(r, RRL_PROM "start_time_seconds %" APR_TIME_T_FMT "\n",
+               apr_time_sec(rrl_status->started));
+    rrl_prom_head(r, "requests_total", "counter", "Requests by how their "
+                  "limits were decided (RATELIMIT_RESULT)");
+    for (i = 0; i < (int)(sizeof(results) / sizeof(results[0])); i++) {
+        ap_rprintf(r, RRL_PROM "requests_total{result=\"%s\"} %"
+                   APR_UINT64_T_FMT "\n", results[i].result,
+                   sn->n[results[i].c]);
+    }
+    for (i = 0; i < RRL_CTR_MAX; i++) {
+        const char *name;
+
+        if (i >= RRL_CTR_ALLOWED && i <= RRL_CTR_LOCAL_DENIED) {
+            continue;                   /* in requests_total above */
+        }
+        name = apr_pstrcat(r->pool, i == RRL_CTR_CHECKED ? "requests_checked"
+                           : rrl_counter_info[i].json, "_total", NULL);
+        rrl_prom_head(r, name, "counter", rrl_counter_info[i].help);
+        ap_rprintf(r, RRL_PROM "%s %" APR_UINT64_T_FMT "\n", name, sn->n[i]);
+    }
+    rrl_prom_head(r, "redis_latency_seconds", "histogram", "Time of a Redis "
+                  "round trip, from sending the command to its reply");
+    for (i = 0; i < RRL_LAT_BUCKETS; i++) {
+        cumulative += sn->lat[i];
+        ap_rprintf(r, RRL_PROM "redis_latency_seconds_bucket{le=\"%s\"} %"
+                   APR_UINT64_T_FMT "\n", rrl_lat_le(r->pool, i), cumulative);
+    }
+    ap_rprintf(r, RRL_PROM "redis_latency_seconds_sum %.6f\n"
+               RRL_PROM "redis_latency_seconds_count %" APR_UINT64_T_FMT
+               "\n", sn->lat_sum / 1e6, cumulative);
+    rrl_prom_head(r, "redis_latency_max_seconds", "gauge", "The longest "
+                  "Redis round trip since start");
+    ap_rprintf(r, RRL_PROM "redis_latency_max_seconds %.6f\n",
+               sn->lat_max / 1e6);
+    if (rrl_backends->nelts) {
+        rrl_prom_redis_gauge(r, "redis_up", "1 while the module reaches "
+                             "this Redis, 0 while it is lost", 0);
+        rrl_prom_redis_gauge(r, "redis_state_since_seconds", "When this "
+                             "Redis was last lost or came back", 1);
+        rrl_prom_redis_gauge(r, "redis_connections", "Connections open to "
+                             "this Redis, in all children", 2);
+    }
+    rrl_prom_head(r, "limit_requests_total", "counter", "Decisions of each "
+                  "limit: requests it allowed (and spent), denied, or would "
+                  "have denied in dry-run");
+    for (i = 0; i <= RRL_MAX_LIMIT_STATS; i++) {
+        rrl_limit_stat_t *st = &rrl_status->limits[i];
+        const char *labels;
+
+        if (!st->name[0]) {
+            continue;
+        }
+        labels = apr_psprintf(r->pool, "limit=\"%s\",vhost=\"%s\"",
+                              rrl_prom_value(r->pool, st->name),
+                              rrl_prom_value(r->pool, st->vhost));
+        ap_rprintf(r, RRL_PROM "limit_requests_total{%s,result=\"allowed\"} %"
+                   APR_UINT64_T_FMT "\n" RRL_PROM "limit_requests_total{%s,"
+                   "result=\"denied\"} %" APR_UINT64_T_FMT "\n" RRL_PROM
+                   "limit_requests_total{%s,result=\"dry-run-denied\"} %"
+                   APR_UINT64_T_FMT "\n", labels,
+                   apr_atomic_read64(&st->allowed), labels,
+                   apr_atomic_read64(&st->denied), labels,
+                   apr_atomic_read64(&st->dry_run_denied));
+    }
+}
+
+/* ?health: 200 when limits can be decided by the configured store, 503
+ * when it is Redis and Redis does not answer */
+static int rrl_status_health(request_rec *r, const rrl_srv_conf_t *sc)
+{
+    rrl_backend_t *be = sc->backend;
+    const char *err = NULL;
+
+    ap_set_content_type(r, "text/plain; charset=utf-8");
+    if (be) {
+        apr_time_t at;
+
+        switch (rrl_breaker_gate(be, apr_time_now())) {
+        case RRL_GATE_OPEN:
+            /* a child that is leaving Redis alone answers at once */
+            err = apr_pstrcat(r->pool, "no answer lately (",
+                              rrl_last_error(r->pool, be->shared, &at), ")",
+                              NULL);
+            break;
+        case RRL_GATE_CLOSED:
+        case RRL_GATE_PROBE:
+            switch (rrl_redis_ping(r, be, &err)) {
+            case RRL_REDIS_OK:
+                rrl_breaker_success(r, be);
+                break;
+            case RRL_REDIS_DOWN:
+                rrl_count(RRL_CTR_REDIS_ERRORS);
+                rrl_breaker_failure(r, be, ap_get_module_config(
+                    r->per_dir_config, &redis_ratelimit_module), err);
+                break;
+            case RRL_REDIS_WRONG:
+                rrl_breaker_success(r, be);
+                break;
+            }
+            break;
+        }
+    }
+    if (err) {
+        r->status = HTTP_SERVICE_UNAVAILABLE;
+        ap_rvputs(r, "Redis unreachable: ", be->u->masked, ": ", err, "\n",
+                  NULL);
+    }
+    else {
+        ap_rputs("OK\n", r);
+    }
+    return OK;
+}
+
+static int rrl_status_handler(request_rec *r)
+{
+    rrl_format_e fmt = RRL_FMT_HTML;
+    rrl_snapshot_t sn;
+    const char *arg;
+    char *args, *tok, *state;
+
+    if (!r->handler || strcmp(r->handler, RRL_STATUS_HANDLER) != 0) {
+        return DECLINED;
+    }
+    r->allowed = (AP_METHOD_BIT << M_GET);
+    if (r->method_number != M_GET) {
+        return HTTP_METHOD_NOT_ALLOWED;
+    }
+    args = apr_pstrdup(r->pool, r->args ? r->args : "");
+    for (tok = apr_strtok(args, "&;", &state); tok;
+         tok = apr_strtok(NULL, "&;", &state)) {
+        if (strcasecmp(tok, "auto") == 0) {
+            fmt = RRL_FMT_AUTO;
+        }
+        else if (strcasecmp(tok, "json") == 0) {
+            fmt = RRL_FMT_JSON;
+        }
+        else if (strcasecmp(tok, "metrics") == 0) {
+            fmt = RRL_FMT_METRICS;
+        }
+        else if (strcasecmp(tok, "health") == 0) {
+            fmt = RRL_FMT_HEALTH;
+        }
+        else if (strncasecmp(tok, "refresh=", 8) == 0) {
+            apr_int64_t t;
+
+            arg = tok + 8;
+            if (rrl_parse_int(arg, 0, 86400, &t)) {
+                apr_table_setn(r->headers_out, "Refresh",
+                               apr_psprintf(r->pool, "%d",
+                                            t < 1 ? 1 : (int)t));
+            }
+        }
+    }
+    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+    if (fmt == RRL_FMT_HEALTH) {
+        return rrl_status_health(r, ap_get_module_config(
+            r->server->module_config, &redis_ratelimit_module));
+    }
+    if (r->header_only) {
+        return OK;
+    }
+    rrl_snapshot(&sn);
+    switch (fmt) {
+    case RRL_FMT_AUTO:
+        rrl_status_auto(r, &sn);
+        break;
+    case RRL_FMT_JSON:
+        rrl_status_json(r, &sn);
+        break;
+    case RRL_FMT_METRICS:
+        rrl_status_metrics(r, &sn);
+        break;
+    default:
+        rrl_status_html(r, &sn);
+        break;
+    }
+    return OK;
 }
 
 /* ---- lifecycle hooks, register_hooks, module struct ---- */
@@ -3057,6 +3892,12 @@ static int rrl_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     }
     rrl_script_sha = rrl_sha1_hex(pconf, rrl_lua_ratelimit,
                                   sizeof(rrl_lua_ratelimit) - 1);
+    for (i = 0; rrl_all_limits && i < rrl_all_limits->nelts; i++) {
+        rrl_limit_t *l = APR_ARRAY_IDX(rrl_all_limits, i, rrl_limit_t *);
+
+        l->stat = rrl_status_limit(l, l->in_vhost && l->server->server_hostname
+                                      ? l->server->server_hostname : "");
+    }
 
     /* the Redis each server uses; max= defaults to ThreadsPerChild */
     if (ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads) != APR_SUCCESS
@@ -3074,7 +3915,7 @@ static int rrl_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     for (i = 0; i < rrl_backends->nelts; i++) {
         rrl_backend_t *be = APR_ARRAY_IDX(rrl_backends, i, rrl_backend_t *);
 
-        be->shared = rrl_status_backend(be->u->url);
+        be->shared = rrl_status_backend(be->u);
 #ifdef HAVE_HIREDIS_SSL
         if (be->u->kind == RRL_REDIS_TLS) {
             redisSSLContextError e = REDIS_SSL_CTX_NONE;
@@ -3165,6 +4006,7 @@ static void rrl_register_hooks(apr_pool_t *p)
     ap_hook_access_checker(rrl_hook_access, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_fixups(rrl_hook_fixups, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_log_transaction(rrl_hook_log, NULL, NULL, APR_HOOK_FIRST);
+    ap_hook_handler(rrl_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 AP_DECLARE_MODULE(redis_ratelimit) = {

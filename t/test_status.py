@@ -1,0 +1,299 @@
+"""SetHandler redis-ratelimit-status: known traffic, then the same numbers
+in every format (HTML, ?auto, ?json, ?metrics), ?health following Redis,
+counters shared by all children and surviving their recycling."""
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+import rrl
+
+STATUS = """
+<Location "/rl-status">
+    SetHandler redis-ratelimit-status
+    ${status_extra}
+</Location>
+"""
+
+
+def status_conf(body, status_extra=""):
+    return body + STATUS.replace("${status_extra}", status_extra)
+
+
+def auto(httpd):
+    r = httpd.get("/rl-status?auto")
+    assert r.status == 200
+    assert r.headers["Content-Type"].startswith("text/plain")
+    out = {}
+    for line in r.text.splitlines():
+        key, _, value = line.partition(": ")
+        out[key] = value
+    return out
+
+
+def status_json(httpd):
+    r = httpd.get("/rl-status?json")
+    assert r.status == 200
+    assert r.headers["Content-Type"] == "application/json"
+    return json.loads(r.body)
+
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text):
+    """Prometheus text format, line by line: {(name, labels): value}, with
+    every sample announced by its # HELP and # TYPE."""
+    types, samples = {}, {}
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            assert len(line.split(" ", 3)) == 4, line
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in ("counter", "gauge", "histogram"), line
+            assert name not in types, f"{name} typed twice"
+            types[name] = kind
+            continue
+        m = SAMPLE.match(line)
+        assert m, f"not a sample line: {line!r}"
+        name, _, labels, value = m.groups()
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert name in types or base in types, f"{name} has no # TYPE"
+        assert name.startswith("redis_ratelimit_")
+        float(value)
+        key = (name, tuple(sorted(LABEL.findall(labels or ""))))
+        assert key not in samples, f"{key} twice"
+        samples[key] = float(value)
+    return types, samples
+
+
+def metric(samples, name, **labels):
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+# ---- known traffic, every format ----
+
+@pytest.mark.parametrize("mpm", ["prefork", "event"])
+def test_status_01_known_traffic_in_every_format(httpd, redis_server, mpm):
+    httpd.start(status_conf("""
+RateLimitRedis ${redis_url}
+RateLimitExempt 127.0.0.2
+RateLimit 5/min name=site
+<Location /dir>
+    RateLimit 2/min name=dry
+    RateLimitMode dry-run
+</Location>
+"""), mpm=mpm)
+    # 12 to the site: 5 allowed, 7 denied, over several connections
+    codes = httpd.hammer(12, "/small.txt", concurrency=4)
+    assert sorted(codes) == [200] * 5 + [429] * 7
+    # 3 exempt, from another address
+    for _ in range(3):
+        assert httpd.get("/small.txt", source="127.0.0.2").status == 200
+    # dry-run, from a third address: dry allows 2, would deny 2 (and
+    # site, allowing those, spends nothing for them)
+    for _ in range(4):
+        assert httpd.get("/dir/", source="127.0.0.3").status == 200
+    httpd.access_log(19)
+
+    a = auto(httpd)
+    assert a["Checked"] == "16"
+    assert (a["Allowed"], a["Denied"], a["Exempt"], a["DryRunDenied"]) == \
+        ("7", "7", "3", "2")
+    assert int(a["Checked"]) == sum(int(a[k]) for k in (
+        "Allowed", "Denied", "DryRunDenied", "FallbackAllowed",
+        "FallbackDenied", "LocalAllowed", "LocalDenied"))
+    assert a["Redis[0] URL"] == redis_server.url()
+    assert a["Redis[0] Up"] == "1"
+    assert a["Limit[site] Allowed"] == "7"
+    assert a["Limit[site] Denied"] == "7"
+    assert a["Limit[dry] Allowed"] == "2"
+    assert a["Limit[dry] DryRunDenied"] == "2"
+    # every decision is a round trip to Redis or a deny-cache hit (a
+    # NOSCRIPT adds a SCRIPT LOAD and a second EVALSHA)
+    trips = int(a["RedisRoundTrips"]) - 2 * int(a["ScriptLoads"])
+    assert int(a["DenyCacheHits"]) + trips == 16
+
+    j = status_json(httpd)
+    c = j["counters"]
+    assert (c["checked"], c["allowed"], c["denied"], c["exempt"],
+            c["dry_run_denied"]) == (16, 7, 7, 3, 2)
+    assert j["redis"][0]["url"] == redis_server.url()
+    assert j["redis"][0]["up"] is True
+    limits = {x["name"]: x for x in j["limits"]}
+    assert (limits["site"]["allowed"], limits["site"]["denied"]) == (7, 7)
+    assert limits["dry"]["dry_run_denied"] == 2
+    assert j["redis_latency"]["count"] == \
+        c["redis_round_trips"] - 2 * c["script_loads"]
+
+    r = httpd.get("/rl-status?metrics")
+    assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    types, samples = parse_metrics(r.text)
+    m = "redis_ratelimit_requests_total"
+    assert metric(samples, m, result="allowed") == 7
+    assert metric(samples, m, result="denied") == 7
+    assert metric(samples, m, result="exempt") == 3
+    assert metric(samples, m, result="dry-run-denied") == 2
+    assert metric(samples, "redis_ratelimit_requests_checked_total") == 16
+    lm = "redis_ratelimit_limit_requests_total"
+    assert metric(samples, lm, limit="site", vhost="", result="allowed") == 7
+    assert metric(samples, lm, limit="dry", vhost="",
+                  result="dry-run-denied") == 2
+    assert metric(samples, "redis_ratelimit_redis_up",
+                  redis=redis_server.url()) == 1
+
+    html = httpd.get("/rl-status").text
+    assert re.search(r"<h1>Rate limiting status for [\w.:-]+</h1>", html)
+    assert re.search(r"<td>Allowed</td><td>7</td>", html)
+    assert re.search(r"<td>DryRunDenied</td><td>2</td>", html)
+    assert re.search(r"<td>site</td><td>\(all\)</td><td>7</td><td>7</td>",
+                     html)
+    assert redis_server.url() in html
+
+
+def test_status_02_metrics_are_valid_prometheus(httpd, redis_server):
+    httpd.start(status_conf("""
+RateLimitRedis ${redis_url}
+RateLimit 5/min name=site
+<VirtualHost *:${port}>
+    ServerName shop.test
+    DocumentRoot "${docroot}"
+    RateLimit 3/min name=shop
+    <Location "/rl-status">
+        SetHandler redis-ratelimit-status
+    </Location>
+</VirtualHost>
+"""))
+    for _ in range(4):
+        httpd.get("/small.txt", headers={"Host": "shop.test"})
+    httpd.access_log(4)
+    text = httpd.get("/rl-status?metrics").text
+    types, samples = parse_metrics(text)
+    assert types["redis_ratelimit_redis_latency_seconds"] == "histogram"
+    assert types["redis_ratelimit_requests_total"] == "counter"
+    # a real histogram: cumulative buckets, +Inf equal to the count
+    buckets = sorted(((float(dict(k[1])["le"]), v) for k, v in samples.items()
+                      if k[0] == "redis_ratelimit_redis_latency_seconds_bucket"),
+                     key=lambda x: x[0])
+    assert buckets[0][0] == 0.0001 and buckets[-1][0] == float("inf")
+    assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:]))
+    count = metric(samples, "redis_ratelimit_redis_latency_seconds_count")
+    assert buckets[-1][1] == count == 4
+    assert metric(samples, "redis_ratelimit_redis_latency_seconds_sum") > 0
+    # labelled by limit name and virtual host
+    lm = "redis_ratelimit_limit_requests_total"
+    assert metric(samples, lm, limit="shop", vhost="shop.test",
+                  result="allowed") == 3
+    assert metric(samples, lm, limit="shop", vhost="shop.test",
+                  result="denied") == 1
+    promtool = shutil.which("promtool")
+    if promtool:                          # Debian's prometheus package
+        p = subprocess.run([promtool, "check", "metrics"], input=text,
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout + p.stderr
+
+
+# ---- health ----
+
+def test_status_03_health_follows_redis(httpd, redis_server, env):
+    env.expect_log("RRL00013", "RRL00019")
+    httpd.start(status_conf("RateLimitRedis ${redis_url}\n"
+                            "RateLimitRedisTimeout connect=100ms "
+                            "command=100ms\nRateLimit 5/min name=h\n"))
+    r = httpd.get("/rl-status?health")
+    assert (r.status, r.text) == (200, "OK\n")
+    redis_server.stop()
+    r = httpd.get("/rl-status?health")
+    assert r.status == 503
+    assert r.text.startswith(f"Redis unreachable: {redis_server.url()}")
+    rrl.wait_for(lambda: auto(httpd)["Redis[0] Up"] == "0", 5, "Up: 0")
+    redis_server.start(port=redis_server.port)
+    rrl.wait_for(lambda: httpd.get("/rl-status?health").status == 200, 8,
+                 "health to come back")
+    assert auto(httpd)["Redis[0] Up"] == "1"
+
+
+def test_status_04_health_without_redis(httpd):
+    httpd.start(status_conf("RateLimit 5/min name=local"))
+    r = httpd.get("/rl-status?health")
+    assert (r.status, r.text) == (200, "OK\n")
+    a = auto(httpd)
+    assert "Redis[0] URL" not in a
+    assert "No <code>RateLimitRedis</code>" in httpd.get("/rl-status").text
+
+
+# ---- the page itself; children; restarts ----
+
+def test_status_05_status_page_not_limited_or_counted(httpd):
+    httpd.start(status_conf("RateLimit 1/min name=tight"))
+    assert httpd.get("/small.txt").status == 200
+    for _ in range(10):
+        r = httpd.get("/rl-status?auto")
+        assert r.status == 200
+        assert "X-RateLimit-Limit" not in r.headers
+    assert auto(httpd)["Checked"] == "1"
+    # unless configured so: a limit in its own section
+    httpd.start(status_conf("RateLimit 100/min name=loose",
+                            "RateLimit 2/min name=page"))
+    rs = [httpd.get("/rl-status?auto") for _ in range(3)]
+    assert [r.status for r in rs] == [200, 200, 429]
+    assert rs[0].headers["X-RateLimit-Limit"] == "2"
+
+
+def test_status_06_counters_survive_recycled_children(httpd):
+    httpd.start(status_conf("RateLimit 1000/min name=recycle"),
+                mpm="prefork", mpm_conf="""
+StartServers 2
+MinSpareServers 2
+MaxSpareServers 4
+MaxRequestWorkers 8
+MaxConnectionsPerChild 1
+""")
+    pids = set()
+    for _ in range(10):
+        assert httpd.get("/small.txt").status == 200
+    for e in httpd.access_log(10):
+        pids.add(e["pid"])
+    assert len(pids) >= 5           # new children served them
+    assert auto(httpd)["Allowed"] == "10"
+
+
+def test_status_07_graceful_restart_keeps_full_restart_resets(httpd):
+    conf = status_conf("RateLimit 1000/min name=g")
+    httpd.start(conf)
+    for _ in range(3):
+        httpd.get("/small.txt")
+    httpd.access_log(3)
+    httpd.reload(conf)
+    assert auto(httpd)["Allowed"] == "3"
+    httpd.start(conf)
+    assert auto(httpd)["Allowed"] == "0"
+
+
+def test_status_08_password_never_shown(httpd, redis_factory):
+    r = redis_factory(password="hunter2-secret")
+    httpd.start(status_conf(f"RateLimitRedis {r.url()}\n"
+                            "RateLimit 5/min name=pw\n"))
+    httpd.get("/small.txt")
+    masked = f"redis://:****@127.0.0.1:{r.port}"
+    for q in ("", "?auto", "?json", "?metrics", "?health"):
+        resp = httpd.get("/rl-status" + q)
+        assert "hunter2-secret" not in resp.text + str(resp.headers), q
+        if q != "?health":
+            assert masked in resp.text, q
+    text = "\n".join(httpd.error_log_lines())
+    assert "hunter2-secret" not in text
+
+
+def test_status_09_refresh_and_methods(httpd):
+    httpd.start(status_conf("RateLimit 5/min name=x"))
+    r = httpd.get("/rl-status?refresh=5")
+    assert r.headers["Refresh"] == "5"
+    r = httpd.get("/rl-status?refresh=0")
+    assert r.headers["Refresh"] == "1"
+    assert httpd.get("/rl-status", method="HEAD").status == 200
+    assert httpd.get("/rl-status", method="POST").status == 405
