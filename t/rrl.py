@@ -363,7 +363,8 @@ class Httpd:
 
     instances: list["Httpd"] = []   # every instance, for log checks and cleanup
 
-    def __init__(self, base_dir: Path, name: str = "httpd"):
+    def __init__(self, base_dir: Path, name: str = "httpd",
+                 with_module: bool = True, with_access_log: bool = True):
         base_dir = Path(base_dir)
         self.name = name
         self.root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base_dir))
@@ -392,6 +393,9 @@ class Httpd:
         self.mpm = "event"
         self.running_conf = None   # config text of the running server
         self.killed = []           # messages about stops that needed force
+        self.with_module = with_module           # False: a baseline httpd
+        self.load_modules = list(LOAD_MODULES)   # besides the MPM
+        self.with_access_log = with_access_log   # False: for benchmarks
         self.checker_proc = None   # httpd -X under valgrind (RRL_CHECKER)
         self.checker_log = None
         self._skip = []            # error-log byte ranges of failed starts
@@ -418,7 +422,7 @@ class Httpd:
         if mpm not in MPM_CONF:
             raise ValueError(f"mpm must be one of {sorted(MPM_CONF)}")
         v = self._template_vars(mpm, extra)
-        mods = [f"mpm_{mpm}"] + LOAD_MODULES
+        mods = [f"mpm_{mpm}"] + self.load_modules
         base = string.Template(BASE_CONF).substitute(
             v,
             listen6=f"Listen [::1]:{self.port6}" if ipv6_usable() else "",
@@ -430,6 +434,12 @@ class Httpd:
             mpm_conf=(mpm_conf if mpm_conf is not None else MPM_CONF[mpm]).strip(),
             access_format=ACCESS_LOG_FORMAT.replace('"', '\\"'),
             snippet=string.Template(snippet).substitute(v))
+        if not self.with_access_log:
+            base = base.replace('CustomLog "${logs}/access.json" rrljson'
+                                .replace("${logs}", v["logs"]), "")
+        if not self.with_module:
+            base = re.sub(r'^Include ".*/redis_ratelimit\.(load|conf)"$', "",
+                          base, flags=re.M)
         return base
 
     def _write_load_file(self):

@@ -1,0 +1,299 @@
+#!/usr/bin/python3
+"""make bench: what the module costs, measured side by side in one run.
+
+A baseline Apache without the module serves a small static file the whole
+time; each scenario runs in its own Apache with the same tuning.  wrk drives
+them for the same duration, alternating baseline and scenario (A B A B ...)
+so that machine drift cancels, and the table gives requests/s (median), p50
+and p99 latency, the ratio to the baseline runs of the same pairs, Apache
+children's CPU per request, and Redis commands per request.  Then Redis
+memory per key for each algorithm, and the children's RSS before and after
+1,000,000 requests.
+
+BENCH_SECONDS (default 4) and BENCH_PAIRS (default 3) scale it; BENCH_OUT
+names a file to write the Markdown table to.
+"""
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import rrl  # noqa: E402
+
+SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
+PAIRS = int(os.environ.get("BENCH_PAIRS", "3"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+MILLION = int(os.environ.get("BENCH_RSS_REQUESTS", "1000000"))
+
+# the same tuning for every Apache: event MPM, two children
+MPM = """
+StartServers 2
+ServerLimit 2
+ThreadsPerChild 32
+ThreadLimit 32
+MinSpareThreads 64
+MaxSpareThreads 64
+MaxRequestWorkers 64
+MaxConnectionsPerChild 0
+"""
+
+# every request names one of 10,000 clients, so that Redis sees a
+# realistic number of keys; baseline runs send the same requests
+WRK_LUA = """
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", "/small.txt", {["X-Client"] = tostring(n % 10000)})
+end
+"""
+
+REDIS = "RateLimitRedis ${redis_url}\n"
+SCENARIOS = [
+    ("2", "module loaded, no RateLimit on the path", "", None),
+    ("3", "local store, one limit, all allowed",
+     "RateLimit 1000000/s key=%{HTTP:X-Client} name=one", None),
+    ("4", "Redis, one limit, all allowed",
+     REDIS + "RateLimit 1000000/s key=%{HTTP:X-Client} name=one", None),
+    ("5", "Redis, three limits, all allowed",
+     REDIS + "RateLimit 1000000/s key=%{HTTP:X-Client} name=one\n"
+             "RateLimit 1000000/s name=ip\n"
+             "RateLimit 1000000/s key=%{HTTP:X-Client}-b name=two", None),
+    ("6a", "Redis, flood over the limit, deny cache on",
+     REDIS + "RateLimit 1/h name=flood", "flood"),
+    ("6b", "Redis, flood over the limit, deny cache off",
+     REDIS + "RateLimitDenyCache off\nRateLimit 1/h name=flood", "flood"),
+    ("7", "Redis down, RateLimitOnError allow, breaker open",
+     REDIS + "RateLimitOnError allow\n"
+             "RateLimit 1000000/s key=%{HTTP:X-Client} name=one", "down"),
+    ("8", "Redis down, RateLimitOnError local",
+     REDIS + "RateLimitOnError local\n"
+             "RateLimit 1000000/s key=%{HTTP:X-Client} name=one", "down"),
+]
+
+
+def wrk(port, seconds, script):
+    out = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds:g}s",
+                          "--latency", "-s", script,
+                          f"http://127.0.0.1:{port}/small.txt"],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+
+    def pct(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        v, unit = float(m.group(1)), m.group(2)
+        return v * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    codes = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "n": total, "p50": pct(50), "p99": pct(99),
+            "non2xx": int(codes.group(1)) if codes else 0}
+
+
+def cpu_seconds(httpd):
+    """user+system CPU of the children of an Apache, in seconds"""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in rrl.child_pids(httpd.pid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1]
+        except OSError:
+            continue
+        f = fields.split()
+        total += int(f[11]) + int(f[12])
+    return total / tick
+
+
+def rss_kb(httpd):
+    out = {}
+    for pid in rrl.child_pids(httpd.pid):
+        m = re.search(r"VmRSS:\s+(\d+) kB",
+                      Path(f"/proc/{pid}/status").read_text())
+        out[pid] = int(m.group(1))
+    return out
+
+
+def module_commands(redis):
+    """calls of the commands the module sends (not those its script runs)"""
+    stats = redis.client().info("commandstats")
+    sent = ("evalsha", "script|load", "auth", "select", "ping")
+    return sum(v["calls"] for k, v in stats.items()
+               if k[len("cmdstat_"):] in sent)
+
+
+def measure(base, scen, redis, script, mode):
+    """PAIRS alternating runs: per-pair figures of baseline and scenario"""
+    rows = []
+    for _ in range(PAIRS):
+        b = wrk(base.port, SECONDS, script)
+        c0 = cpu_seconds(scen)
+        k0 = module_commands(redis) if redis.running() else 0
+        s = wrk(scen.port, SECONDS, script)
+        s["cpu_us"] = (cpu_seconds(scen) - c0) * 1e6 / s["n"]
+        s["cmds"] = ((module_commands(redis) - k0) / s["n"]
+                     if redis.running() else 0.0)
+        rows.append((b, s))
+    return rows
+
+
+def main():
+    base_dir = Path(tempfile.mkdtemp(prefix="rrl-bench-"))
+    base_dir.chmod(0o755)
+    redis = rrl.Redis(base_dir).start()
+    client = redis.client()
+    script = base_dir / "clients.lua"
+    script.write_text(WRK_LUA)
+    flood = base_dir / "flood.lua"
+    flood.write_text('request = function() return wrk.format("GET", '
+                     '"/small.txt") end\n')
+
+    base = rrl.Httpd(base_dir, "baseline", with_module=False,
+                     with_access_log=False)
+    base.start(mpm_conf=MPM)
+    # the baseline's own CPU per request, for the module's CPU ratio
+    wrk(base.port, 2, str(script))
+    c0 = cpu_seconds(base)
+    r = wrk(base.port, SECONDS, str(script))
+    base_cpu = (cpu_seconds(base) - c0) * 1e6 / r["n"]
+
+    results = []
+    scen = None
+    for sid, title, snippet, mode in SCENARIOS:
+        if not redis.running():
+            redis.start(port=redis.port)
+        client = redis.client()
+        client.flushall()
+        scen = rrl.Httpd(base_dir, f"s{sid}", with_access_log=False)
+        scen.vars["redis_url"] = redis.url()
+        scen.start(snippet, mpm_conf=MPM)
+        wrk_script = str(flood if mode == "flood" else script)
+        if mode == "down":
+            redis.stop()
+        wrk(scen.port, 1, wrk_script)            # warm up; the breaker opens
+        wrk(base.port, 1, wrk_script)
+        rows = measure(base, scen, redis, wrk_script, mode)
+        results.append((sid, title, rows))
+        print_row(sid, title, rows, base_cpu)
+        if sid == "4":
+            s4 = scen
+        else:
+            scen.stop()
+    if not redis.running():
+        redis.start(port=redis.port)
+
+    memory = memory_per_key(base_dir, redis)
+    rss = rss_over_million(s4, script)
+    s4.stop()
+    base.stop()
+    redis.stop()
+    report(results, base_cpu, memory, rss)
+
+
+def summarize(rows):
+    ratios = [s["rps"] / b["rps"] for b, s in rows]
+    return {
+        "base_rps": statistics.median(b["rps"] for b, _ in rows),
+        "rps": statistics.median(s["rps"] for _, s in rows),
+        "ratio": statistics.median(ratios),
+        "p50": statistics.median(s["p50"] for _, s in rows),
+        "p99": statistics.median(s["p99"] for _, s in rows),
+        "base_p99": statistics.median(b["p99"] for b, _ in rows),
+        "cpu_us": statistics.median(s["cpu_us"] for _, s in rows),
+        "cmds": statistics.median(s["cmds"] for _, s in rows),
+        "non2xx": sum(s["non2xx"] for _, s in rows),
+        "n": sum(s["n"] for _, s in rows),
+    }
+
+
+def print_row(sid, title, rows, base_cpu):
+    m = summarize(rows)
+    print(f"{sid:>3} {title:<50} {m['rps']:>9.0f} req/s  ratio "
+          f"{m['ratio']:.3f}  p50 {m['p50']:.2f} ms  p99 {m['p99']:.2f} ms "
+          f"(base {m['base_p99']:.2f})  cpu {m['cpu_us']:.1f} us "
+          f"({m['cpu_us'] / base_cpu:.2f}x)  cmds/req {m['cmds']:.3f}",
+          flush=True)
+
+
+def memory_per_key(base_dir, redis):
+    h = rrl.Httpd(base_dir, "memory", with_access_log=False)
+    h.vars["redis_url"] = redis.url()
+    algs = ["gcra", "token-bucket", "fixed-window", "sliding-window"]
+    h.start(REDIS + "\n".join(
+        f'<Location "/{a}">\n    RateLimit 10/min algorithm={a} name={a}\n'
+        f'</Location>' for a in algs), mpm_conf=MPM)
+    c = redis.client()
+    out = {}
+    for a in algs:
+        h.get(f"/{a}")
+        out[a] = c.memory_usage(f"rl:{a}:127.0.0.1")
+    h.stop()
+    return out
+
+
+def rss_over_million(httpd, script):
+    before = rss_kb(httpd)
+    done = 0
+    while done < MILLION:
+        done += wrk(httpd.port, 10, str(script))["n"]
+    after = rss_kb(httpd)
+    growth = {pid: after[pid] - before.get(pid, 0) for pid in after}
+    return {"requests": done, "before": before, "after": after,
+            "growth_max_kb": max(growth.values())}
+
+
+def machine():
+    cpu = re.search(r"model name\s+: (.+)", Path("/proc/cpuinfo").read_text())
+    version = subprocess.run([rrl.httpd_binary(), "-v"], capture_output=True,
+                             text=True).stdout.split("\n")[0]
+    redis_v = subprocess.run(["redis-server", "--version"],
+                             capture_output=True, text=True).stdout.split()[2]
+    return (f"{os.cpu_count()} cores ({cpu.group(1) if cpu else '?'}), "
+            f"Linux {platform.release()}; {version.split(': ')[-1]}, Redis "
+            f"{redis_v[2:]}; wrk -t2 -c{CONNECTIONS}, {SECONDS:g} s runs, "
+            f"{PAIRS} pairs per scenario")
+
+
+def report(results, base_cpu, memory, rss):
+    lines = [
+        f"Machine: {machine()}",
+        "",
+        f"Baseline (module not loaded): {base_cpu:.1f} us of Apache CPU per "
+        "request.",
+        "",
+        "| # | scenario | req/s | ratio | p50 ms | p99 ms (baseline) | "
+        "Apache CPU us/req (x baseline) | Redis cmds/req |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for sid, title, rows in results:
+        m = summarize(rows)
+        lines.append(
+            f"| {sid} | {title} | {m['rps']:.0f} | {m['ratio']:.3f} | "
+            f"{m['p50']:.2f} | {m['p99']:.2f} ({m['base_p99']:.2f}) | "
+            f"{m['cpu_us']:.1f} ({m['cpu_us'] / base_cpu:.2f}) | "
+            f"{m['cmds']:.3f} |")
+    lines += ["", "Redis memory per key (MEMORY USAGE): " + ", ".join(
+        f"{a} {b} bytes" for a, b in memory.items()), "",
+        f"Apache children's RSS over {rss['requests']:,} requests "
+        f"(scenario 4): largest growth {rss['growth_max_kb']} kB "
+        f"(before {sorted(rss['before'].values())} kB, after "
+        f"{sorted(rss['after'].values())} kB)"]
+    text = "\n".join(lines)
+    print("\n" + text)
+    if os.environ.get("BENCH_OUT"):
+        Path(os.environ["BENCH_OUT"]).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for h in rrl.Httpd.instances:
+            h.stop()
+        for r in rrl.Redis.instances:
+            r.stop()
