@@ -11,6 +11,8 @@
  *     -> "PARAMS alg count period burst interval unit cost" or "ERROR text"
  *   STEP NOW COST MODE                     decide with the state kept so far
  *     -> "OUT allowed remaining reset retry write ttl v0 v1 v2"
+ *   SIPHASH LEN                            rrl_siphash128 of the bytes
+ *     -> "HASH hex"                          0..LEN-1 keyed with 00..0f
  * The state is forgotten when its ttl has passed, as both stores do.
  */
 #include "../mod_redis_ratelimit.c"
@@ -70,6 +72,25 @@ int main(void)
                        p.algorithm, p.count, p.period, p.burst, p.interval,
                        p.unit, cost);
             }
+        }
+        else if (sscanf(line, "SIPHASH %lld", &c) == 1 && c >= 0
+                 && c <= 255) {
+            unsigned char k[16], msg[256];
+            apr_uint64_t h[2];
+            int i;
+
+            for (i = 0; i < 16; i++) {
+                k[i] = (unsigned char)i;
+            }
+            for (i = 0; i < c; i++) {
+                msg[i] = (unsigned char)i;
+            }
+            rrl_siphash128(k, (const char *)msg, (apr_size_t)c, h);
+            printf("HASH ");
+            for (i = 0; i < 16; i++) {
+                printf("%02x", (unsigned)(h[i / 8] >> (8 * (i % 8))) & 0xff);
+            }
+            printf("\n");
         }
         else if (sscanf(line, "STEP %lld %lld %d", &now, &c, &mode) == 3
                  && have) {
