@@ -206,7 +206,17 @@ typedef struct {
     int on_error_instances;
 } rrl_dir_conf_t;
 
-typedef enum { RRL_REDIS_TCP = 0, RRL_REDIS_UNIX, RRL_REDIS_TLS } rrl_redis_kind_e;
+typedef enum {
+    RRL_REDIS_TCP = 0, RRL_REDIS_UNIX, RRL_REDIS_TLS,
+    RRL_REDIS_SENTINEL,           /* the master that Sentinels name */
+    RRL_REDIS_CLUSTER             /* slots routed to the nodes that own them */
+} rrl_redis_kind_e;
+
+/* HOST:PORT of a Sentinel or a Cluster node */
+typedef struct {
+    const char *host;
+    int port;
+} rrl_addr_t;
 
 /* A parsed RateLimitRedis URL */
 typedef struct {
@@ -220,6 +230,8 @@ typedef struct {
     const char *password;         /* or NULL */
     int db;
     const char *cacert, *cert, *key;   /* tls */
+    apr_array_header_t *addrs;    /* rrl_addr_t: sentinels, cluster seeds */
+    const char *master;           /* sentinel: the master's name */
 } rrl_redis_url_t;
 
 /* What all children know of each Redis: up or down since when, the last
@@ -284,16 +296,36 @@ typedef struct {
     rrl_limit_stat_t limits[RRL_MAX_LIMIT_STATS + 1];    /* +1: overflow */
 } rrl_status_t;
 
+#define RRL_MAX_NODES 64          /* of one Redis Cluster */
+#define RRL_SLOTS 16384           /* Redis Cluster hash slots */
+
+/* One Redis server that a backend sends commands to: the URL's own, the
+ * master that the Sentinels name, or one node of a Cluster; per child,
+ * with its pool of connections */
+typedef struct rrl_node {
+    struct rrl_backend *be;
+    char host[256];               /* sentinel: "" until the master is known */
+    int port;
+    char last_host[256];          /* sentinel: the master last logged */
+    int last_port;
+    volatile apr_uint32_t gen;    /* sentinel: bumped when it is forgotten */
+    apr_reslist_t *pool;
+} rrl_node_t;
+
 /* One Redis as this server uses it: a distinct URL with its timeouts and
- * pool settings; its connection pool is per child */
-typedef struct {
+ * pool settings; its connection pools are per child */
+typedef struct rrl_backend {
     const rrl_redis_url_t *u;
     apr_interval_time_t connect_timeout, command_timeout;
     int pool_max, pool_keep;
     apr_interval_time_t pool_ttl;
     /* per child, made in child_init */
-    apr_reslist_t *pool;
+    rrl_node_t *node;             /* single Redis or Sentinel: the one */
     apr_thread_mutex_t *mutex;    /* guards what follows */
+    apr_pool_t *cpool;            /* cluster: nodes learnt later */
+    rrl_node_t *nodes[RRL_MAX_NODES];   /* cluster: every node known */
+    int nnodes;
+    apr_uint16_t *slots;          /* cluster: slot -> node index + 1 */
     apr_time_t log_second;        /* errors: one line a second per child */
     int log_suppressed;
     /* circuit breaker of this child: after failures, Redis is left alone
@@ -310,7 +342,7 @@ typedef struct {
 
 typedef struct {
     const char *key_prefix;
-    int deny_cache;
+    int deny_cache, tag;
     apr_int64_t local_size;       /* main server only */
     const rrl_redis_url_t *redis; /* NULL: unset; &rrl_redis_off: off */
     apr_interval_time_t connect_timeout, command_timeout;
@@ -1220,8 +1252,10 @@ static char *rrl_url_unescape(apr_pool_t *p, const char *s, apr_size_t len)
 }
 
 #define RRL_URL_FORMS "redis://[USER:PASSWORD@]HOST[:PORT][/DB] " \
-                      "(IPv6 as [::1]), rediss://... with TLS, or " \
-                      "unix:/PATH[?db=N&user=U&password=P]"
+                      "(IPv6 as [::1]), rediss://... with TLS, " \
+                      "unix:/PATH[?db=N&user=U&password=P], " \
+                      "redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTERNAME" \
+                      "[/DB] or redis-cluster://HOST:PORT[,HOST:PORT...]"
 
 /* A query string's NAME=VALUE pairs into the URL (unix: and rediss:) */
 static const char *rrl_url_query(apr_pool_t *p, const char *q,
@@ -1274,12 +1308,59 @@ static const char *rrl_url_query(apr_pool_t *p, const char *q,
     return NULL;
 }
 
+/* HOST[:PORT] or [IPV6][:PORT]: the len bytes at s of url */
+static const char *rrl_parse_hostport(apr_pool_t *p, const char *url,
+                                      const char *s, apr_size_t len,
+                                      int default_port, const char **hostp,
+                                      int *portp)
+{
+    char *host = apr_pstrmemdup(p, s, len);
+
+    *portp = default_port;
+    if (host[0] == '[') {
+        char *close = strchr(host, ']');
+
+        if (!close || (close[1] && close[1] != ':')) {
+            return apr_psprintf(p, "'%s': an IPv6 address goes in brackets, "
+                                "such as redis://[::1]:6379", url);
+        }
+        *close = '\0';
+        *hostp = host + 1;
+        host = close + 1;
+    }
+    else {
+        *hostp = host;
+        host = strchr(host, ':');
+        if (host && strchr(host + 1, ':')) {
+            return apr_psprintf(p, "'%s': an IPv6 address goes in brackets, "
+                                "such as redis://[::1]:6379", url);
+        }
+        if (!host) {
+            host = "";
+        }
+    }
+    if (*host == ':') {
+        apr_int64_t port;
+
+        *host = '\0';
+        if (!rrl_parse_int(host + 1, 1, 65535, &port)) {
+            return apr_psprintf(p, "'%s': '%s' is not a port (1-65535)", url,
+                                host + 1);
+        }
+        *portp = (int)port;
+    }
+    if (!**hostp) {
+        return apr_psprintf(p, "'%s' names no host; expected %s", url,
+                            RRL_URL_FORMS);
+    }
+    return NULL;
+}
+
 static const char *rrl_parse_redis_url(apr_pool_t *p, const char *url,
                                        rrl_redis_url_t **out)
 {
     rrl_redis_url_t *u = apr_pcalloc(p, sizeof(*u));
     const char *rest, *end, *at, *hostport, *err = NULL;
-    char *host;
 
     u->url = url;
     if (strncasecmp(url, "redis://", 8) == 0) {
@@ -1297,6 +1378,14 @@ static const char *rrl_parse_redis_url(apr_pool_t *p, const char *url,
         u->kind = RRL_REDIS_TLS;
         rest = url + 9;
 #endif
+    }
+    else if (strncasecmp(url, "redis-sentinel://", 17) == 0) {
+        u->kind = RRL_REDIS_SENTINEL;
+        rest = url + 17;
+    }
+    else if (strncasecmp(url, "redis-cluster://", 16) == 0) {
+        u->kind = RRL_REDIS_CLUSTER;
+        rest = url + 16;
     }
     else if (strncasecmp(url, "unix:", 5) == 0) {
         const char *q = strchr(url + 5, '?');
@@ -1348,43 +1437,50 @@ static const char *rrl_parse_redis_url(apr_pool_t *p, const char *url,
         }
         hostport = at + 1;
     }
-    host = apr_pstrmemdup(p, hostport, end - hostport);
-    u->port = 6379;
-    if (host[0] == '[') {
-        char *close = strchr(host, ']');
+    if (u->kind == RRL_REDIS_SENTINEL || u->kind == RRL_REDIS_CLUSTER) {
+        /* HOST:PORT,HOST:PORT... */
+        u->addrs = apr_array_make(p, 3, sizeof(rrl_addr_t));
+        while (hostport < end) {
+            const char *comma = memchr(hostport, ',', end - hostport);
+            rrl_addr_t *a = apr_array_push(u->addrs);
 
-        if (!close || (close[1] && close[1] != ':')) {
-            return apr_psprintf(p, "'%s': an IPv6 address goes in brackets, "
-                                "such as redis://[::1]:6379", url);
+            comma = comma ? comma : end;
+            if ((err = rrl_parse_hostport(p, url, hostport, comma - hostport,
+                                          u->kind == RRL_REDIS_SENTINEL
+                                          ? 26379 : 6379,
+                                          &a->host, &a->port)) != NULL) {
+                return err;
+            }
+            hostport = comma + (comma < end);
         }
-        *close = '\0';
-        u->host = host + 1;
-        host = close + 1;
+        if (!u->addrs->nelts) {
+            return apr_psprintf(p, "'%s' names no host; expected %s", url,
+                                RRL_URL_FORMS);
+        }
+        u->host = APR_ARRAY_IDX(u->addrs, 0, rrl_addr_t).host;
+        u->port = APR_ARRAY_IDX(u->addrs, 0, rrl_addr_t).port;
     }
-    else {
-        u->host = host;
-        host = strchr(host, ':');
-        if (host && strchr(host + 1, ':')) {
-            return apr_psprintf(p, "'%s': an IPv6 address goes in brackets, "
-                                "such as redis://[::1]:6379", url);
-        }
-        if (!host) {
-            host = "";
-        }
+    else if ((err = rrl_parse_hostport(p, url, hostport, end - hostport,
+                                       6379, &u->host, &u->port)) != NULL) {
+        return err;
     }
-    if (*host == ':') {
-        apr_int64_t port;
+    if (u->kind == RRL_REDIS_SENTINEL) {
+        /* /MASTERNAME[/DB] */
+        const char *name = end + (*end == '/'), *slash;
 
-        *host = '\0';
-        if (!rrl_parse_int(host + 1, 1, 65535, &port)) {
-            return apr_psprintf(p, "'%s': '%s' is not a port (1-65535)", url,
-                                host + 1);
+        slash = name + strcspn(name, "/?");
+        if (*end != '/' || slash == name) {
+            return apr_psprintf(p, "'%s' names no master; expected "
+                                "redis-sentinel://HOST:PORT[,HOST:PORT...]/"
+                                "MASTERNAME[/DB]", url);
         }
-        u->port = (int)port;
+        u->master = apr_pstrmemdup(p, name, slash - name);
+        end = slash;
     }
-    if (!*u->host) {
-        return apr_psprintf(p, "'%s' names no host; expected %s", url,
-                            RRL_URL_FORMS);
+    if (u->kind == RRL_REDIS_CLUSTER && *end == '/' && end[1]) {
+        return apr_psprintf(p, "'%s': a Redis Cluster has only database 0; "
+                            "expected redis-cluster://HOST:PORT[,HOST:PORT"
+                            "...]", url);
     }
     if (*end == '/') {
         const char *q = strchr(end, '?');
@@ -1410,7 +1506,7 @@ static const char *rrl_parse_redis_url(apr_pool_t *p, const char *url,
         }
     }
     u->masked = !u->password ? url
-        : apr_pstrcat(p, u->kind == RRL_REDIS_TLS ? "rediss://" : "redis://",
+        : apr_pstrcat(p, apr_pstrmemdup(p, url, rest - url),
                       u->user ? u->user : "", ":****@",
                       apr_pstrmemdup(p, at + 1, strlen(at + 1)), NULL);
     *out = u;
@@ -1846,9 +1942,12 @@ static const char *rrl_ipv6_group(request_rec *r, int bits)
     return apr_psprintf(r->pool, "%s/%d", buf, bits);
 }
 
-/* "rl:" "api.example.com:" "login" ":" value, or NULL if the key is empty */
+/* "rl:" "api.example.com:" "login" ":" value, or NULL if the key is empty;
+ * tag (Redis Cluster): the value as hash tag, ":{" value "}", so that
+ * limits with equal values share a slot and one EVALSHA */
 static const char *rrl_limit_key(request_rec *r, const rrl_limit_t *l,
-                                 const char *prefix, apr_size_t *lenp)
+                                 const char *prefix, int tag,
+                                 apr_size_t *lenp)
 {
     const char *v, *group, *key;
 
@@ -1902,7 +2001,8 @@ static const char *rrl_limit_key(request_rec *r, const rrl_limit_t *l,
         return NULL;
     }
     v = rrl_key_value(r->pool, v, strlen(v));
-    key = apr_pstrcat(r->pool, prefix, l->scope, l->name, ":", v, NULL);
+    key = apr_pstrcat(r->pool, prefix, l->scope, l->name, tag ? ":{" : ":",
+                      v, tag ? "}" : "", NULL);
     *lenp = strlen(key);
     return key;
 }
@@ -2242,6 +2342,7 @@ static apr_array_header_t *rrl_backends;    /* rrl_backend_t *: all used */
 typedef struct {
     redisContext *c;
     int served;            /* answered before: a failure now may be staleness */
+    apr_uint32_t gen;      /* sentinel: of the master it was made for */
 } rrl_conn_t;
 
 /*
@@ -2378,24 +2479,29 @@ static const char *rrl_redis_setup(apr_pool_t *p, redisContext *c, int argc,
     return err;
 }
 
-/* The one connect function: connect, timeouts, keepalive, AUTH, SELECT */
-static redisContext *rrl_redis_connect(const rrl_backend_t *be, apr_pool_t *p,
-                                       const char **errp)
+/*
+ * Connect to one server: timeouts, keepalive, AUTH; SELECT where asked.
+ * host NULL: the URL's unix socket.  Replies on the context are hiredis'
+ * own until rrl_redis_connect switches them to rrl_reply_t.
+ */
+static redisContext *rrl_redis_open(const rrl_backend_t *be, apr_pool_t *p,
+                                    const char *host, int port, int db,
+                                    const char **errp)
 {
     const rrl_redis_url_t *u = be->u;
     struct timeval tv = rrl_timeval(be->connect_timeout);
     const char *err = NULL;
     redisContext *c;
 
-    c = u->kind == RRL_REDIS_UNIX
-        ? redisConnectUnixWithTimeout(u->path, tv)
-        : redisConnectWithTimeout(u->host, u->port, tv);
+    c = !host ? redisConnectUnixWithTimeout(u->path, tv)
+              : redisConnectWithTimeout(host, port, tv);
     if (!c) {
         *errp = "connect: out of memory";
         return NULL;
     }
     if (c->err) {
-        err = apr_psprintf(p, "connect: %s", c->errstr);
+        err = apr_psprintf(p, "connect to %s:%d: %s", host ? host : u->path,
+                           port, c->errstr);
     }
 #ifdef HAVE_HIREDIS_SSL
     else if (u->kind == RRL_REDIS_TLS
@@ -2408,7 +2514,7 @@ static redisContext *rrl_redis_connect(const rrl_backend_t *be, apr_pool_t *p,
         err = apr_psprintf(p, "setting the timeout: %s", c->errstr);
     }
     else {
-        if (u->kind != RRL_REDIS_UNIX) {
+        if (host) {
             redisEnableKeepAlive(c);     /* best effort */
         }
         if (u->password) {
@@ -2419,8 +2525,8 @@ static redisContext *rrl_redis_connect(const rrl_backend_t *be, apr_pool_t *p,
             }
             err = rrl_redis_setup(p, c, u->user ? 3 : 2, auth);
         }
-        if (!err && u->db) {
-            const char *sel[2] = { "SELECT", apr_itoa(p, u->db) };
+        if (!err && db) {
+            const char *sel[2] = { "SELECT", apr_itoa(p, db) };
 
             err = rrl_redis_setup(p, c, 2, sel);
         }
@@ -2428,6 +2534,155 @@ static redisContext *rrl_redis_connect(const rrl_backend_t *be, apr_pool_t *p,
     if (err) {
         redisFree(c);
         *errp = err;
+        return NULL;
+    }
+    return c;
+}
+
+/* Sentinel: forget the master known as generation gen (it failed or says
+ * it is not the master any more); the next connection asks the Sentinels,
+ * and pooled connections to it are closed when next taken */
+static void rrl_sentinel_forget(rrl_backend_t *be, rrl_node_t *node,
+                                apr_uint32_t gen)
+{
+    apr_thread_mutex_lock(be->mutex);
+    if (node->gen == gen && node->host[0]) {
+        node->host[0] = '\0';
+        apr_atomic_inc32(&node->gen);
+    }
+    apr_thread_mutex_unlock(be->mutex);
+}
+
+/* Sentinel: the master's address, asked of each Sentinel in turn when not
+ * known.  NULL, or what went wrong */
+static const char *rrl_sentinel_master(rrl_backend_t *be, rrl_node_t *node,
+                                       apr_pool_t *p, char *host, int *port,
+                                       apr_uint32_t *gen)
+{
+    const rrl_redis_url_t *u = be->u;
+    const char *argv[3] = { "SENTINEL", "get-master-addr-by-name", u->master };
+    const char *err = "no Sentinel answered";
+    int i;
+
+    apr_thread_mutex_lock(be->mutex);
+    apr_cpystrn(host, node->host, sizeof(node->host));
+    *port = node->port;
+    *gen = node->gen;
+    apr_thread_mutex_unlock(be->mutex);
+    if (*host) {
+        return NULL;
+    }
+    for (i = 0; i < u->addrs->nelts; i++) {
+        const rrl_addr_t *a = &APR_ARRAY_IDX(u->addrs, i, rrl_addr_t);
+        redisContext *c = rrl_redis_open(be, p, a->host, a->port, 0, &err);
+        redisReply *reply;
+
+        if (!c) {
+            continue;
+        }
+        reply = redisCommandArgv(c, 3, argv, NULL);
+        if (!reply) {
+            err = apr_psprintf(p, "Sentinel %s:%d: %s", a->host, a->port,
+                               c->errstr);
+        }
+        else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+                 || reply->element[0]->type != REDIS_REPLY_STRING
+                 || reply->element[1]->type != REDIS_REPLY_STRING
+                 || reply->element[0]->len >= sizeof(node->host)
+                 || atoi(reply->element[1]->str) <= 0) {
+            err = apr_psprintf(p, "Sentinel %s:%d does not know master %s",
+                               a->host, a->port, u->master);
+        }
+        else {
+            int changed;
+
+            apr_thread_mutex_lock(be->mutex);
+            apr_cpystrn(node->host, reply->element[0]->str,
+                        sizeof(node->host));
+            node->port = atoi(reply->element[1]->str);
+            apr_cpystrn(host, node->host, sizeof(node->host));
+            *port = node->port;
+            *gen = node->gen;
+            /* the first master this child learns, and every change */
+            changed = node->last_port != node->port
+                      || strcmp(node->last_host, node->host) != 0;
+            if (changed) {
+                apr_cpystrn(node->last_host, node->host,
+                            sizeof(node->last_host));
+                node->last_port = node->port;
+            }
+            apr_thread_mutex_unlock(be->mutex);
+            if (changed) {
+                ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, ap_server_conf,
+                             RRL_LOGNO(00020) "%s: Sentinel %s:%d names %s:%d "
+                             "master of %s", u->masked, a->host, a->port,
+                             host, *port, u->master);
+            }
+            err = NULL;
+        }
+        if (reply) {
+            freeReplyObject(reply);
+        }
+        redisFree(c);
+        if (!err) {
+            return NULL;
+        }
+    }
+    return err;
+}
+
+/* Is the server on c the master?  NULL, or why not */
+static const char *rrl_redis_role(apr_pool_t *p, redisContext *c)
+{
+    redisReply *reply = redisCommand(c, "ROLE");
+    const char *err = NULL;
+
+    if (!reply) {
+        return apr_psprintf(p, "ROLE: %s", c->errstr);
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || strcmp(reply->element[0]->str, "master") != 0) {
+        err = "ROLE: the server the Sentinels named is not a master (a "
+              "failover is under way)";
+    }
+    freeReplyObject(reply);
+    return err;
+}
+
+/* The one connect function for commands: a node's address (a Sentinel's
+ * master found first), then rrl_redis_open; *gen is the master's
+ * generation the connection belongs to */
+static redisContext *rrl_redis_connect(rrl_backend_t *be, rrl_node_t *node,
+                                       apr_pool_t *p, apr_uint32_t *gen,
+                                       const char **errp)
+{
+    const rrl_redis_url_t *u = be->u;
+    char host[sizeof(node->host)];
+    int port = node->port;
+    redisContext *c;
+
+    *gen = 0;
+    if (u->kind == RRL_REDIS_SENTINEL) {
+        if ((*errp = rrl_sentinel_master(be, node, p, host, &port, gen))
+            != NULL) {
+            return NULL;
+        }
+    }
+    else {
+        apr_cpystrn(host, node->host, sizeof(host));
+    }
+    c = rrl_redis_open(be, p, u->kind == RRL_REDIS_UNIX ? NULL : host, port,
+                       u->db, errp);
+    if (u->kind == RRL_REDIS_SENTINEL
+        && (!c || (*errp = rrl_redis_role(p, c)) != NULL)) {
+        if (c) {
+            redisFree(c);
+        }
+        rrl_sentinel_forget(be, node, *gen);
+        return NULL;
+    }
+    if (!c) {
         return NULL;
     }
     /* from here on, replies are read into rrl_reply_t (rrl_redis_call) */
@@ -2464,10 +2719,11 @@ static apr_status_t rrl_conn_make(void **resource, void *params,
 static apr_status_t rrl_conn_drop(void *resource, void *params,
                                   apr_pool_t *pool)
 {
+    rrl_node_t *node = params;
     rrl_conn_t *conn = resource;
 
     (void)pool;
-    rrl_conn_close(params, conn);
+    rrl_conn_close(node->be, conn);
     free(conn);
     return APR_SUCCESS;
 }
@@ -2630,8 +2886,8 @@ typedef enum {
  */
 static const char *rrl_redis_roundtrip(apr_pool_t *p, const rrl_backend_t *be,
                                        redisContext *c, const char *cmd,
-                                       apr_size_t len, rrl_reply_t *rep,
-                                       int *stale)
+                                       apr_size_t len, int asking,
+                                       rrl_reply_t *rep, int *stale)
 {
     void *reply = NULL;
     int err;
@@ -2664,6 +2920,14 @@ static const char *rrl_redis_roundtrip(apr_pool_t *p, const rrl_backend_t *be,
         }
     }
     c->reader->privdata = rep;
+    if (asking) {
+        /* cmd began with ASKING (a Cluster slot being migrated): +OK */
+        if (redisGetReply(c, &reply) == REDIS_OK && reply == rep
+            && (rep->type != REDIS_REPLY_STATUS || rep->bad)) {
+            return "ASKING: an unexpected reply";
+        }
+        rep->type = 0;
+    }
     if (redisGetReply(c, &reply) != REDIS_OK || reply != rep) {
         err = errno;
         *stale = c->err == REDIS_ERR_EOF
@@ -2675,41 +2939,56 @@ static const char *rrl_redis_roundtrip(apr_pool_t *p, const rrl_backend_t *be,
     return NULL;
 }
 
+/* Sentinel: a reply saying the server is not (or no longer) the master */
+static int rrl_redis_not_master(const rrl_reply_t *rep)
+{
+    return rep->type == REDIS_REPLY_ERROR
+           && (strncmp(rep->str, "READONLY", 8) == 0
+               || strncmp(rep->str, "LOADING", 7) == 0
+               || strncmp(rep->str, "MASTERDOWN", 10) == 0);
+}
+
 /*
- * One command on a pooled connection, by the pool's rules: a pooled
- * connection that went stale is retried once on a fresh one; EVALSHA that
- * meets NOSCRIPT loads the script and retries once.  On RRL_REDIS_OK the
- * caller holds the connection, rep holds the reply, and the caller ends
- * with rrl_redis_done(); otherwise *errp says what went wrong.
+ * One command on a pooled connection of a node, by the pool's rules: a
+ * pooled connection that went stale is retried once on a fresh one (so is
+ * a Sentinel master that turned replica, after asking the Sentinels
+ * again); EVALSHA that meets NOSCRIPT loads the script and retries once.
+ * asking: cmd begins with ASKING.  On RRL_REDIS_OK the caller holds the
+ * connection, rep holds the reply, and the caller ends with
+ * rrl_redis_done(); otherwise *errp says what went wrong.
  */
 static rrl_redis_rc_e rrl_redis_call(request_rec *r, rrl_backend_t *be,
-                                     const char *what, const char *cmd,
-                                     apr_size_t len, rrl_reply_t *rep,
+                                     rrl_node_t *node, const char *what,
+                                     const char *cmd, apr_size_t len,
+                                     int asking, rrl_reply_t *rep,
                                      rrl_conn_t **connp, const char **errp)
 {
     int attempt, stale, evalsha = strcmp(what, "EVALSHA") == 0;
+    int sentinel = be->u->kind == RRL_REDIS_SENTINEL;
 
     for (attempt = 0; ; attempt++) {
         rrl_conn_t *conn;
         const char *err;
         apr_time_t t0;
 
-        if (apr_reslist_acquire(be->pool, (void **)&conn) != APR_SUCCESS) {
+        if (apr_reslist_acquire(node->pool, (void **)&conn) != APR_SUCCESS) {
             *errp = "no connection free in the pool (RateLimitRedisPool)";
             return RRL_REDIS_DOWN;
         }
-        if (attempt > 0) {
-            rrl_conn_close(be, conn);  /* the retry gets a fresh one */
+        if (attempt > 0
+            || (conn->c && conn->gen != apr_atomic_read32(&node->gen))) {
+            rrl_conn_close(be, conn);  /* a retry gets a fresh one */
         }
         if (!conn->c) {
             conn->served = 0;
-            if (!(conn->c = rrl_redis_connect(be, r->pool, errp))) {
-                apr_reslist_invalidate(be->pool, conn);
+            if (!(conn->c = rrl_redis_connect(be, node, r->pool, &conn->gen,
+                                              errp))) {
+                apr_reslist_invalidate(node->pool, conn);
                 return RRL_REDIS_DOWN;
             }
         }
         t0 = apr_time_now();
-        err = rrl_redis_roundtrip(r->pool, be, conn->c, cmd, len, rep,
+        err = rrl_redis_roundtrip(r->pool, be, conn->c, cmd, len, asking, rep,
                                   &stale);
         rrl_count(RRL_CTR_REDIS_CALLS);
         if (!err && evalsha && rep->type == REDIS_REPLY_ERROR
@@ -2718,29 +2997,38 @@ static rrl_redis_rc_e rrl_redis_call(request_rec *r, rrl_backend_t *be,
             rrl_count(RRL_CTR_REDIS_CALLS);
             err = rrl_redis_roundtrip(r->pool, be, conn->c,
                                       rrl_resp_script_load,
-                                      rrl_resp_script_load_len, rep, &stale);
+                                      rrl_resp_script_load_len, 0, rep,
+                                      &stale);
             if (err || rep->type != REDIS_REPLY_STRING || rep->bad
                 || strcmp(rep->str, rrl_script_sha) != 0) {
                 *errp = apr_psprintf(r->pool, "SCRIPT LOAD: %s",
                                      err ? err
                                      : rep->type == REDIS_REPLY_ERROR
                                      ? rep->str : "an unexpected reply");
-                apr_reslist_invalidate(be->pool, conn);
+                apr_reslist_invalidate(node->pool, conn);
                 return err ? RRL_REDIS_DOWN : RRL_REDIS_WRONG;
             }
             ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RRL_LOGNO(00011)
                           "%s: the script was missing (NOSCRIPT) and is "
                           "loaded again", be->u->masked);
             t0 = apr_time_now();
-            err = rrl_redis_roundtrip(r->pool, be, conn->c, cmd, len, rep,
-                                      &stale);
+            err = rrl_redis_roundtrip(r->pool, be, conn->c, cmd, len, asking,
+                                      rep, &stale);
             rrl_count(RRL_CTR_REDIS_CALLS);
+        }
+        if (!err && sentinel && rrl_redis_not_master(rep)) {
+            err = apr_pstrdup(r->pool, rep->str);
+            stale = 1;
+            conn->served = 1;          /* worth one retry on the new master */
         }
         if (err) {
             int retry = attempt == 0 && conn->served && stale;
 
             *errp = apr_psprintf(r->pool, "%s: %s", what, err);
-            apr_reslist_invalidate(be->pool, conn);
+            if (sentinel) {
+                rrl_sentinel_forget(be, node, conn->gen);
+            }
+            apr_reslist_invalidate(node->pool, conn);
             if (retry) {
                 ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RRL_LOGNO(00012)
                               "%s: a pooled connection went stale (%s); "
@@ -2758,14 +3046,14 @@ static rrl_redis_rc_e rrl_redis_call(request_rec *r, rrl_backend_t *be,
 
 /* The connection goes back to the pool, or, if it saw anything wrong, is
  * dropped */
-static void rrl_redis_done(rrl_backend_t *be, rrl_conn_t *conn, int ok)
+static void rrl_redis_done(rrl_node_t *node, rrl_conn_t *conn, int ok)
 {
     if (ok) {
         conn->served = 1;
-        apr_reslist_release(be->pool, conn);
+        apr_reslist_release(node->pool, conn);
     }
     else {
-        apr_reslist_invalidate(be->pool, conn);
+        apr_reslist_invalidate(node->pool, conn);
     }
 }
 
@@ -2800,11 +3088,15 @@ static const char *rrl_redis_reply(apr_pool_t *p, const rrl_reply_t *rep,
     return NULL;
 }
 
-/* One EVALSHA decides every item: check all, then spend all */
-static rrl_redis_rc_e rrl_redis_decide(request_rec *r, rrl_backend_t *be,
-                                       rrl_item_t *items, int n,
-                                       apr_int64_t *now, const char **errp)
+/* One EVALSHA on a node decides every item: check all, then spend all.
+ * redirect (Cluster only): a MOVED or ASK reply is copied there */
+static rrl_redis_rc_e rrl_redis_eval(request_rec *r, rrl_backend_t *be,
+                                     rrl_node_t *node, int asking,
+                                     rrl_item_t *items, int n,
+                                     apr_int64_t *now, char *redirect,
+                                     const char **errp)
 {
+    static const char asking_resp[] = "*1\r\n$6\r\nASKING\r\n";
     apr_int64_t ints[2 + 4 * 8];
     rrl_reply_t rep;
     rrl_conn_t *conn;
@@ -2812,16 +3104,328 @@ static rrl_redis_rc_e rrl_redis_decide(request_rec *r, rrl_backend_t *be,
     apr_size_t len;
     const char *cmd = rrl_evalsha_resp(r->pool, items, n, &len);
 
+    if (asking) {
+        char *both = apr_palloc(r->pool, sizeof(asking_resp) - 1 + len);
+
+        memcpy(both, asking_resp, sizeof(asking_resp) - 1);
+        memcpy(both + sizeof(asking_resp) - 1, cmd, len);
+        cmd = both;
+        len += sizeof(asking_resp) - 1;
+    }
     rep.nints = 2 + 4 * (apr_size_t)n;
     rep.ints = rep.nints <= sizeof(ints) / sizeof(ints[0])
                ? ints : apr_palloc(r->pool, sizeof(*ints) * rep.nints);
-    if ((rc = rrl_redis_call(r, be, "EVALSHA", cmd, len, &rep, &conn, errp))
-        != RRL_REDIS_OK) {
+    if ((rc = rrl_redis_call(r, be, node, "EVALSHA", cmd, len, asking, &rep,
+                             &conn, errp)) != RRL_REDIS_OK) {
         return rc;
     }
+    if (redirect && rep.type == REDIS_REPLY_ERROR
+        && (strncmp(rep.str, "MOVED ", 6) == 0
+            || strncmp(rep.str, "ASK ", 4) == 0)) {
+        memcpy(redirect, rep.str, RRL_REPLY_STR);
+        rrl_redis_done(node, conn, 1);
+        return RRL_REDIS_OK;
+    }
     *errp = rrl_redis_reply(r->pool, &rep, items, n, now);
-    rrl_redis_done(be, conn, *errp == NULL);
+    rrl_redis_done(node, conn, *errp == NULL);
     return *errp ? RRL_REDIS_WRONG : RRL_REDIS_OK;
+}
+
+/* ---- Redis Cluster: hash slots and the nodes that own them ---- */
+
+/* CRC16-CCITT (XMODEM), the key hash of Redis Cluster */
+static unsigned rrl_crc16(const char *buf, apr_size_t len)
+{
+    unsigned crc = 0;
+    apr_size_t i;
+    int j;
+
+    for (i = 0; i < len; i++) {
+        crc ^= (unsigned)(unsigned char)buf[i] << 8;
+        for (j = 0; j < 8; j++) {
+            crc = (crc & 0x8000) ? (crc << 1) ^ 0x1021 : crc << 1;
+        }
+        crc &= 0xffff;
+    }
+    return crc;
+}
+
+/* A key's slot, by Redis's rule: of its hash tag, what stands between the
+ * first { and the } after it, when that is not empty */
+static unsigned rrl_key_slot(const char *key, apr_size_t len)
+{
+    const char *open = memchr(key, '{', len), *close;
+
+    if (open) {
+        close = memchr(open + 1, '}', len - (apr_size_t)(open + 1 - key));
+        if (close && close > open + 1) {
+            key = open + 1;
+            len = (apr_size_t)(close - key);
+        }
+    }
+    return rrl_crc16(key, len) & (RRL_SLOTS - 1);
+}
+
+/* The index of node HOST:PORT, added when new (be->mutex held); -1 if the
+ * table is full or its pool cannot be made */
+static int rrl_cluster_node(rrl_backend_t *be, const char *host, int port)
+{
+    rrl_node_t *node;
+    int i;
+
+    for (i = 0; i < be->nnodes; i++) {
+        if (be->nodes[i]->port == port
+            && strcmp(be->nodes[i]->host, host) == 0) {
+            return i;
+        }
+    }
+    if (be->nnodes == RRL_MAX_NODES || strlen(host) >= sizeof(node->host)) {
+        return -1;
+    }
+    node = apr_pcalloc(be->cpool, sizeof(*node));
+    node->be = be;
+    apr_cpystrn(node->host, host, sizeof(node->host));
+    node->port = port;
+    if (apr_reslist_create(&node->pool, 0, be->pool_keep, be->pool_max,
+                           be->pool_ttl, rrl_conn_make, rrl_conn_drop, node,
+                           be->cpool) != APR_SUCCESS) {
+        return -1;
+    }
+    apr_reslist_timeout_set(node->pool, be->command_timeout);
+    be->nodes[be->nnodes] = node;
+    return be->nnodes++;
+}
+
+/* The slot map of one CLUSTER SLOTS reply (be->mutex held); asked: the
+ * node that answered, for entries that leave the host out */
+static int rrl_cluster_learn(rrl_backend_t *be, const redisReply *reply,
+                             const char *asked)
+{
+    size_t i;
+    int learnt = 0;
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        return 0;
+    }
+    for (i = 0; i < reply->elements; i++) {
+        const redisReply *e = reply->element[i], *m;
+        long long slot;
+        int idx;
+
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 3
+            || e->element[0]->type != REDIS_REPLY_INTEGER
+            || e->element[1]->type != REDIS_REPLY_INTEGER
+            || (m = e->element[2])->type != REDIS_REPLY_ARRAY
+            || m->elements < 2 || m->element[0]->type != REDIS_REPLY_STRING
+            || m->element[1]->type != REDIS_REPLY_INTEGER
+            || e->element[0]->integer < 0
+            || e->element[1]->integer >= RRL_SLOTS) {
+            continue;
+        }
+        idx = rrl_cluster_node(be, *m->element[0]->str ? m->element[0]->str
+                                                       : asked,
+                               (int)m->element[1]->integer);
+        if (idx < 0) {
+            continue;
+        }
+        for (slot = e->element[0]->integer; slot <= e->element[1]->integer;
+             slot++) {
+            be->slots[slot] = (apr_uint16_t)(idx + 1);
+        }
+        learnt = 1;
+    }
+    return learnt;
+}
+
+/* Learn the slot map from the first node that answers CLUSTER SLOTS: the
+ * nodes known, then the URL's.  NULL, or what went wrong */
+static const char *rrl_cluster_refresh(rrl_backend_t *be, apr_pool_t *p)
+{
+    const rrl_redis_url_t *u = be->u;
+    apr_array_header_t *ask = apr_array_make(p, 8, sizeof(rrl_addr_t));
+    const char *err = "no node of the Cluster answered";
+    int i;
+
+    apr_thread_mutex_lock(be->mutex);
+    for (i = 0; i < be->nnodes; i++) {
+        rrl_addr_t *a = apr_array_push(ask);
+
+        a->host = apr_pstrdup(p, be->nodes[i]->host);
+        a->port = be->nodes[i]->port;
+    }
+    apr_thread_mutex_unlock(be->mutex);
+    apr_array_cat(ask, u->addrs);
+    for (i = 0; i < ask->nelts; i++) {
+        const rrl_addr_t *a = &APR_ARRAY_IDX(ask, i, rrl_addr_t);
+        redisContext *c = rrl_redis_open(be, p, a->host, a->port, 0, &err);
+        redisReply *reply;
+        int learnt = 0;
+
+        if (!c) {
+            continue;
+        }
+        if ((reply = redisCommand(c, "CLUSTER SLOTS")) != NULL) {
+            apr_thread_mutex_lock(be->mutex);
+            learnt = rrl_cluster_learn(be, reply, a->host);
+            apr_thread_mutex_unlock(be->mutex);
+            if (!learnt) {
+                err = apr_psprintf(p, "CLUSTER SLOTS on %s:%d: %s", a->host,
+                                   a->port, reply->type == REDIS_REPLY_ERROR
+                                   ? reply->str : "no slots");
+            }
+            freeReplyObject(reply);
+        }
+        else {
+            err = apr_psprintf(p, "CLUSTER SLOTS on %s:%d: %s", a->host,
+                               a->port, c->errstr);
+        }
+        redisFree(c);
+        if (learnt) {
+            return NULL;
+        }
+    }
+    return err;
+}
+
+/* The node that owns slot, as far as this child knows; NULL: unknown */
+static rrl_node_t *rrl_cluster_route(rrl_backend_t *be, unsigned slot)
+{
+    rrl_node_t *node = NULL;
+
+    apr_thread_mutex_lock(be->mutex);
+    if (be->slots[slot]) {
+        node = be->nodes[be->slots[slot] - 1];
+    }
+    apr_thread_mutex_unlock(be->mutex);
+    return node;
+}
+
+/*
+ * One EVALSHA for items that share a slot, on the node that owns it:
+ * MOVED updates the slot map and goes there; ASK goes there once, with
+ * ASKING (the slot is being migrated).
+ */
+static rrl_redis_rc_e rrl_cluster_eval(request_rec *r, rrl_backend_t *be,
+                                       unsigned slot, rrl_item_t *items,
+                                       int n, apr_int64_t *now,
+                                       const char **errp)
+{
+    rrl_node_t *node = rrl_cluster_route(be, slot);
+    char redirect[RRL_REPLY_STR];
+    int hops, asking = 0;
+
+    for (hops = 0; hops < 5; hops++) {
+        rrl_redis_rc_e rc;
+        char *target, *colon;
+        int idx = -1, moved;
+
+        if (!node) {
+            if ((*errp = rrl_cluster_refresh(be, r->pool)) != NULL) {
+                return RRL_REDIS_DOWN;
+            }
+            if (!(node = rrl_cluster_route(be, slot))) {
+                *errp = apr_psprintf(r->pool, "no node of the Cluster "
+                                     "serves slot %u", slot);
+                return RRL_REDIS_DOWN;
+            }
+        }
+        redirect[0] = '\0';
+        rc = rrl_redis_eval(r, be, node, asking, items, n, now, redirect,
+                            errp);
+        if (rc != RRL_REDIS_OK || !redirect[0]) {
+            return rc;
+        }
+        /* "MOVED 3999 127.0.0.1:6381" or "ASK 3999 127.0.0.1:6381" */
+        moved = redirect[0] == 'M';
+        target = strrchr(redirect, ' ');
+        colon = target ? strrchr(target, ':') : NULL;
+        if (colon) {
+            *colon = '\0';
+            apr_thread_mutex_lock(be->mutex);
+            idx = rrl_cluster_node(be, target + 1, atoi(colon + 1));
+            if (idx >= 0) {
+                node = be->nodes[idx];
+                if (moved) {
+                    be->slots[slot] = (apr_uint16_t)(idx + 1);
+                }
+            }
+            apr_thread_mutex_unlock(be->mutex);
+        }
+        if (idx < 0) {
+            *errp = apr_psprintf(r->pool, "EVALSHA: cannot follow '%s'",
+                                 redirect);
+            return RRL_REDIS_WRONG;
+        }
+        asking = !moved;
+        ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r, "%s: slot %u %s to "
+                      "%s:%d", be->u->masked, slot,
+                      moved ? "moved" : "being migrated", node->host,
+                      node->port);
+    }
+    *errp = "EVALSHA: redirected more than 5 times in the Cluster";
+    return RRL_REDIS_DOWN;
+}
+
+/*
+ * Decide the items in Redis.  One EVALSHA for them all, except in a
+ * Cluster where their keys fall into different slots: one per slot, in
+ * order, stopping at the first that denies (later slots are not asked,
+ * and spend nothing; earlier ones have spent).
+ */
+static rrl_redis_rc_e rrl_redis_decide(request_rec *r, rrl_backend_t *be,
+                                       rrl_item_t *items, int n,
+                                       apr_int64_t *now, const char **errp)
+{
+    unsigned *slot;
+    char *done;
+    rrl_item_t *group;
+    int i, j, k, denied = 0, first = 1;
+
+    if (be->u->kind != RRL_REDIS_CLUSTER) {
+        return rrl_redis_eval(r, be, be->node, 0, items, n, now, NULL, errp);
+    }
+    slot = apr_palloc(r->pool, sizeof(*slot) * n);
+    done = apr_pcalloc(r->pool, n);
+    group = apr_palloc(r->pool, sizeof(*group) * n);
+    for (i = 0; i < n; i++) {
+        slot[i] = rrl_key_slot(items[i].key, items[i].keylen);
+    }
+    for (i = 0; i < n; i++) {
+        apr_int64_t t;
+        rrl_redis_rc_e rc;
+
+        if (done[i]) {
+            continue;
+        }
+        if (denied) {
+            /* not asked: the request is denied already */
+            items[i].allowed = 1;
+            items[i].remaining = items[i].p->count;
+            items[i].reset = items[i].retry = 0;
+            continue;
+        }
+        for (j = i, k = 0; j < n; j++) {
+            if (!done[j] && slot[j] == slot[i]) {
+                group[k++] = items[j];
+            }
+        }
+        if ((rc = rrl_cluster_eval(r, be, slot[i], group, k, &t, errp))
+            != RRL_REDIS_OK) {
+            return rc;
+        }
+        if (first) {
+            *now = t;
+            first = 0;
+        }
+        for (j = i, k = 0; j < n; j++) {
+            if (!done[j] && slot[j] == slot[i]) {
+                items[j] = group[k++];
+                done[j] = 1;
+                denied = denied || !items[j].allowed;
+            }
+        }
+    }
+    return RRL_REDIS_OK;
 }
 
 /* PING, for ?health */
@@ -2829,13 +3433,23 @@ static rrl_redis_rc_e rrl_redis_ping(request_rec *r, rrl_backend_t *be,
                                      const char **errp)
 {
     rrl_reply_t rep = { 0 };
+    rrl_node_t *node = be->node;
     rrl_conn_t *conn;
     rrl_redis_rc_e rc;
     int ok;
 
-    if ((rc = rrl_redis_call(r, be, "PING", rrl_resp_ping,
-                             sizeof(rrl_resp_ping) - 1, &rep, &conn, errp))
-        != RRL_REDIS_OK) {
+    if (be->u->kind == RRL_REDIS_CLUSTER) {
+        /* the Cluster answers when a node learnt from it answers */
+        if ((*errp = rrl_cluster_refresh(be, r->pool)) != NULL) {
+            return RRL_REDIS_DOWN;
+        }
+        apr_thread_mutex_lock(be->mutex);
+        node = be->nodes[0];
+        apr_thread_mutex_unlock(be->mutex);
+    }
+    if ((rc = rrl_redis_call(r, be, node, "PING", rrl_resp_ping,
+                             sizeof(rrl_resp_ping) - 1, 0, &rep, &conn,
+                             errp)) != RRL_REDIS_OK) {
         return rc;
     }
     ok = rep.type == REDIS_REPLY_STATUS && strcmp(rep.str, "PONG") == 0;
@@ -2844,7 +3458,7 @@ static rrl_redis_rc_e rrl_redis_ping(request_rec *r, rrl_backend_t *be,
                 ? apr_psprintf(r->pool, "PING: %s", rep.str)
                 : "PING: an unexpected reply";
     }
-    rrl_redis_done(be, conn, ok);
+    rrl_redis_done(node, conn, ok);
     return ok ? RRL_REDIS_OK : RRL_REDIS_WRONG;
 }
 
@@ -3344,7 +3958,7 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
     rrl_item_t *items;
     const char *prefix;
     const apr_array_header_t *limits;
-    int deny_cache;
+    int deny_cache, tag;
     apr_int64_t now;
     rrl_source_e src;
     int i, n = 0, status;
@@ -3383,6 +3997,7 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
     sc = ap_get_module_config(r->server->module_config,
                               &redis_ratelimit_module);
     prefix = rrl_sc_prefix(sc);
+    tag = sc->backend && sc->backend->u->kind == RRL_REDIS_CLUSTER;
     items = apr_palloc(r->pool, sizeof(*items) * limits->nelts);
     for (i = 0; i < limits->nelts; i++) {
         const rrl_limit_t *l = APR_ARRAY_IDX(limits, i, rrl_limit_t *);
@@ -3391,7 +4006,7 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
         if (l->phase != phase || (status && !l->for_status)) {
             continue;
         }
-        it->key = rrl_limit_key(r, l, prefix, &it->keylen);
+        it->key = rrl_limit_key(r, l, prefix, tag, &it->keylen);
         if (!it->key) {
             continue;                /* an empty key is not counted */
         }
@@ -4319,14 +4934,28 @@ static void rrl_child_init(apr_pool_t *pchild, server_rec *s)
         rrl_backend_t *be = APR_ARRAY_IDX(rrl_backends, i, rrl_backend_t *);
 
         /* filled lazily; idle connections beyond keep close after ttl;
-         * waiting for a free one takes no longer than a command may */
-        rv = apr_reslist_create(&be->pool, 0, be->pool_keep, be->pool_max,
-                                be->pool_ttl, rrl_conn_make, rrl_conn_drop,
-                                be, pchild);
-        if (rv == APR_SUCCESS) {
-            apr_reslist_timeout_set(be->pool, be->command_timeout);
-            rv = apr_thread_mutex_create(&be->mutex,
-                                         APR_THREAD_MUTEX_DEFAULT, pchild);
+         * waiting for a free one takes no longer than a command may.  A
+         * Cluster's nodes get theirs when the slot map names them */
+        rv = apr_thread_mutex_create(&be->mutex, APR_THREAD_MUTEX_DEFAULT,
+                                     pchild);
+        if (rv == APR_SUCCESS && be->u->kind == RRL_REDIS_CLUSTER) {
+            be->slots = apr_pcalloc(pchild, sizeof(*be->slots) * RRL_SLOTS);
+            rv = apr_pool_create(&be->cpool, pchild);
+        }
+        else if (rv == APR_SUCCESS) {
+            be->node = apr_pcalloc(pchild, sizeof(*be->node));
+            be->node->be = be;
+            if (be->u->kind != RRL_REDIS_SENTINEL) {
+                apr_cpystrn(be->node->host, be->u->host ? be->u->host : "",
+                            sizeof(be->node->host));
+                be->node->port = be->u->port;
+            }
+            rv = apr_reslist_create(&be->node->pool, 0, be->pool_keep,
+                                    be->pool_max, be->pool_ttl, rrl_conn_make,
+                                    rrl_conn_drop, be->node, pchild);
+            if (rv == APR_SUCCESS) {
+                apr_reslist_timeout_set(be->node->pool, be->command_timeout);
+            }
         }
         if (rv != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RRL_LOGNO(00016)

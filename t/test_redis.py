@@ -352,6 +352,15 @@ BAD = [
     ("RateLimitRedis unix:/s?tls=1", ["'tls' is not a parameter"]),
     ("RateLimitRedis rediss://h:6380", ["rediss:// needs TLS",
                                         "no hiredis_ssl"]),
+    ("RateLimitRedis redis-sentinel://h1,h2", ["names no master",
+                                               "/MASTERNAME[/DB]"]),
+    ("RateLimitRedis redis-sentinel://h1,h2:0/m", ["'0' is not a port"]),
+    ("RateLimitRedis redis-sentinel://h1//1", ["names no master"]),
+    ("RateLimitRedis redis-sentinel://h1/m/x", ["'/x' is not a database"]),
+    ("RateLimitRedis redis-cluster://", ["names no host"]),
+    ("RateLimitRedis redis-cluster://h1,::1:7000", ["IPv6 address goes in "
+                                                    "brackets"]),
+    ("RateLimitRedis redis-cluster://h1:7000/2", ["has only database 0"]),
     ("RateLimitRedisTimeout connect=0", ["connect=0 is not accepted",
                                          "such as 100ms or 2s"]),
     ("RateLimitRedisTimeout command=5min", ["command=5min is not accepted"]),
@@ -394,6 +403,14 @@ RateLimitOnError local instances=3
 <VirtualHost *:${port}>
     ServerName c.test
     RateLimitRedis off
+</VirtualHost>
+<VirtualHost *:${port}>
+    ServerName d.test
+    RateLimitRedis redis-sentinel://:pw@10.0.0.1,10.0.0.2:26380,[::1]/mymaster/2
+</VirtualHost>
+<VirtualHost *:${port}>
+    ServerName e.test
+    RateLimitRedis redis-cluster://10.0.0.1:7000,10.0.0.2:7001/
 </VirtualHost>
 <Location /x>
     RateLimitOnError deny
