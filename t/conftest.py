@@ -4,7 +4,10 @@ httpd           the session's Httpd; a test calls httpd.start(snippet)
 httpd_factory   httpd_factory(name="extra") -> a further Httpd, stopped at test end
 redis_server    the session's Redis, running and flushed for this test
 redis_factory   redis_factory(*args, **kw) -> a further Redis (started), stopped at test end
+sentinel_factory  sentinel_factory(**kw) -> a started deploy.SentinelSet, stopped at test end
+cluster_factory   cluster_factory(**kw) -> a started deploy.Cluster, stopped at test end
 env             the error-log check every test gets; env.expect_log(regex)
+                and, where a process was built with sanitizers, any report fails
 """
 
 import atexit
@@ -15,14 +18,17 @@ from pathlib import Path
 
 import pytest
 
+import deploy
 import rrl
 
 
 class Env:
     """Holds a test to STYLE.md section 10: after the test, any error-log line
-    of any Httpd at [warn] or worse fails it, unless expected; a crash always."""
+    of any Httpd at [warn] or worse fails it, unless expected; a crash always;
+    so does any ASan, LeakSanitizer or UBSan report (make check-asan)."""
 
-    def __init__(self):
+    def __init__(self, sanitizer: rrl.SanitizerReports):
+        self.sanitizer = sanitizer
         self.expected: list[str] = []
         self.checked: dict[int, int] = {}   # id(httpd) -> lines already checked
 
@@ -30,9 +36,10 @@ class Env:
         """Allow [warn]-or-worse lines matching any of these regexes (e.g. "RRL00042")."""
         self.expected.extend(patterns)
 
-    def check(self):
+    def check(self, logs: bool = True):
+        """logs=False: the sanitizer reports only."""
         problems = []
-        for h in rrl.Httpd.instances:
+        for h in rrl.Httpd.instances if logs else ():
             lines = h.error_log_lines()
             done = self.checked.get(id(h), 0)
             self.checked[id(h)] = len(lines)
@@ -45,8 +52,12 @@ class Env:
                     + "\n".join(bad)
                     + f"\n--- last 50 lines of {h.error_log} ---\n"
                     + rrl.tail(h.error_log, 50))
-        if problems:
-            pytest.fail("error log check failed\n" + "\n\n".join(problems), pytrace=False)
+        reports = self.sanitizer.new()
+        heads = (["error log check failed"] if problems else []) + \
+                (["sanitizer report"] if reports else [])
+        if heads:
+            pytest.fail("; ".join(heads) + "\n" + "\n\n".join(problems + reports),
+                        pytrace=False)
 
 
 # ---- session ----
@@ -78,6 +89,17 @@ def _stop_everything():
 
 
 @pytest.fixture(scope="session")
+def _sanitizer(base_dir):
+    s = rrl.SanitizerReports(base_dir / "sanitizer")
+    yield s
+    # processes that ended after the last test's check
+    reports = s.new()
+    if reports:
+        pytest.fail("sanitizer reports at session end:\n" + "\n\n".join(reports),
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session")
 def _httpd_session(base_dir):
     h = rrl.Httpd(base_dir, "httpd")
     yield h
@@ -98,20 +120,20 @@ def _redis_session(base_dir):
 # ---- per test ----
 
 @pytest.fixture(autouse=True)
-def env(request):
+def env(request, _sanitizer):
     for h in rrl.Httpd.instances:
         h.mark()
-    e = Env()
+    e = Env(_sanitizer)
     request.node._rrl_env = e
     yield e
-    if rrl.CHECKER:
-        # memcheck reports when its process ends: end it with the test
+    if rrl.CHECKER or rrl.SANITIZED:
+        # memcheck and LeakSanitizer report when a process ends: end it
+        # with the test
         for h in rrl.Httpd.instances:
             h.stop()
     # lines written after the call (servers stopped in teardown); a failed
-    # call has shown its error log already
-    if not getattr(request.node, "_rrl_call_failed", False):
-        e.check()
+    # call has shown its error log already, not what sanitizers reported
+    e.check(logs=not getattr(request.node, "_rrl_call_failed", False))
 
 
 @pytest.hookimpl(trylast=True)
@@ -191,3 +213,34 @@ def redis_factory(base_dir):
     yield make
     for r in made:
         r.stop()
+
+
+@pytest.fixture
+def sentinel_factory(base_dir):
+    """A master, a replica and three sentinels (t/deploy.py), fresh per
+    call: tests fail them over."""
+    made = []
+
+    def make(**kw) -> deploy.SentinelSet:
+        d = deploy.SentinelSet(base_dir, **kw)
+        made.append(d)
+        return d.start()
+
+    yield make
+    for d in made:
+        d.stop()
+
+
+@pytest.fixture
+def cluster_factory(base_dir):
+    """Three cluster masters (t/deploy.py), fresh per call: tests move slots."""
+    made = []
+
+    def make(**kw) -> deploy.Cluster:
+        c = deploy.Cluster(base_dir, **kw)
+        made.append(c)
+        return c.start()
+
+    yield make
+    for c in made:
+        c.stop()
