@@ -1915,15 +1915,16 @@ static const char *rrl_key_value(apr_pool_t *p, const char *v, apr_size_t len)
 static const char *rrl_ipv6_group(request_rec *r, int bits)
 {
     const apr_sockaddr_t *sa = r->useragent_addr;
-    unsigned char a[16];
+    struct in6_addr in6;          /* aligned, for IN6_IS_ADDR_V4MAPPED */
+    unsigned char *a = in6.s6_addr;
     char buf[INET6_ADDRSTRLEN];
     int i;
 
     if (!sa || sa->family != APR_INET6 || bits >= 128) {
         return NULL;
     }
-    memcpy(a, sa->ipaddr_ptr, 16);
-    if (IN6_IS_ADDR_V4MAPPED((struct in6_addr *)a)) {
+    memcpy(&in6, sa->ipaddr_ptr, 16);
+    if (IN6_IS_ADDR_V4MAPPED(&in6)) {
         return NULL;
     }
     for (i = 0; i < 16; i++) {

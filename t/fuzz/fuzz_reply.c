@@ -1,0 +1,241 @@
+/*
+ * libFuzzer: the decoding of Redis replies as the module does it: hiredis'
+ * reader with the module's reply functions (rrl_reply_fns) into an
+ * rrl_reply_t on the stack, then rrl_redis_reply() into the items, as
+ * rrl_redis_eval does for the script's reply.
+ *
+ * Input: byte 0: bits 0-3 the number of limits less one (1-16; above 8 the
+ * integers go to the pool, as in rrl_redis_eval), bit 4: through
+ * rrl_redis_roundtrip itself on a socketpair (the reply, then EOF), bit 5:
+ * with ASKING first (a reply read before the one that counts); byte 1 the
+ * size of the pieces fed in the second reading.  The rest: what Redis
+ * sends.  Read directly, every reply in it is decoded twice, all at once
+ * and in pieces, with other garbage in the integer buffer: the outcomes
+ * must be the same.
+ */
+#include "../../mod_redis_ratelimit.c"
+#include "fuzz.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MAX_N 16
+#define MAX_REPLIES 16
+
+RRL_FUZZ_ROOT_POOL(root)
+
+/* What one reply came to */
+typedef struct {
+    int rc;                       /* of redisReaderGetReply */
+    int got;                      /* a reply was complete */
+    int type, bad;
+    apr_int64_t integer;
+    char str[RRL_REPLY_STR];
+    apr_size_t elements;
+    const char *err;              /* of rrl_redis_reply */
+    int not_master;
+    apr_int64_t now;
+    rrl_item_t items[MAX_N];
+} outcome_t;
+
+/* The script's reply into items, as rrl_redis_eval takes it */
+static void decode(apr_pool_t *p, rrl_reply_t *rep, int n, outcome_t *o)
+{
+    apr_size_t i;
+
+    o->got = 1;
+    o->type = rep->type;
+    o->bad = rep->bad;
+    o->integer = rep->type == REDIS_REPLY_INTEGER ? rep->integer : 0;
+    o->elements = rep->type == REDIS_REPLY_ARRAY ? rep->elements : 0;
+    RRL_FUZZ_ASSERT(rep->type == REDIS_REPLY_STRING
+                    || rep->type == REDIS_REPLY_ARRAY
+                    || rep->type == REDIS_REPLY_INTEGER
+                    || rep->type == REDIS_REPLY_NIL
+                    || rep->type == REDIS_REPLY_STATUS
+                    || rep->type == REDIS_REPLY_ERROR);
+    if (rep->type == REDIS_REPLY_STRING || rep->type == REDIS_REPLY_STATUS
+        || rep->type == REDIS_REPLY_ERROR) {
+        RRL_FUZZ_ASSERT(memchr(rep->str, '\0', RRL_REPLY_STR));
+        strcpy(o->str, rep->str);
+    }
+    o->not_master = rrl_redis_not_master(rep);
+    memset(o->items, 0, sizeof(o->items));
+    o->now = -1;
+    o->err = rrl_redis_reply(p, rep, o->items, n, &o->now);
+    if (o->err) {
+        RRL_FUZZ_ASSERT(strncmp(o->err, "EVALSHA: ", 9) == 0);
+        if (rep->type == REDIS_REPLY_ERROR) {
+            RRL_FUZZ_ASSERT(strcmp(o->err + 9, rep->str) == 0);
+        }
+        return;
+    }
+    RRL_FUZZ_ASSERT(rep->type == REDIS_REPLY_ARRAY && !rep->bad
+                    && rep->elements == (apr_size_t)(2 + 4 * n));
+    RRL_FUZZ_ASSERT(o->now >= 0);
+    for (i = 0; i < (apr_size_t)n; i++) {
+        RRL_FUZZ_ASSERT(o->items[i].allowed == 0 || o->items[i].allowed == 1);
+        RRL_FUZZ_ASSERT(o->items[i].remaining >= 0 && o->items[i].reset >= 0
+                        && o->items[i].retry >= 0);
+    }
+}
+
+/* Every reply in data, fed in pieces of chunk bytes (0: all at once), with
+ * the integer buffer first filled with fill */
+static int read_all(apr_pool_t *p, const char *data, size_t size, int n,
+                    size_t chunk, int fill, outcome_t *out)
+{
+    apr_int64_t ints[2 + 4 * 8];
+    rrl_reply_t rep;
+    redisReader *reader = redisReaderCreate();
+    size_t fed = 0;
+    int count = 0;
+
+    RRL_FUZZ_ASSERT(reader);
+    reader->fn = &rrl_reply_fns;
+    reader->privdata = &rep;
+    memset(&rep, fill, sizeof(rep));
+    rep.nints = 2 + 4 * (apr_size_t)n;
+    rep.ints = rep.nints <= sizeof(ints) / sizeof(ints[0])
+               ? ints : apr_palloc(p, sizeof(*ints) * rep.nints);
+    memset(rep.ints, fill, sizeof(*rep.ints) * rep.nints);
+    while (count < MAX_REPLIES) {
+        outcome_t *o = &out[count];
+        void *reply = NULL;
+
+        memset(o, 0, sizeof(*o));
+        /* as rrl_redis_roundtrip, before each command */
+        rep.type = 0;
+        rep.bad = 0;
+        for (;;) {
+            o->rc = redisReaderGetReply(reader, &reply);
+            if (o->rc != REDIS_OK || reply || fed == size) {
+                break;
+            }
+            {
+                size_t take = chunk && size - fed > chunk ? chunk
+                                                          : size - fed;
+
+                RRL_FUZZ_ASSERT(redisReaderFeed(reader, data + fed, take)
+                                == REDIS_OK);
+                fed += take;
+            }
+        }
+        count++;
+        if (o->rc != REDIS_OK || !reply) {
+            break;
+        }
+        RRL_FUZZ_ASSERT(reply == &rep);
+        decode(p, &rep, n, o);
+    }
+    redisReaderFree(reader);
+    return count;
+}
+
+static void same(const outcome_t *a, const outcome_t *b, int n)
+{
+    int i;
+
+    RRL_FUZZ_ASSERT(a->rc == b->rc && a->got == b->got);
+    if (!a->got) {
+        return;
+    }
+    RRL_FUZZ_ASSERT(a->type == b->type && a->bad == b->bad
+                    && a->integer == b->integer
+                    && a->elements == b->elements
+                    && strcmp(a->str, b->str) == 0
+                    && a->not_master == b->not_master);
+    RRL_FUZZ_ASSERT(!a->err == !b->err);
+    if (a->err) {
+        RRL_FUZZ_ASSERT(strcmp(a->err, b->err) == 0);
+        return;
+    }
+    RRL_FUZZ_ASSERT(a->now == b->now);
+    for (i = 0; i < n; i++) {
+        RRL_FUZZ_ASSERT(a->items[i].allowed == b->items[i].allowed
+                        && a->items[i].remaining == b->items[i].remaining
+                        && a->items[i].reset == b->items[i].reset
+                        && a->items[i].retry == b->items[i].retry);
+    }
+}
+
+/* Through rrl_redis_roundtrip: Redis answers with data, then hangs up */
+static void roundtrip(apr_pool_t *p, const char *data, size_t size, int n,
+                      int asking)
+{
+    static const rrl_redis_url_t url = { .kind = RRL_REDIS_TCP };
+    rrl_backend_t be;
+    apr_int64_t ints[2 + 4 * 8];
+    rrl_reply_t rep;
+    redisContext *c;
+    const char *err;
+    int fds[2], stale;
+    size_t off = 0;
+
+    memset(&be, 0, sizeof(be));
+    be.u = &url;
+    RRL_FUZZ_ASSERT(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
+    while (off < size) {
+        ssize_t w = write(fds[1], data + off, size - off);
+
+        RRL_FUZZ_ASSERT(w > 0);
+        off += (size_t)w;
+    }
+    shutdown(fds[1], SHUT_WR);
+    c = redisConnectFd(fds[0]);
+    RRL_FUZZ_ASSERT(c && !c->err);
+    c->reader->fn = &rrl_reply_fns;    /* as rrl_redis_connect */
+    rep.nints = 2 + 4 * (apr_size_t)n;
+    rep.ints = rep.nints <= sizeof(ints) / sizeof(ints[0])
+               ? ints : apr_palloc(p, sizeof(*ints) * rep.nints);
+    err = rrl_redis_roundtrip(p, &be, c, rrl_resp_ping,
+                              sizeof(rrl_resp_ping) - 1, asking, &rep,
+                              &stale);
+    if (!err) {
+        outcome_t o;
+        char redirect[RRL_REPLY_STR];
+
+        if (rep.type == REDIS_REPLY_ERROR
+            && (strncmp(rep.str, "MOVED ", 6) == 0
+                || strncmp(rep.str, "ASK ", 4) == 0)) {
+            memcpy(redirect, rep.str, RRL_REPLY_STR);   /* as eval does */
+            RRL_FUZZ_ASSERT(memchr(redirect, '\0', sizeof(redirect)));
+        }
+        decode(p, &rep, n, &o);
+    }
+    else {
+        RRL_FUZZ_ASSERT(*err);
+        RRL_FUZZ_ASSERT(stale == 0 || stale == 1);
+    }
+    redisFree(c);                       /* closes fds[0] */
+    close(fds[1]);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    apr_pool_t *p;
+    outcome_t *a, *b;
+    int n, na, nb, i;
+
+    if (size < 2) {
+        return 0;
+    }
+    apr_pool_create(&p, root);
+    n = (data[0] & 15) + 1;
+    if (data[0] & 16) {
+        roundtrip(p, (const char *)data + 2, size - 2, n, (data[0] & 32) != 0);
+    }
+    else {
+        a = apr_palloc(p, sizeof(*a) * MAX_REPLIES);
+        b = apr_palloc(p, sizeof(*b) * MAX_REPLIES);
+        na = read_all(p, (const char *)data + 2, size - 2, n, 0, 0, a);
+        nb = read_all(p, (const char *)data + 2, size - 2, n,
+                      (size_t)data[1] % 64 + 1, 0x5a, b);
+        RRL_FUZZ_ASSERT(na == nb);
+        for (i = 0; i < na; i++) {
+            same(&a[i], &b[i], n);
+        }
+    }
+    apr_pool_destroy(p);
+    return 0;
+}

@@ -1,0 +1,118 @@
+/*
+ * The few httpd functions that the code under fuzzing calls, for the
+ * harnesses in t/fuzz/ (they run outside httpd).  Only logging, context
+ * checks and ap_expr are stood in for; every parser and builder fuzzed is
+ * the module's own code, included whole by each harness.
+ *
+ * Logging formats the message (so that a format and its arguments that do
+ * not agree still show under ASan and UBSan) and drops it.  ap_expr, which
+ * lives in the httpd binary, is replaced by a stand-in: a parsed key= is an
+ * empty ap_expr_info_t, and evaluating it gives rrl_fuzz_expr_value.
+ */
+#include "httpd.h"
+#include "http_config.h"
+#include "http_log.h"
+#include "ap_expr.h"
+#include "apr_strings.h"
+#include "apr_lib.h"
+
+#include "fuzz.h"
+
+const char *rrl_fuzz_expr_value;
+int rrl_fuzz_expr_fail;
+
+static void rrl_fuzz_format(const char *fmt, va_list ap)
+{
+    char buf[8192];
+
+    apr_vsnprintf(buf, sizeof(buf), fmt, ap);
+}
+
+AP_DECLARE(void) ap_log_error_(const char *file, int line, int module_index,
+                               int level, apr_status_t status,
+                               const server_rec *s, const char *fmt, ...)
+{
+    va_list ap;
+
+    (void)file; (void)line; (void)module_index; (void)level; (void)status;
+    (void)s;
+    va_start(ap, fmt);
+    rrl_fuzz_format(fmt, ap);
+    va_end(ap);
+}
+
+AP_DECLARE(void) ap_log_perror_(const char *file, int line, int module_index,
+                                int level, apr_status_t status, apr_pool_t *p,
+                                const char *fmt, ...)
+{
+    va_list ap;
+
+    (void)file; (void)line; (void)module_index; (void)level; (void)status;
+    (void)p;
+    va_start(ap, fmt);
+    rrl_fuzz_format(fmt, ap);
+    va_end(ap);
+}
+
+AP_DECLARE(void) ap_log_rerror_(const char *file, int line, int module_index,
+                                int level, apr_status_t status,
+                                const request_rec *r, const char *fmt, ...)
+{
+    va_list ap;
+
+    (void)file; (void)line; (void)module_index; (void)level; (void)status;
+    (void)r;
+    va_start(ap, fmt);
+    rrl_fuzz_format(fmt, ap);
+    va_end(ap);
+}
+
+/* The harnesses build their cmd_parms for a plain directory context */
+AP_DECLARE(const char *) ap_check_cmd_context(cmd_parms *cmd,
+                                              unsigned forbidden)
+{
+    (void)cmd; (void)forbidden;
+    return NULL;
+}
+
+AP_DECLARE(void) ap_str_tolower(char *s)
+{
+    for (; *s; s++) {
+        *s = (char)apr_tolower(*s);
+    }
+}
+
+AP_DECLARE(ap_expr_info_t *) ap_expr_parse_cmd_mi(const cmd_parms *cmd,
+                                                  const char *expr,
+                                                  unsigned int flags,
+                                                  const char **err,
+                                                  ap_expr_lookup_fn_t *lookup,
+                                                  int module_index)
+{
+    ap_expr_info_t *info = apr_pcalloc(cmd->pool, sizeof(*info));
+    const char *open = strstr(expr, "%{");
+
+    (void)lookup;
+    *err = NULL;
+    /* enough of the syntax to reach the module's error path */
+    if (open && !strchr(open, '}')) {
+        *err = "Variable name missing or unterminated";
+        return NULL;
+    }
+    info->filename = cmd->directive ? cmd->directive->filename : NULL;
+    info->flags = flags;
+    info->module_index = module_index;
+    return info;
+}
+
+AP_DECLARE(const char *) ap_expr_str_exec(request_rec *r,
+                                          const ap_expr_info_t *expr,
+                                          const char **err)
+{
+    (void)r; (void)expr;
+    if (rrl_fuzz_expr_fail) {
+        *err = "stand-in evaluation failure";
+        return NULL;
+    }
+    return rrl_fuzz_expr_value;
+}
