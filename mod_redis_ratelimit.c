@@ -24,7 +24,6 @@
 #include "apr_strings.h"
 #include "apr_lib.h"
 #include "apr_shm.h"
-#include "apr_global_mutex.h"
 #include "apr_sha1.h"
 #include "apr_network_io.h"
 #include "apr_reslist.h"
@@ -39,7 +38,6 @@
 #include "http_request.h"
 #include "ap_expr.h"
 #include "ap_mpm.h"
-#include "util_mutex.h"
 
 #include <hiredis/hiredis.h>
 #ifdef HAVE_HIREDIS_SSL
@@ -48,6 +46,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <string.h>
 
@@ -70,7 +69,6 @@
 #define RRL_HDR_RESET      "X-RateLimit-Reset"
 #define RRL_HDR_POLICY     "RateLimit-Policy"
 #define RRL_HDR_RATELIMIT  "RateLimit"
-#define RRL_MUTEX_TYPE     "redis-ratelimit-store"
 #define RRL_DEFAULT_PREFIX "rl:"
 #define RRL_STATUS_HANDLER "redis-ratelimit-status"
 #define RRL_TIME_FORMAT    "%A, %d-%b-%Y %H:%M:%S %Z"   /* as mod_status */
@@ -175,6 +173,7 @@ typedef struct rrl_limit_t {
     int ipv6_prefix;
     const char *key_text;       /* NULL: the client address */
     ap_expr_info_t *key;        /* NULL: the client address */
+    const char *key_header;     /* key=%{HTTP:NAME}: NAME, read directly */
     int *statuses;              /* count=: spend only on these */
     int nstatuses;
     server_rec *server;         /* where it was defined */
@@ -248,7 +247,7 @@ typedef struct {
     volatile apr_uint32_t down;   /* 1 while Redis is lost */
     volatile apr_uint32_t connections;   /* open, in all children */
     apr_int64_t since;            /* when it was lost, or came back (us) */
-    apr_int64_t last_error_at;    /* us; under the store's mutex: */
+    apr_int64_t last_error_at;    /* us; under rrl_status->lock: */
     char last_error[RRL_ERR_LEN];
 } rrl_shared_backend_t;
 
@@ -286,8 +285,18 @@ typedef struct rrl_limit_stat {
 
 #define RRL_MAX_LIMIT_STATS 256
 
+/* A process-shared, robust mutex in shared memory, alone on its cache line:
+ * the lock of a stripe of the store's buckets, taken without a system
+ * call when nobody holds it.  A child that dies holding one leaves it to
+ * the next taker, who carries on (robust) */
+typedef union {
+    pthread_mutex_t m;
+    char line[64];
+} rrl_lock_t;
+
 typedef struct {
     apr_uint32_t magic;
+    rrl_lock_t lock;              /* of the backends' last errors */
     apr_int64_t started;          /* counting since (us) */
     volatile apr_uint64_t counters[RRL_CTR_MAX];
     volatile apr_uint64_t lat_buckets[RRL_LAT_BUCKETS];
@@ -334,6 +343,10 @@ typedef struct rrl_backend {
     apr_time_t open_until;
     int probing;
     apr_time_t probe_deadline;
+    /* no probe is due before this (us; the later of open_until and a
+     * running probe's deadline): while open, requests read it without
+     * taking the mutex */
+    volatile apr_uint64_t quiet_until;
     rrl_shared_backend_t *shared; /* set in post_config */
 #ifdef HAVE_HIREDIS_SSL
     redisSSLContext *ssl;
@@ -388,6 +401,7 @@ typedef struct {
     int denied;
     const rrl_limit_t *shown;     /* limit whose headers are out */
     apr_int64_t shown_remaining;
+    int env_added;                /* RATELIMIT_*: 1 RESULT, 2 all four */
     apr_array_header_t *pending;  /* rrl_item_t: count= spends at log time */
 } rrl_req_t;
 
@@ -404,19 +418,22 @@ typedef struct {
     apr_int64_t v[3];             /* algorithm state */
 } rrl_slot_t;
 
+/* Bucket b is guarded by lock b % RRL_STRIPES: 32 threads of two children
+ * deciding for different keys seldom meet */
+#define RRL_STRIPES 256
+
 typedef struct {
     apr_uint32_t magic;
     apr_uint32_t nbuckets;
     unsigned char salt[16];
-    apr_uint64_t evictions;
+    apr_uint64_t evictions;       /* approximate: counted under a stripe */
+    rrl_lock_t locks[RRL_STRIPES];
     rrl_slot_t slots[1];
 } rrl_table_t;
 
 /* Lives in the process pool so that the store survives graceful restarts */
 typedef struct {
     apr_shm_t *shm;
-    apr_global_mutex_t *mutex;
-    const char *mutex_file;
     apr_size_t size;
     rrl_table_t *table;
 } rrl_store_t;
@@ -962,6 +979,15 @@ static const char *rrl_cmd_rate_limit(cmd_parms *cmd, void *dcfg, int argc,
             }
             if (strcmp(val, "%{REMOTE_ADDR}") == 0) {
                 l->key = NULL;          /* the client address, fast path */
+            }
+            else if (strncmp(val, "%{HTTP:", 7) == 0 && val[7]
+                     && strlen(val + 7) == strcspn(val + 7, "}%{\\\"' \t")
+                                          + 1
+                     && val[strlen(val) - 1] == '}') {
+                /* one request header, as ap_expr would read it, without
+                 * its evaluator */
+                l->key_header = apr_pstrndup(cmd->pool, val + 7,
+                                             strlen(val) - 8);
             }
         }
         else if (strcmp(opt, "name") == 0) {
@@ -1962,7 +1988,8 @@ static const char *rrl_limit_key(request_rec *r, const rrl_limit_t *l,
     else {
         const char *err = NULL;
 
-        v = ap_expr_str_exec(r, l->key, &err);
+        v = l->key_header ? apr_table_get(r->headers_in, l->key_header)
+                          : ap_expr_str_exec(r, l->key, &err);
         if (err) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, RRL_LOGNO(00001)
                           "RateLimit %s: key expression failed (%s); the "
@@ -2002,13 +2029,67 @@ static const char *rrl_limit_key(request_rec *r, const rrl_limit_t *l,
         return NULL;
     }
     v = rrl_key_value(r->pool, v, strlen(v));
-    key = apr_pstrcat(r->pool, prefix, l->scope, l->name, tag ? ":{" : ":",
-                      v, tag ? "}" : "", NULL);
-    *lenp = strlen(key);
+    {
+        /* prefix scope name ":" value, or ":{" value "}" in a Cluster */
+        apr_size_t pl = strlen(prefix), sl = strlen(l->scope),
+                   nl = strlen(l->name), vl = strlen(v);
+        char *o;
+
+        o = (char *)(key = apr_palloc(r->pool, pl + sl + nl + vl + 4));
+        memcpy(o, prefix, pl);
+        memcpy(o += pl, l->scope, sl);
+        memcpy(o += sl, l->name, nl);
+        o += nl;
+        *o++ = ':';
+        if (tag) {
+            *o++ = '{';
+        }
+        memcpy(o, v, vl);
+        o += vl;
+        if (tag) {
+            *o++ = '}';
+        }
+        *o = '\0';
+        *lenp = (apr_size_t)(o - key);
+    }
     return key;
 }
 
 /* ---- local store ---- */
+
+static apr_status_t rrl_lock_init(rrl_lock_t *l)
+{
+    pthread_mutexattr_t a;
+    int rv;
+
+    if ((rv = pthread_mutexattr_init(&a)) != 0) {
+        return rv;
+    }
+    if ((rv = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED)) == 0
+        && (rv = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST)) == 0) {
+        rv = pthread_mutex_init(&l->m, &a);
+    }
+    pthread_mutexattr_destroy(&a);
+    return rv;
+}
+
+static apr_status_t rrl_lock(rrl_lock_t *l)
+{
+    int rv = pthread_mutex_lock(&l->m);
+
+    if (rv == EOWNERDEAD) {
+        /* its holder died in a critical section of a few stores: what it
+         * left is a slot at worst half written, which the algorithms
+         * read as a state like any other */
+        rv = pthread_mutex_consistent(&l->m);
+    }
+    return rv;
+}
+
+static void rrl_unlock(rrl_lock_t *l)
+{
+    pthread_mutex_unlock(&l->m);
+}
 
 #define RRL_ROTL(x, b) (apr_uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 #define RRL_SIPROUND \
@@ -2107,27 +2188,62 @@ static rrl_slot_t *rrl_local_slot(const apr_uint64_t h[2], apr_int64_t now,
             victim = &b[i];
         }
     }
-    t->evictions++;
+    apr_atomic_inc64(&t->evictions);
     return victim;   /* full: what expires first gives way */
+}
+
+/* The stripes of the items' buckets, each once, in ascending order (the
+ * order every taker follows, so that none waits in a circle) */
+static int rrl_local_stripes(const apr_uint64_t *const *h, int n,
+                             unsigned *stripes)
+{
+    int i, j, k, m = 0;
+
+    for (i = 0; i < n; i++) {
+        unsigned s = (unsigned)(h[i][0] % rrl_store->table->nbuckets)
+                     % RRL_STRIPES;
+
+        for (j = 0; j < m && stripes[j] < s; j++)
+            ;
+        if (j < m && stripes[j] == s) {
+            continue;
+        }
+        for (k = m++; k > j; k--) {
+            stripes[k] = stripes[k - 1];
+        }
+        stripes[j] = s;
+    }
+    return m;
 }
 
 /* Decide every item in one critical section: check all, then spend all */
 static apr_status_t rrl_local_decide(request_rec *r, rrl_item_t *items, int n,
                                      apr_int64_t now)
 {
-    const apr_uint64_t **h = apr_palloc(r->pool, sizeof(*h) * n);
-    rrl_outcome_t *o = apr_palloc(r->pool, sizeof(*o) * n);
+    const apr_uint64_t *hs[8], **h = n <= 8 ? hs
+                                    : apr_palloc(r->pool, sizeof(*h) * n);
+    rrl_outcome_t os[8], *o = n <= 8 ? os
+                              : apr_palloc(r->pool, sizeof(*o) * n);
+    unsigned ss[8], *stripes = n <= 8 ? ss
+                               : apr_palloc(r->pool, sizeof(*stripes) * n);
+    rrl_lock_t *locks = rrl_store->table->locks;
     apr_status_t rv;
-    int i, all = 1;
+    int i, m, all = 1;
 
     for (i = 0; i < n; i++) {
         h[i] = rrl_item_hash(&items[i]);
     }
-    if ((rv = apr_global_mutex_lock(rrl_store->mutex)) != APR_SUCCESS) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, RRL_LOGNO(00002)
-                      "cannot lock the local store; the request is "
-                      "allowed");
-        return rv;
+    m = rrl_local_stripes(h, n, stripes);
+    for (i = 0; i < m; i++) {
+        if ((rv = rrl_lock(&locks[stripes[i]])) != APR_SUCCESS) {
+            while (i-- > 0) {
+                rrl_unlock(&locks[stripes[i]]);
+            }
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, RRL_LOGNO(00002)
+                          "cannot lock the local store; the request is "
+                          "allowed");
+            return rv;
+        }
     }
     for (i = 0; i < n; i++) {
         rrl_slot_t *s = rrl_local_slot(h[i], now, 0);
@@ -2153,7 +2269,9 @@ static apr_status_t rrl_local_decide(request_rec *r, rrl_item_t *items, int n,
             s->expires = 0;
         }
     }
-    apr_global_mutex_unlock(rrl_store->mutex);
+    for (i = m - 1; i >= 0; i--) {
+        rrl_unlock(&locks[stripes[i]]);
+    }
 
     for (i = 0; i < n; i++) {
         items[i].allowed = o[i].allowed;
@@ -2170,6 +2288,7 @@ static apr_status_t rrl_store_create(server_rec *s, apr_size_t want)
     rrl_store_t *st = NULL;
     apr_status_t rv;
     apr_size_t nbuckets;
+    int i;
 
     /* reuse the store of an earlier generation when its size still fits:
      * limits carry on over a graceful restart */
@@ -2187,15 +2306,15 @@ static apr_status_t rrl_store_create(server_rec *s, apr_size_t want)
                      "memory for the local store (RateLimitLocalSize)", want);
         return rv;
     }
-    rv = ap_global_mutex_create(&st->mutex, &st->mutex_file, RRL_MUTEX_TYPE,
-                                NULL, s, pglobal, 0);
-    if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RRL_LOGNO(00004)
-                     "cannot create the local store's mutex");
-        return rv;
-    }
     st->table = apr_shm_baseaddr_get(st->shm);
     memset(st->table, 0, want);
+    for (i = 0; i < RRL_STRIPES; i++) {
+        if ((rv = rrl_lock_init(&st->table->locks[i])) != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RRL_LOGNO(00004)
+                         "cannot create the local store's locks");
+            return rv;
+        }
+    }
     nbuckets = (want - APR_OFFSETOF(rrl_table_t, slots))
                / (sizeof(rrl_slot_t) * RRL_WAYS);
     st->table->nbuckets = (apr_uint32_t)nbuckets;
@@ -2237,6 +2356,11 @@ static apr_status_t rrl_status_create(server_rec *s)
     }
     rrl_status = apr_shm_baseaddr_get(shm);
     memset(rrl_status, 0, sizeof(*rrl_status));
+    if ((rv = rrl_lock_init(&rrl_status->lock)) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RRL_LOGNO(00010)
+                     "cannot create the status page's lock");
+        return rv;
+    }
     rrl_status->magic = RRL_SHM_MAGIC;
     rrl_status->started = apr_time_now();
     apr_pool_userdata_set(rrl_status, "rrl_status", apr_pool_cleanup_null,
@@ -2326,10 +2450,10 @@ static void rrl_count_latency(apr_int64_t us)
 /* The last error, for the status page of every child */
 static void rrl_status_error(rrl_shared_backend_t *sb, const char *err)
 {
-    if (apr_global_mutex_lock(rrl_store->mutex) == APR_SUCCESS) {
+    if (rrl_lock(&rrl_status->lock) == APR_SUCCESS) {
         apr_cpystrn(sb->last_error, err, sizeof(sb->last_error));
         sb->last_error_at = apr_time_now();
-        apr_global_mutex_unlock(rrl_store->mutex);
+        rrl_unlock(&rrl_status->lock);
     }
 }
 
@@ -2733,17 +2857,31 @@ static apr_status_t rrl_conn_drop(void *resource, void *params,
 /* RESP, written by hand */
 static char *rrl_put_uint(char *o, apr_uint64_t v)
 {
-    char tmp[20];
-    int n = 0;
+    static const char pairs[] =
+        "00010203040506070809101112131415161718192021222324"
+        "25262728293031323334353637383940414243444546474849"
+        "50515253545556575859606162636465666768697071727374"
+        "75767778798081828384858687888990919293949596979899";
+    char tmp[20], *t = tmp + sizeof(tmp);
+    apr_size_t n;
 
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n) {
-        *o++ = tmp[--n];
+    while (v >= 100) {              /* two digits a division */
+        const char *d = &pairs[(v % 100) * 2];
+
+        v /= 100;
+        *--t = d[1];
+        *--t = d[0];
     }
-    return o;
+    if (v >= 10) {
+        *--t = pairs[v * 2 + 1];
+        *--t = pairs[v * 2];
+    }
+    else {
+        *--t = (char)('0' + v);
+    }
+    n = (apr_size_t)(tmp + sizeof(tmp) - t);
+    memcpy(o, t, n);
+    return o + n;
 }
 
 static char *rrl_put_bulk(char *o, const char *s, apr_size_t len)
@@ -3511,6 +3649,9 @@ static rrl_gate_e rrl_breaker_gate(rrl_backend_t *be, apr_time_t now)
     if (apr_atomic_read32(&be->failures) == 0) {
         return RRL_GATE_CLOSED;
     }
+    if ((apr_uint64_t)now < apr_atomic_read64(&be->quiet_until)) {
+        return RRL_GATE_OPEN;
+    }
     apr_thread_mutex_lock(be->mutex);
     if (be->failures == 0) {
         gate = RRL_GATE_CLOSED;
@@ -3521,6 +3662,7 @@ static rrl_gate_e rrl_breaker_gate(rrl_backend_t *be, apr_time_t now)
         be->probing = 1;
         be->probe_deadline = now + be->connect_timeout
                              + 3 * be->command_timeout;
+        apr_atomic_set64(&be->quiet_until, (apr_uint64_t)be->probe_deadline);
         gate = RRL_GATE_PROBE;
     }
     apr_thread_mutex_unlock(be->mutex);
@@ -3535,6 +3677,7 @@ static void rrl_breaker_success(request_rec *r, rrl_backend_t *be)
         apr_thread_mutex_lock(be->mutex);
         apr_atomic_set32(&be->failures, 0);
         be->probing = 0;
+        apr_atomic_set64(&be->quiet_until, 0);
         apr_thread_mutex_unlock(be->mutex);
     }
     /* the first child to reach Redis again says so, once (it may not be
@@ -3566,6 +3709,7 @@ static void rrl_breaker_failure(request_rec *r, rrl_backend_t *be,
     pause = pause < RRL_BACKOFF_MAX ? pause : RRL_BACKOFF_MAX;
     be->open_until = apr_time_now() + pause;
     be->probing = 0;
+    apr_atomic_set64(&be->quiet_until, (apr_uint64_t)be->open_until);
     apr_thread_mutex_unlock(be->mutex);
 
     rrl_status_error(be->shared, err);
@@ -3708,44 +3852,62 @@ static const char *rrl_i64(apr_pool_t *p, apr_int64_t v)
     return buf;
 }
 
+/* The headers of the limit shown: added when they are the first the
+ * request shows (fresh), replacing those of an earlier phase otherwise */
 static void rrl_set_headers(request_rec *r, int how, const rrl_item_t *it,
-                            apr_int64_t now)
+                            apr_int64_t now, int fresh)
 {
     const rrl_limit_t *l = it->limit;
     apr_table_t *h = r->err_headers_out;
+    void (*put)(apr_table_t *, const char *, const char *)
+        = fresh ? apr_table_addn : apr_table_setn;
     /* a limit's own count is formatted once; RateLimitOnError local
      * instances=N decides with a scaled copy */
     int own = it->p == &l->p;
 
     if (how == RRL_HEADERS_LEGACY || how == RRL_HEADERS_BOTH) {
-        apr_table_setn(h, RRL_HDR_LIMIT, own ? l->count_text
-                                             : rrl_i64(r->pool, it->p->count));
-        apr_table_setn(h, RRL_HDR_REMAINING, rrl_i64(r->pool, it->remaining));
-        apr_table_setn(h, RRL_HDR_RESET,
-                       rrl_i64(r->pool, rrl_ceil_sec(now + it->reset)));
+        put(h, RRL_HDR_LIMIT,
+            own ? l->count_text : rrl_i64(r->pool, it->p->count));
+        put(h, RRL_HDR_REMAINING, rrl_i64(r->pool, it->remaining));
+        put(h, RRL_HDR_RESET, rrl_i64(r->pool, rrl_ceil_sec(now + it->reset)));
     }
     if (how == RRL_HEADERS_IETF || how == RRL_HEADERS_BOTH) {
-        apr_table_setn(h, RRL_HDR_POLICY, own ? l->policy
-                       : apr_psprintf(r->pool, "\"%s\";q=%" APR_INT64_T_FMT
-                                      ";w=%" APR_INT64_T_FMT, l->name,
-                                      it->p->count,
-                                      it->p->period / RRL_USEC_PER_SEC));
-        apr_table_setn(h, RRL_HDR_RATELIMIT, apr_pstrcat(r->pool,
-                       l->ietf_prefix, rrl_i64(r->pool, it->remaining), ";t=",
-                       rrl_i64(r->pool, rrl_ceil_sec(it->reset)), NULL));
+        put(h, RRL_HDR_POLICY, own ? l->policy
+            : apr_psprintf(r->pool, "\"%s\";q=%" APR_INT64_T_FMT ";w=%"
+                           APR_INT64_T_FMT, l->name, it->p->count,
+                           it->p->period / RRL_USEC_PER_SEC));
+        put(h, RRL_HDR_RATELIMIT,
+            apr_pstrcat(r->pool, l->ietf_prefix,
+                        rrl_i64(r->pool, it->remaining), ";t=",
+                        rrl_i64(r->pool, rrl_ceil_sec(it->reset)), NULL));
     }
 }
 
-static void rrl_set_env(request_rec *r, const rrl_req_t *rq)
+/* RATELIMIT_* into the environment of r: added the first time (apr's
+ * set would compare the names, which share their first letters, for
+ * nothing), set the times after; *added says what is there (NULL: r is
+ * not rq's request, set everything) */
+static void rrl_set_env(request_rec *r, const rrl_req_t *rq, int *added)
 {
-    apr_table_setn(r->subprocess_env, RRL_ENV_RESULT,
-                   rrl_result_names[rq->result]);
+    apr_table_t *env = r->subprocess_env;
+    int have = added ? *added : 2;
+
+    (have >= 1 ? apr_table_setn : apr_table_addn)(
+        env, RRL_ENV_RESULT, rrl_result_names[rq->result]);
     if (rq->shown) {
-        apr_table_setn(r->subprocess_env, RRL_ENV_NAME, rq->shown->name);
-        apr_table_setn(r->subprocess_env, RRL_ENV_LIMIT,
-                       rq->shown->count_text);
-        apr_table_setn(r->subprocess_env, RRL_ENV_REMAINING,
-                       rrl_i64(r->pool, rq->shown_remaining));
+        void (*put)(apr_table_t *, const char *, const char *)
+            = have >= 2 ? apr_table_setn : apr_table_addn;
+
+        put(env, RRL_ENV_NAME, rq->shown->name);
+        put(env, RRL_ENV_LIMIT, rq->shown->count_text);
+        put(env, RRL_ENV_REMAINING, rrl_i64(r->pool, rq->shown_remaining));
+        have = 2;
+    }
+    if (added && *added < have) {
+        *added = have;
+    }
+    else if (added && !*added) {
+        *added = 1;
     }
 }
 
@@ -3799,10 +3961,12 @@ static int rrl_answer(request_rec *r, const rrl_dir_conf_t *dc, rrl_req_t *rq,
 
     /* an earlier phase may have shown a limit with less left */
     if (!allowed || !rq->shown || shown->remaining < rq->shown_remaining) {
+        int fresh = !rq->shown;
+
         rq->shown = shown->limit;
         rq->shown_remaining = shown->remaining;
         if (rrl_dc_headers(dc) != RRL_HEADERS_OFF) {
-            rrl_set_headers(r, rrl_dc_headers(dc), shown, now);
+            rrl_set_headers(r, rrl_dc_headers(dc), shown, now, fresh);
         }
     }
 
@@ -3811,12 +3975,12 @@ static int rrl_answer(request_rec *r, const rrl_dir_conf_t *dc, rrl_req_t *rq,
             rq->result = src == RRL_BY_STORE ? RRL_RES_ALLOWED
                                              : RRL_RES_LOCAL_ALLOWED;
         }
-        rrl_set_env(r, rq);
+        rrl_set_env(r, rq, &rq->env_added);
         return DECLINED;
     }
     if (rrl_dc_mode(dc) == RRL_DRY_RUN) {
         rq->result = RRL_RES_DRY_RUN_DENIED;
-        rrl_set_env(r, rq);
+        rrl_set_env(r, rq, &rq->env_added);
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RRL_LOGNO(00007)
                       "RateLimit %s would deny this request (dry-run)",
                       shown->limit->name);
@@ -3825,7 +3989,7 @@ static int rrl_answer(request_rec *r, const rrl_dir_conf_t *dc, rrl_req_t *rq,
     rq->result = src == RRL_BY_STORE ? RRL_RES_DENIED : RRL_RES_LOCAL_DENIED;
     rq->denied = 1;
     rq->pending = NULL;          /* a denied request spends nothing */
-    rrl_set_env(r, rq);
+    rrl_set_env(r, rq, &rq->env_added);
     apr_table_setn(r->err_headers_out, "Retry-After",
                    rrl_i64(r->pool, retry > RRL_USEC_PER_SEC
                                     ? rrl_ceil_sec(retry) : 1));
@@ -3923,18 +4087,18 @@ static int rrl_on_error(request_rec *r, const rrl_dir_conf_t *dc,
         if (rq->result != RRL_RES_DRY_RUN_DENIED) {
             rq->result = RRL_RES_FALLBACK_ALLOWED;
         }
-        rrl_set_env(r, rq);
+        rrl_set_env(r, rq, &rq->env_added);
         return DECLINED;
     }
     if (rrl_dc_mode(dc) == RRL_DRY_RUN) {
         rq->result = RRL_RES_DRY_RUN_DENIED;
-        rrl_set_env(r, rq);
+        rrl_set_env(r, rq, &rq->env_added);
         return DECLINED;
     }
     rq->result = RRL_RES_FALLBACK_DENIED;
     rq->denied = 1;
     rq->pending = NULL;
-    rrl_set_env(r, rq);
+    rrl_set_env(r, rq, &rq->env_added);
     apr_table_setn(r->err_headers_out, "Retry-After", "1");
     return rrl_dc_status(dc);
 }
@@ -3988,7 +4152,7 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
         if (rrl_is_exempt(r, dc)) {
             rq->exempt = 1;
             rq->result = RRL_RES_EXEMPT;
-            rrl_set_env(r, rq);
+            rrl_set_env(r, rq, &rq->env_added);
         }
     }
     if (rq->exempt || rq->denied) {
@@ -4088,7 +4252,7 @@ static int rrl_hook_log(request_rec *r)
         last = last->next;
     }
     if (last != r && rq->result != RRL_RES_NONE) {
-        rrl_set_env(last, rq);
+        rrl_set_env(last, rq, NULL);
     }
     if (rq->result != RRL_RES_NONE) {
         static const rrl_counter_e of[] = {
@@ -4249,17 +4413,17 @@ static const char *rrl_lat_le(apr_pool_t *p, int b)
            ? apr_psprintf(p, "%g", rrl_lat_bounds[b] / 1e6) : "+Inf";
 }
 
-/* The last error of a Redis, read under the store's mutex */
+/* The last error of a Redis, read under its lock */
 static const char *rrl_last_error(apr_pool_t *p, rrl_shared_backend_t *sb,
                                   apr_time_t *at)
 {
     const char *err = "";
 
     *at = 0;
-    if (apr_global_mutex_lock(rrl_store->mutex) == APR_SUCCESS) {
+    if (rrl_lock(&rrl_status->lock) == APR_SUCCESS) {
         err = apr_pstrdup(p, sb->last_error);
         *at = sb->last_error_at;
-        apr_global_mutex_unlock(rrl_store->mutex);
+        rrl_unlock(&rrl_status->lock);
     }
     return err;
 }
@@ -4715,14 +4879,8 @@ static int rrl_status_handler(request_rec *r)
 static int rrl_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
                           apr_pool_t *ptemp)
 {
-    apr_status_t rv;
-
     (void)plog;
     (void)ptemp;
-    rv = ap_mutex_register(pconf, RRL_MUTEX_TYPE, NULL, APR_LOCK_DEFAULT, 0);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
     rrl_all_limits = apr_array_make(pconf, 16, sizeof(rrl_limit_t *));
     return OK;
 }
@@ -4923,13 +5081,6 @@ static void rrl_child_init(apr_pool_t *pchild, server_rec *s)
 
     if (!rrl_store) {
         return;
-    }
-    rv = apr_global_mutex_child_init(&rrl_store->mutex,
-                                     rrl_store->mutex_file, pchild);
-    if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RRL_LOGNO(00010)
-                     "cannot attach to the local store's mutex in this "
-                     "child");
     }
     for (i = 0; rrl_backends && i < rrl_backends->nelts; i++) {
         rrl_backend_t *be = APR_ARRAY_IDX(rrl_backends, i, rrl_backend_t *);

@@ -11,7 +11,8 @@ memory per key for each algorithm, and the children's RSS before and after
 1,000,000 requests.
 
 BENCH_SECONDS (default 4) and BENCH_PAIRS (default 3) scale it; BENCH_OUT
-names a file to write the Markdown table to.
+names a file to write the Markdown table to; BENCH_SCENARIOS picks some
+scenarios (e.g. "3 4"), without the memory and RSS figures.
 """
 import os
 import platform
@@ -166,8 +167,11 @@ def main():
     base_cpu = (cpu_seconds(base) - c0) * 1e6 / r["n"]
 
     results = []
-    scen = None
+    scen = s4 = None
+    pick = os.environ.get("BENCH_SCENARIOS", "").split()
     for sid, title, snippet, mode in SCENARIOS:
+        if pick and sid not in pick:
+            continue
         if not redis.running():
             redis.start(port=redis.port)
         client = redis.client()
@@ -183,13 +187,17 @@ def main():
         rows = measure(base, scen, redis, wrk_script, mode)
         results.append((sid, title, rows))
         print_row(sid, title, rows, base_cpu)
-        if sid == "4":
+        if sid == "4" and not pick:
             s4 = scen
         else:
             scen.stop()
     if not redis.running():
         redis.start(port=redis.port)
 
+    if pick:
+        base.stop()
+        redis.stop()
+        return
     memory = memory_per_key(base_dir, redis)
     rss = rss_over_million(s4, script)
     s4.stop()
@@ -304,10 +312,4 @@ def report(results, base_cpu, memory, rss):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        for h in rrl.Httpd.instances:
-            h.stop()
-        for r in rrl.Redis.instances:
-            r.stop()
+    rrl.run_script(main)

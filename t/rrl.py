@@ -17,6 +17,7 @@ import re
 import signal
 import socket
 import string
+import sys
 import subprocess
 import tempfile
 import threading
@@ -1123,3 +1124,15 @@ def assert_config_error(httpd, line, words):
     assert re.search(rf"Syntax error on line {n} of \S+", out), out
     for w in words:
         assert w in out, out
+
+
+def run_script(main) -> None:
+    """Run a script's main() (make bench, soak, profile) and exit with what
+    it returns, stopping every server it started however it ends."""
+    try:
+        sys.exit(main())
+    finally:
+        for h in Httpd.instances:
+            h.stop()
+        for r in Redis.instances:
+            r.stop()

@@ -540,10 +540,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    finally:
-        for h in rrl.Httpd.instances:
-            h.stop()
-        for r in rrl.Redis.instances:
-            r.stop()
+    rrl.run_script(main)

@@ -1,0 +1,135 @@
+#!/usr/bin/python3
+"""make profile: instructions per request, by scenario, under callgrind.
+
+Each scenario of make bench runs in `httpd -X` (one process, one request at
+a time) under valgrind's callgrind: a warm-up and then PROFILE_REQUESTS
+requests are sent on one kept-alive connection; a second run with the
+warm-up alone is subtracted.  Instruction counts do not depend on the machine's load,
+so two versions of the module can be compared on a busy machine, where
+make bench cannot.  It prints instructions per request and the difference
+to Apache without the module; PROFILE_KEEP=1 keeps the callgrind.out files
+(callgrind_annotate them) and prints where they are.
+
+PROFILE_SCENARIOS picks some (e.g. "1 3 4"); the default is all of them.
+"""
+import http.client
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import rrl  # noqa: E402
+from bench import REDIS, SCENARIOS  # noqa: E402
+
+REQUESTS = int(os.environ.get("PROFILE_REQUESTS", "2000"))
+WARMUP = 200
+
+
+def requests(port, n):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    codes = {}
+    for i in range(n):
+        conn.request("GET", "/small.txt",
+                     headers={"X-Client": str(i % 10000)})
+        r = conn.getresponse()
+        r.read()
+        codes[r.status] = codes.get(r.status, 0) + 1
+    conn.close()
+    return codes
+
+
+def callgrind_total(out):
+    for line in out.read_text().splitlines():
+        m = re.match(r"(?:summary|totals): (\d+)", line)
+        if m:
+            return int(m.group(1))
+    raise RuntimeError(f"no totals in {out}")
+
+
+def run_once(base_dir, redis, sid, snippet, mode, with_module, n):
+    """callgrind's total for WARMUP + n requests in a fresh httpd -X"""
+    h = rrl.Httpd(base_dir, f"p{sid}", with_module=with_module,
+                  with_access_log=False)
+    h.vars["redis_url"] = redis.url()
+    h.port, h.port6 = rrl.free_port(), rrl.Httpd._free_port6()
+    h._write_load_file()
+    h.conf.write_text(h.render(snippet, "event"))
+    h.logs.chmod(0o777)           # the child (www-data) writes the dump
+    out = h.logs / "callgrind.out"
+    out.touch(0o666)              # opened by root, written by www-data
+    out.chmod(0o666)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("APACHE_")}
+    env["LANG"] = env["LC_ALL"] = "C"
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+         rrl.httpd_binary(), "-X", "-d", str(h.root), "-f", str(h.conf)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        rrl.wait_for(lambda: rrl.can_connect("127.0.0.1", h.port), 120,
+                     "httpd -X under callgrind")
+        redis.client().flushall()
+        if mode == "down":
+            redis.stop()
+        send = flood_requests if mode == "flood" else requests
+        codes = send(h.port, WARMUP + n)
+        time.sleep(0.2)
+    finally:
+        proc.terminate()          # httpd -X exits; callgrind writes out
+        proc.wait(120)
+        if not redis.running():
+            redis.start(port=redis.port)
+    return callgrind_total(out), codes, out
+
+
+def profile(base_dir, redis, sid, snippet, mode, with_module=True):
+    """instructions per request: the difference of two runs"""
+    t0, _, _ = run_once(base_dir, redis, sid, snippet, mode, with_module, 0)
+    t1, codes, out = run_once(base_dir, redis, sid, snippet, mode,
+                              with_module, REQUESTS)
+    return (t1 - t0) / REQUESTS, codes, out
+
+
+def flood_requests(port, n):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    codes = {}
+    for _ in range(n):
+        conn.request("GET", "/small.txt")
+        r = conn.getresponse()
+        r.read()
+        codes[r.status] = codes.get(r.status, 0) + 1
+    conn.close()
+    return codes
+
+
+def main():
+    pick = os.environ.get("PROFILE_SCENARIOS", "").split()
+    base_dir = Path(tempfile.mkdtemp(prefix="rrl-profile-"))
+    base_dir.chmod(0o755)
+    redis = rrl.Redis(base_dir).start()
+    todo = [("1", "baseline: module not loaded", "", None)] + SCENARIOS
+    base = None
+    for sid, title, snippet, mode in todo:
+        if pick and sid not in pick and sid != "1":
+            continue
+        per, codes, out = profile(base_dir, redis, sid, snippet, mode,
+                                  with_module=sid != "1")
+        if sid == "1":
+            base = per
+        extra = f"{per - base:+9.0f}" if base else ""
+        print(f"{sid:>3} {title:<50} {per:9.0f} instr/req {extra}  {codes}"
+              + (f"  {out}" if os.environ.get("PROFILE_KEEP") else ""),
+              flush=True)
+    redis.stop()
+    if not os.environ.get("PROFILE_KEEP"):
+        subprocess.run(["rm", "-rf", str(base_dir)])
+
+
+if __name__ == "__main__":
+    rrl.run_script(main)
