@@ -1075,6 +1075,13 @@ class Redis:
                 self.proc.wait()
         self.proc = None
 
+    def kill(self):
+        """SIGKILL, as a crash would end it: no reply to what it holds."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
     def restart(self) -> "Redis":
         """Stop and start again on the same port (data is lost: no persistence)."""
         port = self.port

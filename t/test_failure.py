@@ -185,13 +185,16 @@ def test_failure_03_black_hole_redis(httpd, black_hole, env, mpm):
     # the local store decides while Redis says nothing
     assert codes == [200] * 5 + [429] * 195
     assert max(times) < BOUND, max(times)
-    results = {e["result"] for e in httpd.access_log(200)}
-    assert results == {"local-allowed", "local-denied"}
-    # the breaker: a few probes in all, not one wait per request (each
-    # child probes after pauses of 0.2, 0.4 ... 5 s: a slow machine that
-    # takes longer over the 200 requests sees a few more)
-    assert len(black_hole.accepted) <= 12 * max(1, math.ceil(elapsed / 3)), \
-        (len(black_hole.accepted), elapsed)
+    log = httpd.access_log(200)
+    assert {e["result"] for e in log} == {"local-allowed", "local-denied"}
+    # the breaker: a few probes in all, not one wait per request.  Each
+    # child that served requests probes after pauses of 0.2, 0.4 ... 5 s:
+    # a slow machine, taking longer over the 200 requests, or one where
+    # prefork spreads them over more children, sees a few more
+    children = len({e["pid"] for e in log})
+    per_child = 2 + math.log2(1 + elapsed / 0.2) + elapsed / 5
+    assert len(black_hole.accepted) <= children * per_child < 100, \
+        (len(black_hole.accepted), children, elapsed)
     print(f"black hole: median {statistics.median(times) * 1000:.2f} ms, "
           f"max {max(times) * 1000:.1f} ms over {len(times)} requests, "
           f"{len(black_hole.accepted)} connections")

@@ -1,0 +1,176 @@
+"""The requests of a child share its connection to Redis through a
+pipeline: those that arrive while a round trip is under way leave together
+in the next one.  Redis is held still with CLIENT PAUSE so that requests
+queue for certain; then the decisions must be exact, one EVALSHA each, in
+a handful of writes, on one connection, and every fault must end every
+queued request quickly and as RateLimitOnError says."""
+import json
+import threading
+import time
+
+import pytest
+
+import rrl
+
+ONE_CHILD = """StartServers 1
+ServerLimit 1
+ThreadsPerChild 48
+ThreadLimit 48
+MinSpareThreads 1
+MaxSpareThreads 48
+MaxRequestWorkers 48
+"""
+
+STATUS = """
+<Location "/rl-status">
+    SetHandler redis-ratelimit-status
+</Location>
+"""
+
+
+def conf(limit, on_error="allow", command="5s"):
+    return (f"RateLimitRedis ${{redis_url}}\n"
+            f"RateLimitRedisTimeout connect=1s command={command}\n"
+            f"RateLimitOnError {on_error}\n{limit}\n{STATUS}")
+
+
+def counters(httpd):
+    return json.loads(httpd.get("/rl-status?json").body)["counters"]
+
+
+def cmdstats(client):
+    return {k[len("cmdstat_"):]: v["calls"]
+            for k, v in client.info("commandstats").items()}
+
+
+class Burst:
+    """n requests at once, each on its own connection, in the background;
+    the statuses and the time each took."""
+
+    def __init__(self, httpd, n, path="/small.txt"):
+        self.results = [None] * n
+        self.go = threading.Barrier(n)
+        self.threads = [threading.Thread(target=self._one,
+                                         args=(httpd, path, i), daemon=True)
+                        for i in range(n)]
+
+    def _one(self, httpd, path, i):
+        self.go.wait()
+        t0 = time.monotonic()
+        r = httpd.get(path, timeout=30)
+        self.results[i] = (r.status, time.monotonic() - t0)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        for t in self.threads:
+            t.join(60)
+
+    def statuses(self):
+        return sorted(r[0] for r in self.results)
+
+    def slowest(self):
+        return max(r[1] for r in self.results)
+
+
+def paused(redis_server, ms):
+    """Redis holds every client's commands for ms (CLIENT PAUSE ALL)."""
+    c = redis_server.client()
+    c.execute_command("CLIENT", "PAUSE", str(ms), "ALL")
+    c.close()
+
+
+def test_pipeline_01_queued_requests_share_round_trips(httpd, redis_server):
+    httpd.start(conf("RateLimit 20/h name=pipe"), mpm_conf=ONE_CHILD)
+    c = redis_server.client()
+    assert httpd.get("/rl-status?health").status == 200   # connected
+    before, stats0 = counters(httpd), cmdstats(c)
+    paused(redis_server, 1500)
+    with Burst(httpd, 32) as b:
+        pass
+    after, stats1 = counters(httpd), cmdstats(c)
+    # exact: 20 of 32, decided by Redis after the pause, none failed
+    assert b.statuses() == [200] * 20 + [429] * 12
+    assert after["redis_errors"] == before["redis_errors"]
+    loads = stats1.get("script|load", 0) - stats0.get("script|load", 0)
+    assert loads <= 1                  # the script, the first time
+    assert stats1.get("evalsha", 0) - stats0.get("evalsha", 0) == 32 + loads
+    sent = after["redis_round_trips"] - before["redis_round_trips"]
+    writes = after["redis_writes"] - before["redis_writes"]
+    assert sent == 32 + 2 * loads
+    # the first went alone; the rest queued behind it and left together
+    assert 2 <= writes <= 6 + 2 * loads, writes
+    # on the one connection the child had
+    assert after["redis_connections"] == before["redis_connections"]
+    assert c.pttl("rl:pipe:127.0.0.1") > 0
+
+
+def test_pipeline_02_script_flush_meets_a_queue(httpd, redis_server):
+    httpd.start(conf("RateLimit 100/h name=flush"), mpm_conf=ONE_CHILD)
+    c = redis_server.client()
+    assert httpd.get("/small.txt").status == 200
+    c.script_flush()
+    before = cmdstats(c)
+    paused(redis_server, 1000)
+    with Burst(httpd, 16) as b:
+        pass
+    after = cmdstats(c)
+    assert b.statuses() == [200] * 16
+    assert after.get("script|load", 0) - before.get("script|load", 0) == 1
+    assert httpd.get("/small.txt").headers["X-RateLimit-Remaining"] == "82"
+    assert {e["result"] for e in httpd.access_log(18)} == {"allowed"}
+
+
+def test_pipeline_03_redis_killed_under_a_queue(httpd, redis_server, env):
+    env.expect_log("RRL00013", "RRL00019")
+    httpd.start(conf("RateLimit 100/min name=kill", on_error="allow"),
+                mpm_conf=ONE_CHILD)
+    assert httpd.get("/small.txt").status == 200
+    paused(redis_server, 5000)
+    with Burst(httpd, 16) as b:
+        time.sleep(1)                  # all sent and queued
+        t0 = time.monotonic()
+        redis_server.kill()
+    done = time.monotonic() - t0
+    # every queued request ended at once, as RateLimitOnError allow says,
+    # not after the 5 s command timeout or the pause
+    assert b.statuses() == [200] * 16
+    assert done < 2.5, done
+    assert {e["result"] for e in httpd.access_log(17)[1:]} \
+        == {"fallback-allowed"}
+
+
+def test_pipeline_04_a_timeout_ends_the_whole_queue(httpd, redis_server, env):
+    env.expect_log("RRL00013", "RRL00019")
+    httpd.start(conf("RateLimit 100/min name=slow", on_error="local",
+                     command="300ms"), mpm_conf=ONE_CHILD)
+    assert httpd.get("/small.txt").status == 200
+    paused(redis_server, 4000)
+    with Burst(httpd, 16) as b:
+        pass
+    # the first round trip timed out; those queued behind it did not wait
+    # a timeout each, nor for Redis: the local store decided them
+    assert b.statuses() == [200] * 16
+    assert b.slowest() < 2.0 * rrl.SLOW, b.slowest()
+    results = [e["result"] for e in httpd.access_log(17)[1:]]
+    assert set(results) == {"local-allowed"}, results
+    time.sleep(4)                      # the pause ends; Redis decides again
+
+    def by_redis():
+        httpd.get("/small.txt")
+        return httpd.access_log()[-1]["result"] == "allowed"
+    rrl.wait_for(by_redis, 10, "a request decided by Redis again")
+
+
+def test_pipeline_05_prefork_is_one_call_at_a_time(httpd, redis_server):
+    httpd.start(conf("RateLimit 100/min name=pf"), mpm="prefork")
+    before = counters(httpd)
+    assert httpd.hammer(15, "/small.txt", concurrency=4) == [200] * 15
+    after = counters(httpd)
+    sent = after["redis_round_trips"] - before["redis_round_trips"]
+    writes = after["redis_writes"] - before["redis_writes"]
+    # one thread per child: nothing queues, a write per command
+    assert sent == writes == 15
