@@ -403,6 +403,16 @@ def test_count_03_key_expression_and_empty_key(httpd):
     assert not rate_headers(rs[0])
     log = httpd.access_log(10)
     assert {e["result"] for e in log[-5:]} == {"-"}
+    # key=%{HTTP:NAME} is read without ap_expr's evaluator: the same
+    # answers as ap_expr gives, header names in any case, the first of
+    # repeated headers joined as httpd joins them
+    assert httpd.get("/small.txt", headers={"x-api-key": "a"}).status == 429
+    assert httpd.get("/small.txt", headers={"X-API-KEY": "b"}).status == 429
+    assert statuses(gets(httpd, 2, headers={"X-Api-Key": "a, b"})) \
+        == [200, 200]
+    raw = (b"GET /small.txt HTTP/1.1\r\nHost: localhost\r\nX-Api-Key: a\r\n"
+           b"X-Api-Key: b\r\nConnection: close\r\n\r\n")
+    assert httpd.raw(raw).split(b" ", 2)[1] == b"429"   # "a, b", spent
 
 
 def test_count_04_long_and_binary_keys(httpd):
