@@ -6,7 +6,9 @@ time; each scenario runs in its own Apache with the same tuning.  wrk drives
 them for the same duration, alternating baseline and scenario (A B A B ...)
 so that machine drift cancels, and the table gives requests/s (median), p50
 and p99 latency, the ratio to the baseline runs of the same pairs, Apache
-children's CPU per request, and Redis commands per request.  Then Redis
+children's CPU and voluntary context switches per request, Redis commands
+and Redis CPU per request.  Scenario 0, a second Apache without the module,
+shows how far the ratios stray in this run when nothing differs.  Then Redis
 memory per key for each algorithm, and the children's RSS before and after
 1,000,000 requests.
 
@@ -58,6 +60,9 @@ end
 
 REDIS = "RateLimitRedis ${redis_url}\n"
 SCENARIOS = [
+    # a second Apache without the module against the baseline: how far
+    # this run's ratios stray when nothing differs
+    ("0", "control: Apache without the module again", "", "control"),
     ("2", "module loaded, no RateLimit on the path", "", None),
     ("3", "local store, one limit, all allowed",
      "RateLimit 1000000/s key=%{HTTP:X-Client} name=one", None),
@@ -112,6 +117,21 @@ def cpu_seconds(httpd):
     return total / tick
 
 
+def switches(httpd):
+    """voluntary context switches of the children's threads: a thread that
+    waits (for Redis, for work) sleeps and is woken"""
+    total = 0
+    for pid in rrl.child_pids(httpd.pid):
+        try:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                m = re.search(r"^voluntary_ctxt_switches:\s+(\d+)",
+                              (task / "status").read_text(), re.M)
+                total += int(m.group(1))
+        except OSError:
+            continue
+    return total
+
+
 def rss_kb(httpd):
     out = {}
     for pid in rrl.child_pids(httpd.pid):
@@ -129,17 +149,29 @@ def module_commands(redis):
                if k[len("cmdstat_"):] in sent)
 
 
+def redis_cpu(redis):
+    """seconds of CPU the redis-server has used"""
+    if not redis.running():
+        return 0.0
+    c = redis.client().info("cpu")
+    return c["used_cpu_user"] + c["used_cpu_sys"]
+
+
 def measure(base, scen, redis, script, mode):
     """PAIRS alternating runs: per-pair figures of baseline and scenario"""
     rows = []
     for _ in range(PAIRS):
-        c0 = cpu_seconds(base)
+        c0, x0 = cpu_seconds(base), switches(base)
         b = wrk(base.port, SECONDS, script)
         b["cpu_us"] = (cpu_seconds(base) - c0) * 1e6 / b["n"]
-        c0 = cpu_seconds(scen)
+        b["switches"] = (switches(base) - x0) / b["n"]
+        c0, x0 = cpu_seconds(scen), switches(scen)
         k0 = module_commands(redis) if redis.running() else 0
+        r0 = redis_cpu(redis)
         s = wrk(scen.port, SECONDS, script)
         s["cpu_us"] = (cpu_seconds(scen) - c0) * 1e6 / s["n"]
+        s["redis_us"] = (redis_cpu(redis) - r0) * 1e6 / s["n"]
+        s["switches"] = (switches(scen) - x0) / s["n"]
         s["cmds"] = ((module_commands(redis) - k0) / s["n"]
                      if redis.running() else 0.0)
         rows.append((b, s))
@@ -176,7 +208,8 @@ def main():
             redis.start(port=redis.port)
         client = redis.client()
         client.flushall()
-        scen = rrl.Httpd(base_dir, f"s{sid}", with_access_log=False)
+        scen = rrl.Httpd(base_dir, f"s{sid}", with_access_log=False,
+                         with_module=mode != "control")
         scen.vars["redis_url"] = redis.url()
         scen.start(snippet, mpm_conf=MPM)
         wrk_script = str(flood if mode == "flood" else script)
@@ -218,6 +251,8 @@ def summarize(rows):
         "cpu_us": statistics.median(s["cpu_us"] for _, s in rows),
         "base_cpu_us": statistics.median(b["cpu_us"] for b, _ in rows),
         "cmds": statistics.median(s["cmds"] for _, s in rows),
+        "redis_us": statistics.median(s["redis_us"] for _, s in rows),
+        "switches": statistics.median(s["switches"] for _, s in rows),
         "non2xx": sum(s["non2xx"] for _, s in rows),
         "n": sum(s["n"] for _, s in rows),
     }
@@ -228,7 +263,9 @@ def print_row(sid, title, rows, base_cpu):
     print(f"{sid:>3} {title:<50} {m['rps']:>9.0f} req/s  ratio "
           f"{m['ratio']:.3f}  p50 {m['p50']:.2f} ms  p99 {m['p99']:.2f} ms "
           f"(base {m['base_p99']:.2f})  cpu {m['cpu_us']:.1f} us "
-          f"({m['cpu_us'] / m['base_cpu_us']:.2f}x)  cmds/req {m['cmds']:.3f}",
+          f"({m['cpu_us'] / m['base_cpu_us']:.2f}x)  cmds/req {m['cmds']:.3f}  "
+          f"redis {m['redis_us']:.1f} us/req  switches/req "
+          f"{m['switches']:.2f}",
           flush=True)
 
 
@@ -279,8 +316,9 @@ def report(results, base_cpu, memory, rss):
         "request.",
         "",
         "| # | scenario | req/s | ratio | p50 ms | p99 ms (baseline) | "
-        "Apache CPU us/req (x baseline) | Redis cmds/req |",
-        "|---|---|---|---|---|---|---|---|",
+        "Apache CPU us/req (x baseline) | thread sleeps/req | Redis cmds/req "
+        "| Redis CPU us/req |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     base_runs = [b for _, _, rows in results for b, _ in rows]
     lines.append(
@@ -291,14 +329,16 @@ def report(results, base_cpu, memory, rss):
         f"{statistics.median(b['p99'] for b in base_runs):.2f} (range "
         f"{min(b['p99'] for b in base_runs):.2f}-"
         f"{max(b['p99'] for b in base_runs):.2f}) | "
-        f"{statistics.median(b['cpu_us'] for b in base_runs):.1f} (1) | - |")
+        f"{statistics.median(b['cpu_us'] for b in base_runs):.1f} (1) | "
+        f"{statistics.median(b['switches'] for b in base_runs):.2f} | - | - |")
     for sid, title, rows in results:
         m = summarize(rows)
         lines.append(
             f"| {sid} | {title} | {m['rps']:.0f} | {m['ratio']:.3f} | "
             f"{m['p50']:.2f} | {m['p99']:.2f} ({m['base_p99']:.2f}) | "
             f"{m['cpu_us']:.1f} ({m['cpu_us'] / m['base_cpu_us']:.2f}) | "
-            f"{m['cmds']:.3f} |")
+            f"{m['switches']:.2f} | {m['cmds']:.3f} | "
+            + (f"{m['redis_us']:.1f} |" if m['cmds'] else "- |"))
     lines += ["", "Redis memory per key (MEMORY USAGE): " + ", ".join(
         f"{a} {b} bytes" for a, b in memory.items()), "",
         f"Apache children's RSS over {rss['requests']:,} requests "
