@@ -6,9 +6,10 @@
  *
  * Input: byte 0: bits 0-3 the number of limits less one (1-16; above 8 the
  * integers go to the pool, as in rrl_redis_eval), bit 4: through
- * rrl_redis_roundtrip itself on a socketpair (the reply, then EOF), bit 5:
- * with ASKING first (a reply read before the one that counts); byte 1 the
- * size of the pieces fed in the second reading.  The rest: what Redis
+ * rrl_redis_pipeline on a socketpair (the replies, then EOF) for 1-8 calls
+ * (bits 0-2 of byte 1), bit 5: with ASKING first (a reply read before each
+ * one that counts); otherwise byte 1 is the size of the pieces fed in the
+ * second reading.  The rest: what Redis
  * sends.  Read directly, every reply in it is decoded twice, all at once
  * and in pieces, with other garbage in the integer buffer: the outcomes
  * must be the same.
@@ -159,17 +160,18 @@ static void same(const outcome_t *a, const outcome_t *b, int n)
     }
 }
 
-/* Through rrl_redis_roundtrip: Redis answers with data, then hangs up */
+/* Through rrl_redis_pipeline, as a round trip of k calls: Redis answers
+ * with data, then hangs up */
 static void roundtrip(apr_pool_t *p, const char *data, size_t size, int n,
-                      int asking)
+                      int asking, int k)
 {
     static const rrl_redis_url_t url = { .kind = RRL_REDIS_TCP };
     rrl_backend_t be;
-    apr_int64_t ints[2 + 4 * 8];
-    rrl_reply_t rep;
+    rrl_call_t call[8], *calls[8];
+    rrl_reply_t rep[8];
     redisContext *c;
     const char *err;
-    int fds[2], stale;
+    int fds[2], stale, got, i;
     size_t off = 0;
 
     memset(&be, 0, sizeof(be));
@@ -185,27 +187,35 @@ static void roundtrip(apr_pool_t *p, const char *data, size_t size, int n,
     c = redisConnectFd(fds[0]);
     RRL_FUZZ_ASSERT(c && !c->err);
     c->reader->fn = &rrl_reply_fns;    /* as rrl_redis_connect */
-    rep.nints = 2 + 4 * (apr_size_t)n;
-    rep.ints = rep.nints <= sizeof(ints) / sizeof(ints[0])
-               ? ints : apr_palloc(p, sizeof(*ints) * rep.nints);
-    err = rrl_redis_roundtrip(p, &be, c, rrl_resp_ping,
-                              sizeof(rrl_resp_ping) - 1, asking, &rep,
-                              &stale);
-    if (!err) {
+    for (i = 0; i < k; i++) {
+        memset(&call[i], 0, sizeof(call[i]));
+        call[i].cmd = rrl_resp_ping;
+        call[i].len = sizeof(rrl_resp_ping) - 1;
+        call[i].asking = asking;
+        call[i].rep = &rep[i];
+        rep[i].nints = 2 + 4 * (apr_size_t)n;
+        rep[i].ints = apr_palloc(p, sizeof(apr_int64_t) * rep[i].nints);
+        calls[i] = &call[i];
+    }
+    got = rrl_redis_pipeline(p, &be, c, calls, k, RRL_SEND | RRL_RECEIVE,
+                             &err, &stale);
+    RRL_FUZZ_ASSERT(got >= 0 && got <= k);
+    RRL_FUZZ_ASSERT((got < k) == (err != NULL));
+    if (err) {
+        RRL_FUZZ_ASSERT(*err);
+        RRL_FUZZ_ASSERT(stale == 0 || stale == 1);
+    }
+    for (i = 0; i < got; i++) {
         outcome_t o;
         char redirect[RRL_REPLY_STR];
 
-        if (rep.type == REDIS_REPLY_ERROR
-            && (strncmp(rep.str, "MOVED ", 6) == 0
-                || strncmp(rep.str, "ASK ", 4) == 0)) {
-            memcpy(redirect, rep.str, RRL_REPLY_STR);   /* as eval does */
+        if (rep[i].type == REDIS_REPLY_ERROR
+            && (strncmp(rep[i].str, "MOVED ", 6) == 0
+                || strncmp(rep[i].str, "ASK ", 4) == 0)) {
+            memcpy(redirect, rep[i].str, RRL_REPLY_STR);  /* as eval does */
             RRL_FUZZ_ASSERT(memchr(redirect, '\0', sizeof(redirect)));
         }
-        decode(p, &rep, n, &o);
-    }
-    else {
-        RRL_FUZZ_ASSERT(*err);
-        RRL_FUZZ_ASSERT(stale == 0 || stale == 1);
+        decode(p, &rep[i], n, &o);
     }
     redisFree(c);                       /* closes fds[0] */
     close(fds[1]);
@@ -223,7 +233,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     apr_pool_create(&p, root);
     n = (data[0] & 15) + 1;
     if (data[0] & 16) {
-        roundtrip(p, (const char *)data + 2, size - 2, n, (data[0] & 32) != 0);
+        roundtrip(p, (const char *)data + 2, size - 2, n, (data[0] & 32) != 0,
+                  (data[1] & 7) + 1);
     }
     else {
         a = apr_palloc(p, sizeof(*a) * MAX_REPLIES);
