@@ -3256,14 +3256,18 @@ static void rrl_calls_fail(rrl_call_t *const *calls, int n,
  * script and goes once more.  Every call ends with its rc and its reply
  * or its err.  sent: the calls were sent on this pooled connection
  * already.  The connection goes back to the pool when all went well, or
- * to *keep, for the next round trip, when keep is not NULL.
+ * to *keep, for the next round trip, when keep is not NULL.  batch is
+ * left as it is: the caller wakes every call in it.
  */
 static void rrl_redis_batch(request_rec *r, rrl_backend_t *be,
-                            rrl_node_t *node, rrl_call_t **calls, int n,
-                            rrl_conn_t *sent, rrl_conn_t **keep)
+                            rrl_node_t *node, rrl_call_t *const *batch,
+                            int n, rrl_conn_t *sent, rrl_conn_t **keep)
 {
     int sentinel = be->u->kind == RRL_REDIS_SENTINEL, loaded = 0;
     int attempt;
+    rrl_call_t *calls[RRL_PIPE_MAX];    /* those still to be answered */
+
+    memcpy(calls, batch, sizeof(*calls) * (apr_size_t)n);
 
     for (attempt = 0; n > 0; attempt++) {
         rrl_conn_t *conn = sent;

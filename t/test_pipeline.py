@@ -174,3 +174,39 @@ def test_pipeline_05_prefork_is_one_call_at_a_time(httpd, redis_server):
     writes = after["redis_writes"] - before["redis_writes"]
     # one thread per child: nothing queues, a write per command
     assert sent == writes == 15
+
+
+def test_pipeline_06_calls_answered_apart_in_one_round_trip(httpd,
+                                                            redis_server):
+    """A round trip that carries a PING (?health) with EVALSHAs that meet
+    NOSCRIPT: the PING is answered, the others go again after SCRIPT LOAD;
+    every request gets its answer."""
+    httpd.start(conf("RateLimit 100/h name=mixed"), mpm_conf=ONE_CHILD)
+    c = redis_server.client()
+    assert httpd.get("/small.txt").status == 200
+    c.script_flush()
+    paused(redis_server, 1500)
+    out = {}
+
+    def get(name, path):
+        r = httpd.get(path, timeout=10)
+        out[name] = r.status
+
+    first = threading.Thread(target=get, args=("first", "/rl-status?health"))
+    first.start()                      # leads, alone: PING, held by the pause
+    # then, queued in this order: an EVALSHA, a PING, five EVALSHAs
+    queue = [("r0", "/small.txt"), ("health", "/rl-status?health")] + \
+        [(f"r{i}", "/small.txt") for i in range(1, 6)]
+    threads = []
+    for name, path in queue:
+        time.sleep(0.15)
+        threads.append(threading.Thread(target=get, args=(name, path)))
+        threads[-1].start()
+    for t in [first] + threads:
+        t.join(20)
+    assert out == {"first": 200, "health": 200,
+                   **{f"r{i}": 200 for i in range(6)}}
+    assert httpd.get("/small.txt").headers["X-RateLimit-Remaining"] == "92"
+    # and the threads are in order after it: many requests, all answered
+    assert httpd.hammer(60, "/small.txt", concurrency=16, timeout=10) \
+        == [200] * 60
