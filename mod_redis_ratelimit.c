@@ -3196,23 +3196,6 @@ static int rrl_redis_pipeline(apr_pool_t *p, const rrl_backend_t *be,
     return k;
 }
 
-/* One command and its reply: NULL, or what went wrong (see above) */
-static const char *rrl_redis_roundtrip(apr_pool_t *p, const rrl_backend_t *be,
-                                       redisContext *c, const char *cmd,
-                                       apr_size_t len, int asking,
-                                       rrl_reply_t *rep, int *stale)
-{
-    rrl_call_t call, *one = &call;
-    const char *err;
-
-    call.cmd = cmd;
-    call.len = len;
-    call.asking = asking;
-    call.rep = rep;
-    return rrl_redis_pipeline(p, be, c, &one, 1, RRL_SEND | RRL_RECEIVE,
-                              &err, stale) == 1 ? NULL : err;
-}
-
 /* n commands sent in one write */
 static void rrl_count_sent(int n)
 {
@@ -3265,9 +3248,18 @@ static void rrl_redis_batch(request_rec *r, rrl_backend_t *be,
 {
     int sentinel = be->u->kind == RRL_REDIS_SENTINEL, loaded = 0;
     int attempt;
-    rrl_call_t *calls[RRL_PIPE_MAX];    /* those still to be answered */
+    /* all[0]: SCRIPT LOAD, when the script must go first; calls: those
+     * still to be answered */
+    rrl_call_t *all[RRL_PIPE_MAX + 1], **calls = all + 1, load;
+    rrl_reply_t load_rep;
 
     memcpy(calls, batch, sizeof(*calls) * (apr_size_t)n);
+    memset(&load, 0, sizeof(load));
+    load.what = "SCRIPT LOAD";
+    load.cmd = rrl_resp_script_load;
+    load.len = rrl_resp_script_load_len;
+    load.rep = &load_rep;
+    all[0] = &load;
 
     for (attempt = 0; n > 0; attempt++) {
         rrl_conn_t *conn = sent;
@@ -3300,10 +3292,36 @@ static void rrl_redis_batch(request_rec *r, rrl_backend_t *be,
         }
     send:
         if (how & RRL_SEND) {
-            rrl_count_sent(n);
+            rrl_count_sent(n + (loaded == 1));
         }
-        got = rrl_redis_pipeline(r->pool, be, conn->c, calls, n, how, &err,
-                                 &stale);
+        if (loaded == 1) {
+            /* the script and the calls again, in one write: Redis runs
+             * one client's commands of one read back to back, so another
+             * SCRIPT FLUSH cannot come between them */
+            got = rrl_redis_pipeline(r->pool, be, conn->c, all, n + 1, how,
+                                     &err, &stale) - 1;
+            loaded = 2;
+            if (got >= 0 && (load_rep.type != REDIS_REPLY_STRING
+                             || load_rep.bad
+                             || strcmp(load_rep.str, rrl_script_sha) != 0)) {
+                apr_reslist_invalidate(node->pool, conn);
+                rrl_calls_fail(calls, n, RRL_REDIS_WRONG, 0,
+                               apr_psprintf(r->pool, "SCRIPT LOAD: %s",
+                                            load_rep.type
+                                            == REDIS_REPLY_ERROR
+                                            ? load_rep.str
+                                            : "an unexpected reply"));
+                return;
+            }
+            if (got < 0) {
+                got = 0;
+                err = apr_psprintf(r->pool, "SCRIPT LOAD: %s", err);
+            }
+        }
+        else {
+            got = rrl_redis_pipeline(r->pool, be, conn->c, calls, n, how,
+                                     &err, &stale);
+        }
         how = RRL_SEND | RRL_RECEIVE;
         now = apr_time_now();
 
@@ -3355,25 +3373,6 @@ static void rrl_redis_batch(request_rec *r, rrl_backend_t *be,
         }
         if (nos) {
             /* every call left met NOSCRIPT: load the script, send again */
-            rrl_reply_t rep = { 0 };
-
-            rrl_count_sent(1);
-            err = rrl_redis_roundtrip(r->pool, be, conn->c,
-                                      rrl_resp_script_load,
-                                      rrl_resp_script_load_len, 0, &rep,
-                                      &stale);
-            if (err || rep.type != REDIS_REPLY_STRING || rep.bad
-                || strcmp(rep.str, rrl_script_sha) != 0) {
-                apr_reslist_invalidate(node->pool, conn);
-                rrl_calls_fail(calls, n, err ? RRL_REDIS_DOWN
-                                             : RRL_REDIS_WRONG, 0,
-                               apr_psprintf(r->pool, "SCRIPT LOAD: %s",
-                                            err ? err
-                                            : rep.type == REDIS_REPLY_ERROR
-                                            ? rep.str
-                                            : "an unexpected reply"));
-                return;
-            }
             ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RRL_LOGNO(00011)
                           "%s: the script was missing (NOSCRIPT) and is "
                           "loaded again", be->u->masked);

@@ -105,7 +105,7 @@ static int read_all(apr_pool_t *p, const char *data, size_t size, int n,
         void *reply = NULL;
 
         memset(o, 0, sizeof(*o));
-        /* as rrl_redis_roundtrip, before each command */
+        /* as rrl_redis_pipeline, before each command */
         rep.type = 0;
         rep.bad = 0;
         for (;;) {
