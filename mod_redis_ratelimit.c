@@ -992,14 +992,14 @@ static const char *rrl_cmd_rate_limit(cmd_parms *cmd, void *dcfg, int argc,
             if (strcmp(val, "%{REMOTE_ADDR}") == 0) {
                 l->key = NULL;          /* the client address, fast path */
             }
-            else if (strncmp(val, "%{HTTP:", 7) == 0 && val[7]
-                     && strlen(val + 7) == strcspn(val + 7, "}%{\\\"' \t")
-                                          + 1
-                     && val[strlen(val) - 1] == '}') {
+            else if (strncmp(val, "%{HTTP:", 7) == 0) {
                 /* one request header, as ap_expr would read it, without
                  * its evaluator */
-                l->key_header = apr_pstrndup(cmd->pool, val + 7,
-                                             strlen(val) - 8);
+                apr_size_t hl = strcspn(val + 7, "}%{\\\"' \t");
+
+                if (hl > 0 && strcmp(val + 7 + hl, "}") == 0) {
+                    l->key_header = apr_pstrndup(cmd->pool, val + 7, hl);
+                }
             }
         }
         else if (strcmp(opt, "name") == 0) {
@@ -2175,12 +2175,18 @@ static const apr_uint64_t *rrl_item_hash(rrl_item_t *it)
     return it->h;
 }
 
+/* The bucket of a key's hash */
+static apr_size_t rrl_bucket(const apr_uint64_t h[2])
+{
+    return (apr_size_t)(h[0] % rrl_store->table->nbuckets);
+}
+
 /* The live slot of h, or NULL; with claim, a slot to store h in */
 static rrl_slot_t *rrl_local_slot(const apr_uint64_t h[2], apr_int64_t now,
                                   int claim)
 {
     rrl_table_t *t = rrl_store->table;
-    rrl_slot_t *b = &t->slots[(h[0] % t->nbuckets) * RRL_WAYS];
+    rrl_slot_t *b = &t->slots[rrl_bucket(h) * RRL_WAYS];
     rrl_slot_t *victim = NULL;
     int i;
 
@@ -2212,8 +2218,7 @@ static int rrl_local_stripes(const apr_uint64_t *const *h, int n,
     int i, j, k, m = 0;
 
     for (i = 0; i < n; i++) {
-        unsigned s = (unsigned)(h[i][0] % rrl_store->table->nbuckets)
-                     % RRL_STRIPES;
+        unsigned s = (unsigned)(rrl_bucket(h[i]) % RRL_STRIPES);
 
         for (j = 0; j < m && stripes[j] < s; j++)
             ;
@@ -3254,12 +3259,6 @@ static void rrl_redis_batch(request_rec *r, rrl_backend_t *be,
     rrl_reply_t load_rep;
 
     memcpy(calls, batch, sizeof(*calls) * (apr_size_t)n);
-    memset(&load, 0, sizeof(load));
-    load.what = "SCRIPT LOAD";
-    load.cmd = rrl_resp_script_load;
-    load.len = rrl_resp_script_load_len;
-    load.rep = &load_rep;
-    all[0] = &load;
 
     for (attempt = 0; n > 0; attempt++) {
         rrl_conn_t *conn = sent;
@@ -3376,6 +3375,12 @@ static void rrl_redis_batch(request_rec *r, rrl_backend_t *be,
             ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RRL_LOGNO(00011)
                           "%s: the script was missing (NOSCRIPT) and is "
                           "loaded again", be->u->masked);
+            load.what = "SCRIPT LOAD";
+            load.cmd = rrl_resp_script_load;
+            load.len = rrl_resp_script_load_len;
+            load.asking = 0;
+            load.rep = &load_rep;
+            all[0] = &load;
             loaded = 1;
             goto send;
         }
@@ -3392,6 +3397,22 @@ static void rrl_redis_batch(request_rec *r, rrl_backend_t *be,
         }
         return;
     }
+}
+
+/* Up to RRL_PIPE_MAX calls off the head of node's queue into calls
+ * (pipe_mx held); how many */
+static int rrl_pipe_take(rrl_node_t *node, rrl_call_t **calls)
+{
+    int n;
+
+    for (n = 0; node->pipe_head && n < RRL_PIPE_MAX; n++) {
+        calls[n] = node->pipe_head;
+        node->pipe_head = calls[n]->next;
+    }
+    if (!node->pipe_head) {
+        node->pipe_tail = &node->pipe_head;
+    }
+    return n;
 }
 
 /*
@@ -3455,13 +3476,7 @@ static rrl_redis_rc_e rrl_pipe_call(request_rec *r, rrl_backend_t *be,
         node->ahead_conn = NULL;
     }
     else {
-        for (n = 0; node->pipe_head && n < RRL_PIPE_MAX; n++) {
-            batch[n] = node->pipe_head;    /* me first */
-            node->pipe_head = batch[n]->next;
-        }
-        if (!node->pipe_head) {
-            node->pipe_tail = &node->pipe_head;
-        }
+        n = rrl_pipe_take(node, batch);   /* me first */
     }
     pthread_mutex_unlock(&node->pipe_mx);
 
@@ -3485,19 +3500,15 @@ static rrl_redis_rc_e rrl_pipe_call(request_rec *r, rrl_backend_t *be,
     }
     if (node->pipe_head && conn) {
         /* what queued goes next, sent by this thread below */
-        for (n = 0; node->pipe_head && n < RRL_PIPE_MAX; n++) {
-            node->ahead[n] = node->pipe_head;
-            node->pipe_head = node->ahead[n]->next;
-        }
-        node->nahead = n;
+        node->nahead = rrl_pipe_take(node, node->ahead);
         node->ahead_conn = conn;
         lead = node->ahead[0];
     }
     else if (node->pipe_head) {
         lead = node->pipe_head;
     }
-    if (!node->pipe_head) {
-        node->pipe_tail = &node->pipe_head;
+    else {
+        node->pipe_tail = &node->pipe_head;   /* drained, if down */
     }
     if (lead) {
         lead->state = RRL_CALL_LEAD;
@@ -3528,6 +3539,27 @@ static rrl_redis_rc_e rrl_pipe_call(request_rec *r, rrl_backend_t *be,
         sem_post(lead->wake);
     }
     return me->rc;
+}
+
+/* One command to node through its pipeline: its reply in rep, or *errp */
+static rrl_redis_rc_e rrl_redis_call(request_rec *r, rrl_backend_t *be,
+                                     rrl_node_t *node, const char *what,
+                                     const char *cmd, apr_size_t len,
+                                     int asking, rrl_reply_t *rep,
+                                     const char **errp)
+{
+    rrl_call_t call;
+    rrl_redis_rc_e rc;
+
+    call.what = what;
+    call.cmd = cmd;
+    call.len = len;
+    call.asking = asking;
+    call.rep = rep;
+    if ((rc = rrl_pipe_call(r, be, node, &call)) != RRL_REDIS_OK) {
+        *errp = apr_pstrdup(r->pool, call.err);
+    }
+    return rc;
 }
 
 /* The script's reply into the items: { all, now, then 4 per limit } */
@@ -3572,7 +3604,6 @@ static rrl_redis_rc_e rrl_redis_eval(request_rec *r, rrl_backend_t *be,
     static const char asking_resp[] = "*1\r\n$6\r\nASKING\r\n";
     apr_int64_t ints[2 + 4 * 8];
     rrl_reply_t rep;
-    rrl_call_t call;
     rrl_redis_rc_e rc;
     apr_size_t len;
     const char *cmd = rrl_evalsha_resp(r->pool, items, n, &len);
@@ -3588,13 +3619,8 @@ static rrl_redis_rc_e rrl_redis_eval(request_rec *r, rrl_backend_t *be,
     rep.nints = 2 + 4 * (apr_size_t)n;
     rep.ints = rep.nints <= sizeof(ints) / sizeof(ints[0])
                ? ints : apr_palloc(r->pool, sizeof(*ints) * rep.nints);
-    call.what = "EVALSHA";
-    call.cmd = cmd;
-    call.len = len;
-    call.asking = asking;
-    call.rep = &rep;
-    if ((rc = rrl_pipe_call(r, be, node, &call)) != RRL_REDIS_OK) {
-        *errp = apr_pstrdup(r->pool, call.err);
+    if ((rc = rrl_redis_call(r, be, node, "EVALSHA", cmd, len, asking, &rep,
+                             errp)) != RRL_REDIS_OK) {
         return rc;
     }
     if (redirect && rep.type == REDIS_REPLY_ERROR
@@ -3903,7 +3929,6 @@ static rrl_redis_rc_e rrl_redis_ping(request_rec *r, rrl_backend_t *be,
 {
     rrl_reply_t rep = { 0 };
     rrl_node_t *node = be->node;
-    rrl_call_t call;
     rrl_redis_rc_e rc;
     int ok;
 
@@ -3916,13 +3941,9 @@ static rrl_redis_rc_e rrl_redis_ping(request_rec *r, rrl_backend_t *be,
         node = be->nodes[0];
         apr_thread_mutex_unlock(be->mutex);
     }
-    call.what = "PING";
-    call.cmd = rrl_resp_ping;
-    call.len = sizeof(rrl_resp_ping) - 1;
-    call.asking = 0;
-    call.rep = &rep;
-    if ((rc = rrl_pipe_call(r, be, node, &call)) != RRL_REDIS_OK) {
-        *errp = apr_pstrdup(r->pool, call.err);
+    if ((rc = rrl_redis_call(r, be, node, "PING", rrl_resp_ping,
+                             sizeof(rrl_resp_ping) - 1, 0, &rep, errp))
+        != RRL_REDIS_OK) {
         return rc;
     }
     ok = rep.type == REDIS_REPLY_STATUS && strcmp(rep.str, "PONG") == 0;
@@ -4234,13 +4255,9 @@ static void rrl_set_env(request_rec *r, const rrl_req_t *rq, int *added)
         put(env, RRL_ENV_NAME, rq->shown->name);
         put(env, RRL_ENV_LIMIT, rq->shown->count_text);
         put(env, RRL_ENV_REMAINING, rrl_i64(r->pool, rq->shown_remaining));
-        have = 2;
     }
-    if (added && *added < have) {
-        *added = have;
-    }
-    else if (added && !*added) {
-        *added = 1;
+    if (added) {
+        *added = rq->shown ? 2 : 1;   /* a limit once shown stays shown */
     }
 }
 

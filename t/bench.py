@@ -143,10 +143,9 @@ def rss_kb(httpd):
 
 def module_commands(redis):
     """calls of the commands the module sends (not those its script runs)"""
-    stats = redis.client().info("commandstats")
+    stats = rrl.cmdstats(redis.client())
     sent = ("evalsha", "script|load", "auth", "select", "ping")
-    return sum(v["calls"] for k, v in stats.items()
-               if k[len("cmdstat_"):] in sent)
+    return sum(stats.get(c, 0) for c in sent)
 
 
 def redis_cpu(redis):

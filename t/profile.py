@@ -30,12 +30,14 @@ REQUESTS = int(os.environ.get("PROFILE_REQUESTS", "2000"))
 WARMUP = 200
 
 
-def requests(port, n):
+def requests(port, n, clients=True):
+    """n requests on one connection, naming one of 10,000 clients (or,
+    for a flood, none); {status: count}"""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     codes = {}
     for i in range(n):
         conn.request("GET", "/small.txt",
-                     headers={"X-Client": str(i % 10000)})
+                     headers={"X-Client": str(i % 10000)} if clients else {})
         r = conn.getresponse()
         r.read()
         codes[r.status] = codes.get(r.status, 0) + 1
@@ -77,8 +79,7 @@ def run_once(base_dir, redis, sid, snippet, mode, with_module, n):
         redis.client().flushall()
         if mode == "down":
             redis.stop()
-        send = flood_requests if mode == "flood" else requests
-        codes = send(h.port, WARMUP + n)
+        codes = requests(h.port, WARMUP + n, clients=mode != "flood")
         time.sleep(0.2)
     finally:
         proc.terminate()          # httpd -X exits; callgrind writes out
@@ -94,18 +95,6 @@ def profile(base_dir, redis, sid, snippet, mode, with_module=True):
     t1, codes, out = run_once(base_dir, redis, sid, snippet, mode,
                               with_module, REQUESTS)
     return (t1 - t0) / REQUESTS, codes, out
-
-
-def flood_requests(port, n):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    codes = {}
-    for _ in range(n):
-        conn.request("GET", "/small.txt")
-        r = conn.getresponse()
-        r.read()
-        codes[r.status] = codes.get(r.status, 0) + 1
-    conn.close()
-    return codes
 
 
 def main():

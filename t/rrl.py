@@ -1106,6 +1106,12 @@ class Redis:
 
 # ---- helpers shared by test files ----
 
+def cmdstats(client) -> dict:
+    """calls per command from a Redis's INFO commandstats"""
+    return {k[len("cmdstat_"):]: v["calls"]
+            for k, v in client.info("commandstats").items()}
+
+
 def hammer_together(servers, n, path="/small.txt", concurrency=8):
     """n requests to each server, all servers at once: {server: statuses}."""
     results = {}

@@ -38,9 +38,7 @@ def counters(httpd):
     return json.loads(httpd.get("/rl-status?json").body)["counters"]
 
 
-def cmdstats(client):
-    return {k[len("cmdstat_"):]: v["calls"]
-            for k, v in client.info("commandstats").items()}
+cmdstats = rrl.cmdstats
 
 
 class Burst:

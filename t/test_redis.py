@@ -19,10 +19,7 @@ def statuses(rs):
     return [r.status for r in rs]
 
 
-def cmdstats(client):
-    """calls per command from INFO commandstats"""
-    return {k[len("cmdstat_"):]: v["calls"]
-            for k, v in client.info("commandstats").items()}
+cmdstats = rrl.cmdstats
 
 
 def calls(before, after, cmd):
