@@ -2,8 +2,8 @@
 mod_redis_ratelimit: decide every limit of one request phase atomically.
 All limits are checked first; only when every one allows is anything
 written, so a denied request spends nothing.  The arithmetic is the module's
-rrl_algo(), line for line, in integer microseconds (every value stays below
-2^53, so Lua's doubles hold it exactly).
+rrl_algo_decide() (src/rrl_algo.c), line for line, in integer microseconds
+(every value stays below 2^53, so Lua's doubles hold it exactly).
 
 KEYS[i]   key of limit i: PREFIX[VHOST:]NAME:VALUE
 ARGV[1]   now in microseconds; empty: Redis TIME (the module always sends

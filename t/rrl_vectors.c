@@ -1,23 +1,27 @@
 /*
- * Drives the module's own rate arithmetic (rrl_parse_rate, rrl_check_params,
- * rrl_algo) with the shared test vectors, so that t/test_vectors.py can hold
- * the local store and lua/ratelimit.lua to the same answers.
- *
- * It includes the module source whole and calls only its pure functions;
- * it is linked with unresolved httpd symbols ignored (they are never called).
+ * Drives the module's own rate arithmetic (rrl_algo_parse_rate,
+ * rrl_algo_check_params, rrl_algo_decide) with the shared test vectors, so
+ * that t/test_vectors.py can hold the local store and lua/ratelimit.lua to
+ * the same answers.  Linked with src/rrl_algo.c and src/rrl_util.c only:
+ * APR, no httpd.
  *
  * stdin, one command per line:
  *   LIMIT RATE ALGORITHM BURST|- COST      parse and check as RateLimit does
  *     -> "PARAMS alg count period burst interval unit cost" or "ERROR text"
  *   STEP NOW COST MODE                     decide with the state kept so far
  *     -> "OUT allowed remaining reset retry write ttl v0 v1 v2"
- *   SIPHASH LEN                            rrl_siphash128 of the bytes
+ *   SIPHASH LEN                            rrl_util_siphash128 of the bytes
  *     -> "HASH hex"                          0..LEN-1 keyed with 00..0f
  * The state is forgotten when its ttl has passed, as both stores do.
  */
-#include "../mod_redis_ratelimit.c"
+#include "apr_general.h"
+#include "apr_strings.h"
 
 #include <stdio.h>
+#include <string.h>
+
+#include "rrl_algo.h"
+#include "rrl_util.h"
 
 int main(void)
 {
@@ -45,21 +49,21 @@ int main(void)
             present = 0;
             have = 0;
             cost = c;
-            for (a = 0; rrl_alg_names[a]; a++) {
-                if (strcmp(alg, rrl_alg_names[a]) == 0) {
+            for (a = 0; rrl_algo_names[a]; a++) {
+                if (strcmp(alg, rrl_algo_names[a]) == 0) {
                     break;
                 }
             }
-            if (!rrl_alg_names[a]) {
+            if (!rrl_algo_names[a]) {
                 printf("ERROR unknown algorithm %s\n", alg);
                 fflush(stdout);
                 continue;
             }
             p.algorithm = a;
-            err = rrl_parse_rate(pool, rate, &p.count, &p.period);
+            err = rrl_algo_parse_rate(pool, rate, &p.count, &p.period);
             if (!err) {
                 p.burst = burst_given ? apr_atoi64(burst) : p.count;
-                err = rrl_check_params(pool, rate, &p, cost, burst_given);
+                err = rrl_algo_check_params(pool, rate, &p, cost, burst_given);
             }
             if (err) {
                 printf("ERROR %s\n", err);
@@ -85,7 +89,7 @@ int main(void)
             for (i = 0; i < c; i++) {
                 msg[i] = (unsigned char)i;
             }
-            rrl_siphash128(k, (const char *)msg, (apr_size_t)c, h);
+            rrl_util_siphash128(k, (const char *)msg, (apr_size_t)c, h);
             printf("HASH ");
             for (i = 0; i < 16; i++) {
                 printf("%02x", (unsigned)(h[i / 8] >> (8 * (i % 8))) & 0xff);
@@ -99,7 +103,7 @@ int main(void)
             if (present && now >= expires) {
                 present = 0;
             }
-            rrl_algo(&p, c, (rrl_mode_e)mode, st, present, now, &o);
+            rrl_algo_decide(&p, c, (rrl_mode_e)mode, st, present, now, &o);
             /* what the store keeps: all or nothing, decided by the caller;
              * a single limit commits when it is allowed */
             if (o.allowed && o.write) {

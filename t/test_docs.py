@@ -5,13 +5,15 @@ import re
 
 import rrl
 
-SOURCE = (rrl.REPO / "mod_redis_ratelimit.c").read_text()
+MAIN = (rrl.REPO / "mod_redis_ratelimit.c").read_text()
+SOURCE = MAIN + "".join(p.read_text()
+                        for p in sorted((rrl.REPO / "src").glob("*.c")))
 DIRECTIVES_MD = (rrl.REPO / "docs" / "directives.md").read_text()
 LOG_MD = (rrl.REPO / "docs" / "log-messages.md").read_text()
 
 
 def command_table():
-    table = SOURCE[SOURCE.index("static const command_rec rrl_cmds[]"):]
+    table = MAIN[MAIN.index("static const command_rec rrl_cmds[]"):]
     table = table[:table.index("{ NULL }")]
     return re.findall(r'AP_INIT_\w+\(\s*"(\w+)"', table)
 

@@ -1,6 +1,6 @@
 /*
- * libFuzzer: RateLimitExempt (rrl_cmd_exempt, on apr_ipsubnet_create) and
- * the test of a client against the list (rrl_is_exempt).
+ * libFuzzer: RateLimitExempt (rrl_config_cmd_exempt, on apr_ipsubnet_create) and
+ * the test of a client against the list (rrl_config_is_exempt).
  *
  * Input: lines.  "@" and 4 or 16 raw bytes: a client address to test (IPv4
  * or IPv6); any other line: one RateLimitExempt argument.  Each accepted
@@ -8,7 +8,12 @@
  * that address (and an IPv4 one its IPv4-mapped IPv6 form too, as a
  * dual-stack listener sees it).
  */
-#include "../../mod_redis_ratelimit.c"
+#include "apr_strings.h"
+
+#include <arpa/inet.h>
+#include <string.h>
+
+#include "rrl_config.h"
 #include "fuzz.h"
 
 #define MAX_LINES 16
@@ -36,7 +41,7 @@ static int exempts(apr_pool_t *p, const rrl_dir_conf_t *dc,
     memset(&r, 0, sizeof(r));
     r.pool = p;
     r.useragent_addr = sa;
-    return rrl_is_exempt(&r, dc);
+    return rrl_config_is_exempt(&r, dc);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -52,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&cmd, 0, sizeof(cmd));
     cmd.pool = p;
     cmd.temp_pool = ptemp;
-    dc = rrl_create_dir_conf(p, "/");
+    dc = rrl_config_create_dir(p, "/");
 
     for (n = 0; rest < end && n < MAX_LINES; n++) {
         const char *nl = memchr(rest, '\n', end - rest);
@@ -70,7 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             continue;
         }
-        if (rrl_cmd_exempt(&cmd, dc, line) == NULL) {
+        if (rrl_config_cmd_exempt(&cmd, dc, line) == NULL) {
             char *ip = apr_pstrdup(p, line), *slash = strchr(ip, '/');
             unsigned char a[16];
 

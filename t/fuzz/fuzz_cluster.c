@@ -1,6 +1,6 @@
 /*
- * libFuzzer: the slot map from a CLUSTER SLOTS reply (rrl_cluster_learn,
- * rrl_cluster_node), read by hiredis' own reader as rrl_cluster_refresh
+ * libFuzzer: the slot map from a CLUSTER SLOTS reply (rrl_redis_cluster_learn,
+ * rrl_cluster_node), read by hiredis' own reader as rrl_redis_cluster_refresh
  * reads it.  Input: what the node sends.  Every slot learnt must name a
  * node known, and learning the same reply again must add no node.
  *
@@ -10,7 +10,11 @@
  * 2^20 are refused here (the reader reports out of memory, as it would if
  * calloc failed) and the seed oom-huge-array keeps that in view.
  */
-#include "../../mod_redis_ratelimit.c"
+#include "apr_strings.h"
+
+#include <string.h>
+
+#include "rrl_redis_cluster.h"
 #include "fuzz.h"
 
 static apr_pool_t *root;
@@ -61,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                             APR_THREAD_MUTEX_DEFAULT, p)
                     == APR_SUCCESS);
 
-    i = rrl_cluster_learn(&be, reply, "10.0.0.9");
+    i = rrl_redis_cluster_learn(&be, reply, "10.0.0.9");
     RRL_FUZZ_ASSERT(i == 0 || i == 1);
     RRL_FUZZ_ASSERT(be.nnodes >= 0 && be.nnodes <= RRL_MAX_NODES);
     RRL_FUZZ_ASSERT(!i || be.nnodes >= 1);
@@ -74,12 +78,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (i = 0; i < RRL_SLOTS; i++) {
         RRL_FUZZ_ASSERT(be.slots[i] <= be.nnodes);
         if (be.slots[i]) {
-            RRL_FUZZ_ASSERT(rrl_cluster_route(&be, (unsigned)i)
+            RRL_FUZZ_ASSERT(rrl_redis_cluster_route(&be, (unsigned)i)
                             == be.nodes[be.slots[i] - 1]);
         }
     }
     nodes = be.nnodes;
-    rrl_cluster_learn(&be, reply, "10.0.0.9");
+    rrl_redis_cluster_learn(&be, reply, "10.0.0.9");
     RRL_FUZZ_ASSERT(be.nnodes == nodes);
 
     freeReplyObject(reply);

@@ -1,5 +1,5 @@
 /*
- * libFuzzer: the store key of a limit (rrl_limit_key): the client address
+ * libFuzzer: the store key of a limit (rrl_key_build): the client address
  * or a key= value, an IPv6 client's group (rrl_ipv6_group) put in place of
  * its address, and the rule that keeps printable ASCII up to 64 bytes and
  * turns anything else into its SHA-1 (rrl_key_value).
@@ -11,7 +11,14 @@
  * for rrl_key_value, up to the first NUL for the expression (a C string, as
  * ap_expr gives it).  Values go up to 64 KiB.
  */
-#include "../../mod_redis_ratelimit.c"
+#include "apr_lib.h"
+#include "apr_sha1.h"
+#include "apr_strings.h"
+
+#include <arpa/inet.h>
+#include <string.h>
+
+#include "rrl_key.h"
 #include "fuzz.h"
 
 #define HEAD 18
@@ -104,7 +111,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rrl_fuzz_expr_value = apr_pstrmemdup(p, value, vlen);
         rrl_fuzz_expr_fail = (flags & 8) != 0;
     }
-    key = rrl_limit_key(&r, &l, prefix, tag, &keylen);
+    key = rrl_key_build(&r, &l, prefix, tag, &keylen);
     if (!key) {
         RRL_FUZZ_ASSERT(l.key && (rrl_fuzz_expr_fail
                                   || !*rrl_fuzz_expr_value));

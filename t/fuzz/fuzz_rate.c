@@ -1,7 +1,7 @@
 /*
- * libFuzzer: the RateLimit directive (rrl_cmd_rate_limit: RATE, then
- * rrl_parse_rate, every option, rrl_check_params, default names from the
- * enclosing sections), and the algorithms (rrl_algo) at the parameters it
+ * libFuzzer: the RateLimit directive (rrl_limit_cmd: RATE, then
+ * rrl_algo_parse_rate, every option, rrl_algo_check_params, default names from the
+ * enclosing sections), and the algorithms (rrl_algo_decide) at the parameters it
  * accepts.
  *
  * Input: lines.  "<" C ARGS adds an enclosing section, outermost first: C
@@ -11,7 +11,13 @@
  * directive; an empty line ends one directive, and the next starts in the
  * same section (so that names can clash).
  */
-#include "../../mod_redis_ratelimit.c"
+#include "apr_strings.h"
+
+#include <string.h>
+
+#include "rrl_algo.h"
+#include "rrl_config.h"
+#include "rrl_limit.h"
 #include "fuzz.h"
 
 #define MAX_SECTIONS 4
@@ -42,7 +48,7 @@ static void check_limit(const rrl_limit_t *l)
 
     RRL_FUZZ_ASSERT(len >= 1 && len <= RRL_NAME_MAX);
     for (c = l->name; *c; c++) {
-        RRL_FUZZ_ASSERT(rrl_name_char(*c));
+        RRL_FUZZ_ASSERT(rrl_limit_name_char(*c));
     }
     RRL_FUZZ_ASSERT(l->p.count >= 1);
     RRL_FUZZ_ASSERT(l->p.period >= RRL_USEC_PER_SEC
@@ -95,7 +101,7 @@ static void run_algo(const rrl_limit_t *l, unsigned seed)
         if (present && now >= expires) {
             present = 0;
         }
-        rrl_algo(&l->p, l->cost, mode, st, present, now, &o);
+        rrl_algo_decide(&l->p, l->cost, mode, st, present, now, &o);
         RRL_FUZZ_ASSERT(o.remaining >= 0 && o.remaining <= l->p.burst);
         RRL_FUZZ_ASSERT(o.reset >= 0 && o.retry >= 0 && o.ttl >= 0);
         RRL_FUZZ_ASSERT(o.allowed || o.retry > 0);
@@ -144,7 +150,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cmd.server = &server;
     cmd.directive = &self;
     cmd.path = "/";
-    dc = rrl_create_dir_conf(p, "/");
+    dc = rrl_config_create_dir(p, "/");
 
     for (line = text; !done; line = next) {
         char *nl = strchr(line, '\n');
@@ -188,7 +194,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             self.parent = nsections ? &sections[nsections - 1] : NULL;
             self.line_num = (unsigned)(ndirectives + 1);
             self.args = argv[0];
-            err = rrl_cmd_rate_limit(&cmd, dc, argc, argv);
+            err = rrl_limit_cmd(&cmd, dc, argc, argv);
             if (err) {
                 RRL_FUZZ_ASSERT(*err);
             }

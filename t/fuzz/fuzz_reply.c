@@ -1,12 +1,12 @@
 /*
  * libFuzzer: the decoding of Redis replies as the module does it: hiredis'
- * reader with the module's reply functions (rrl_reply_fns) into an
- * rrl_reply_t on the stack, then rrl_redis_reply() into the items, as
- * rrl_redis_eval does for the script's reply.
+ * reader with the module's reply functions (rrl_resp_reply_fns) into an
+ * rrl_reply_t on the stack, then rrl_script_reply() into the items, as
+ * rrl_redis_pipe_eval does for the script's reply.
  *
  * Input: byte 0: bits 0-3 the number of limits less one (1-16; above 8 the
- * integers go to the pool, as in rrl_redis_eval), bit 4: through
- * rrl_redis_pipeline on a socketpair (the replies, then EOF) for 1-8 calls
+ * integers go to the pool, as in rrl_redis_pipe_eval), bit 4: through
+ * rrl_redis_pipe_roundtrip on a socketpair (the replies, then EOF) for 1-8 calls
  * (bits 0-2 of byte 1), bit 5: with ASKING first (a reply read before each
  * one that counts); otherwise byte 1 is the size of the pieces fed in the
  * second reading.  The rest: what Redis
@@ -14,7 +14,13 @@
  * and in pieces, with other garbage in the integer buffer: the outcomes
  * must be the same.
  */
-#include "../../mod_redis_ratelimit.c"
+#include "apr_strings.h"
+
+#include <string.h>
+
+#include "rrl_redis_pipe.h"
+#include "rrl_resp.h"
+#include "rrl_script.h"
 #include "fuzz.h"
 
 #include <sys/socket.h>
@@ -33,13 +39,13 @@ typedef struct {
     apr_int64_t integer;
     char str[RRL_REPLY_STR];
     apr_size_t elements;
-    const char *err;              /* of rrl_redis_reply */
+    const char *err;              /* of rrl_script_reply */
     int not_master;
     apr_int64_t now;
     rrl_item_t items[MAX_N];
 } outcome_t;
 
-/* The script's reply into items, as rrl_redis_eval takes it */
+/* The script's reply into items, as rrl_redis_pipe_eval takes it */
 static void decode(apr_pool_t *p, rrl_reply_t *rep, int n, outcome_t *o)
 {
     apr_size_t i;
@@ -60,10 +66,10 @@ static void decode(apr_pool_t *p, rrl_reply_t *rep, int n, outcome_t *o)
         RRL_FUZZ_ASSERT(memchr(rep->str, '\0', RRL_REPLY_STR));
         strcpy(o->str, rep->str);
     }
-    o->not_master = rrl_redis_not_master(rep);
+    o->not_master = rrl_redis_pipe_not_master(rep);
     memset(o->items, 0, sizeof(o->items));
     o->now = -1;
-    o->err = rrl_redis_reply(p, rep, o->items, n, &o->now);
+    o->err = rrl_script_reply(p, rep, o->items, n, &o->now);
     if (o->err) {
         RRL_FUZZ_ASSERT(strncmp(o->err, "EVALSHA: ", 9) == 0);
         if (rep->type == REDIS_REPLY_ERROR) {
@@ -93,7 +99,7 @@ static int read_all(apr_pool_t *p, const char *data, size_t size, int n,
     int count = 0;
 
     RRL_FUZZ_ASSERT(reader);
-    reader->fn = &rrl_reply_fns;
+    reader->fn = &rrl_resp_reply_fns;
     reader->privdata = &rep;
     memset(&rep, fill, sizeof(rep));
     rep.nints = 2 + 4 * (apr_size_t)n;
@@ -105,7 +111,7 @@ static int read_all(apr_pool_t *p, const char *data, size_t size, int n,
         void *reply = NULL;
 
         memset(o, 0, sizeof(*o));
-        /* as rrl_redis_pipeline, before each command */
+        /* as rrl_redis_pipe_roundtrip, before each command */
         rep.type = 0;
         rep.bad = 0;
         for (;;) {
@@ -160,7 +166,7 @@ static void same(const outcome_t *a, const outcome_t *b, int n)
     }
 }
 
-/* Through rrl_redis_pipeline, as a round trip of k calls: Redis answers
+/* Through rrl_redis_pipe_roundtrip, as a round trip of k calls: Redis answers
  * with data, then hangs up */
 static void roundtrip(apr_pool_t *p, const char *data, size_t size, int n,
                       int asking, int k)
@@ -186,18 +192,18 @@ static void roundtrip(apr_pool_t *p, const char *data, size_t size, int n,
     shutdown(fds[1], SHUT_WR);
     c = redisConnectFd(fds[0]);
     RRL_FUZZ_ASSERT(c && !c->err);
-    c->reader->fn = &rrl_reply_fns;    /* as rrl_redis_connect */
+    c->reader->fn = &rrl_resp_reply_fns;    /* as rrl_redis_conn_connect */
     for (i = 0; i < k; i++) {
         memset(&call[i], 0, sizeof(call[i]));
-        call[i].cmd = rrl_resp_ping;
-        call[i].len = sizeof(rrl_resp_ping) - 1;
+        call[i].cmd = RRL_RESP_PING;
+        call[i].len = sizeof(RRL_RESP_PING) - 1;
         call[i].asking = asking;
         call[i].rep = &rep[i];
         rep[i].nints = 2 + 4 * (apr_size_t)n;
         rep[i].ints = apr_palloc(p, sizeof(apr_int64_t) * rep[i].nints);
         calls[i] = &call[i];
     }
-    got = rrl_redis_pipeline(p, &be, c, calls, k, RRL_SEND | RRL_RECEIVE,
+    got = rrl_redis_pipe_roundtrip(p, &be, c, calls, k, RRL_SEND | RRL_RECEIVE,
                              &err, &stale);
     RRL_FUZZ_ASSERT(got >= 0 && got <= k);
     RRL_FUZZ_ASSERT((got < k) == (err != NULL));

@@ -1,9 +1,13 @@
 /*
- * libFuzzer: the RateLimitRedis URL parser (rrl_parse_redis_url, with
+ * libFuzzer: the RateLimitRedis URL parser (rrl_url_parse, with
  * rrl_parse_hostport, rrl_url_query and rrl_url_unescape).  Input: the URL
  * (up to its first NUL, as httpd passes a directive argument).
  */
-#include "../../mod_redis_ratelimit.c"
+#include "apr_strings.h"
+
+#include <string.h>
+
+#include "rrl_url.h"
 #include "fuzz.h"
 
 RRL_FUZZ_ROOT_POOL(root)
@@ -22,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     apr_pool_create(&p, root);
     url = apr_pstrmemdup(p, (const char *)data, size);
-    err = rrl_parse_redis_url(p, url, &u);
+    err = rrl_url_parse(p, url, &u);
     if (err) {
         RRL_FUZZ_ASSERT(*err);
         apr_pool_destroy(p);

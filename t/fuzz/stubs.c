@@ -1,13 +1,15 @@
 /*
- * The few httpd functions that the code under fuzzing calls, for the
- * harnesses in t/fuzz/ (they run outside httpd).  Only logging, context
- * checks and ap_expr are stood in for; every parser and builder fuzzed is
- * the module's own code, included whole by each harness.
+ * The few httpd functions and objects that the areas under fuzzing refer
+ * to, for the harnesses in t/fuzz/ (they run outside httpd, linked with the
+ * objects of src/ they reach from t/fuzz/librrl.a).  Only logging, context
+ * checks, ap_expr and the module's struct are stood in for; every parser
+ * and builder fuzzed is the module's own code.
  *
  * Logging formats the message (so that a format and its arguments that do
  * not agree still show under ASan and UBSan) and drops it.  ap_expr, which
  * lives in the httpd binary, is replaced by a stand-in: a parsed key= is an
- * empty ap_expr_info_t, and evaluating it gives rrl_fuzz_expr_value.
+ * empty ap_expr_info_t, and evaluating it gives rrl_fuzz_expr_value.  What
+ * an object refers to but no harness reaches aborts if it is ever called.
  */
 #include "httpd.h"
 #include "http_config.h"
@@ -16,10 +18,16 @@
 #include "apr_strings.h"
 #include "apr_lib.h"
 
+#include <stdlib.h>
+
 #include "fuzz.h"
 
 const char *rrl_fuzz_expr_value;
 int rrl_fuzz_expr_fail;
+
+/* what the module's files log as and read their configuration by */
+module AP_MODULE_DECLARE_DATA redis_ratelimit_module;
+AP_DECLARE_DATA server_rec *ap_server_conf;
 
 static void rrl_fuzz_format(const char *fmt, va_list ap)
 {
@@ -115,4 +123,13 @@ AP_DECLARE(const char *) ap_expr_str_exec(request_rec *r,
         return NULL;
     }
     return rrl_fuzz_expr_value;
+}
+
+/* RateLimitRedisTimeout and RateLimitRedisPool: no harness parses them */
+AP_DECLARE(apr_status_t) ap_timeout_parameter_parse(
+    const char *timeout_parameter, apr_interval_time_t *timeout,
+    const char *default_time_unit)
+{
+    (void)timeout_parameter; (void)timeout; (void)default_time_unit;
+    abort();
 }

@@ -1,0 +1,161 @@
+/* Licensed under the Apache License, Version 2.0 (the "License"); you may
+ * not use this file except in compliance with the License.  You may obtain
+ * a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+ */
+
+/*
+ * What every part of mod_redis_ratelimit shares: the names the
+ * specification fixes, a limit as RateLimit parses it (rrl_limit_t) and one
+ * limit being decided for one request (rrl_item_t).  Each area of src/ has
+ * its own types in its own header (docs/architecture.md).
+ */
+
+#ifndef RRL_H
+#define RRL_H
+
+#include "apr.h"
+#include "apr_pools.h"
+#include "apr_tables.h"
+#include "apr_time.h"
+
+#include "httpd.h"
+#include "http_config.h"
+#include "ap_expr.h"
+
+#define RRL_VERSION "0.1.0"
+
+/* Every message at DEBUG and above has its own number (docs/log-messages.md) */
+#define RRL_LOGNO(n) "RRL" #n ": "
+
+#define RRL_UNSET (-1)
+
+/* Names the specification fixes */
+#define RRL_ENV_RESULT     "RATELIMIT_RESULT"
+#define RRL_ENV_NAME       "RATELIMIT_NAME"
+#define RRL_ENV_LIMIT      "RATELIMIT_LIMIT"
+#define RRL_ENV_REMAINING  "RATELIMIT_REMAINING"
+#define RRL_HDR_LIMIT      "X-RateLimit-Limit"
+#define RRL_HDR_REMAINING  "X-RateLimit-Remaining"
+#define RRL_HDR_RESET      "X-RateLimit-Reset"
+#define RRL_HDR_POLICY     "RateLimit-Policy"
+#define RRL_HDR_RATELIMIT  "RateLimit"
+#define RRL_DEFAULT_PREFIX "rl:"
+#define RRL_STATUS_HANDLER "redis-ratelimit-status"
+
+#define RRL_USEC_PER_SEC   APR_INT64_C(1000000)
+#define RRL_MAX_PERIOD     (APR_INT64_C(366) * 86400 * RRL_USEC_PER_SEC)
+/* Everything the algorithms compute stays below 2^53, so that Lua's
+ * doubles in Redis hold it exactly: a full bucket refills in at most 2^50 us
+ * (35 years), sliding-window products stay below 2^52. */
+#define RRL_MAX_REFILL     (APR_INT64_C(1) << 50)
+#define RRL_MAX_PRODUCT    (APR_INT64_C(1) << 52)
+#define RRL_KEY_MAX        64      /* longer key values are hashed */
+#define RRL_NAME_MAX       64
+
+typedef enum {
+    RRL_ALG_GCRA = 0,
+    RRL_ALG_TOKEN_BUCKET,
+    RRL_ALG_FIXED_WINDOW,
+    RRL_ALG_SLIDING_WINDOW
+} rrl_alg_e;
+
+typedef enum { RRL_PHASE_ACCESS = 0, RRL_PHASE_AUTH } rrl_phase_e;
+
+/* What one decision does with one limit */
+typedef enum {
+    RRL_MODE_SPEND = 0,   /* check, and spend when every limit allows */
+    RRL_MODE_CHECK,       /* check only (count= limits before they run) */
+    RRL_MODE_FORCE        /* spend, never below empty (count= at log time) */
+} rrl_mode_e;
+
+typedef enum { RRL_ENFORCE = 0, RRL_DRY_RUN } rrl_run_mode_e;
+
+/* RateLimitOnError: what decides while Redis cannot */
+typedef enum {
+    RRL_ONERR_ALLOW = 0,
+    RRL_ONERR_DENY,
+    RRL_ONERR_LOCAL
+} rrl_on_error_e;
+
+/* Who decided: the configured store, or the local store standing in */
+typedef enum { RRL_BY_STORE = 0, RRL_BY_LOCAL_FALLBACK } rrl_source_e;
+
+typedef enum {
+    RRL_HEADERS_OFF = 0,
+    RRL_HEADERS_LEGACY,
+    RRL_HEADERS_IETF,
+    RRL_HEADERS_BOTH
+} rrl_headers_e;
+
+/* RATELIMIT_RESULT values */
+typedef enum {
+    RRL_RES_NONE = 0,
+    RRL_RES_ALLOWED,
+    RRL_RES_DENIED,
+    RRL_RES_EXEMPT,
+    RRL_RES_DRY_RUN_DENIED,
+    RRL_RES_FALLBACK_ALLOWED,
+    RRL_RES_FALLBACK_DENIED,
+    RRL_RES_LOCAL_ALLOWED,
+    RRL_RES_LOCAL_DENIED
+} rrl_result_e;
+
+/* The arithmetic of a limit, as both stores use it */
+typedef struct {
+    rrl_alg_e algorithm;
+    apr_int64_t count;      /* N of N/PERIOD */
+    apr_int64_t period;     /* PERIOD in microseconds (whole seconds) */
+    apr_int64_t burst;      /* instantaneous capacity (gcra, token-bucket) */
+    apr_int64_t interval;   /* ceil(period / count): time one unit refills */
+    apr_int64_t unit;       /* sliding-window: granularity of elapsed time */
+} rrl_params_t;
+
+typedef struct rrl_limit_t {
+    const char *name;
+    int auto_named;             /* name derived from where it stands */
+    const char *rate_text;      /* RATE as written */
+    rrl_params_t p;
+    apr_int64_t cost;
+    rrl_phase_e phase;
+    int ipv6_prefix;
+    const char *key_text;       /* NULL: the client address */
+    ap_expr_info_t *key;        /* NULL: the client address */
+    const char *key_header;     /* key=%{HTTP:NAME}: NAME, read directly */
+    int *statuses;              /* count=: spend only on these */
+    int nstatuses;
+    server_rec *server;         /* where it was defined */
+    int in_vhost;
+    int for_status;             /* beside SetHandler redis-ratelimit-status */
+    const char *scope;          /* "VHOST:" or "", set in check_config */
+    const char *file;
+    unsigned line;
+    /* its part of the script's ARGV in RESP, formatted once in
+     * post_config: algorithm, count, period, burst, interval, unit, cost */
+    const char *resp;
+    apr_size_t resp_len;
+    /* its header and variable texts, also formatted once */
+    const char *count_text;     /* "100" */
+    const char *policy;         /* "\"name\";q=100;w=60" */
+    const char *ietf_prefix;    /* "\"name\";r=" */
+    struct rrl_limit_stat *stat;  /* its counters, set in post_config */
+} rrl_limit_t;
+
+/* One limit being decided for one request */
+typedef struct {
+    const rrl_limit_t *limit;
+    const rrl_params_t *p;
+    const char *key;              /* full store key */
+    apr_size_t keylen;
+    apr_int64_t cost;
+    rrl_mode_e mode;
+    /* outcome */
+    int allowed;
+    apr_int64_t remaining;        /* units left right now */
+    apr_int64_t reset;            /* us until remaining is back at its max */
+    apr_int64_t retry;            /* us until this request would be allowed */
+    /* the key's hash, computed when first needed (rrl_local_hash) */
+    int hashed;
+    apr_uint64_t h[2];
+} rrl_item_t;
+
+#endif /* RRL_H */

@@ -1,0 +1,324 @@
+/* Licensed under the Apache License, Version 2.0 (the "License"); you may
+ * not use this file except in compliance with the License.  You may obtain
+ * a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+ */
+
+/*
+ * The four algorithms in integer microseconds, and RATE.
+ */
+
+#include "apr_lib.h"
+#include "apr_strings.h"
+
+#include <string.h>
+
+#include "rrl_algo.h"
+#include "rrl_util.h"
+
+const char *const rrl_algo_names[] = {
+    "gcra", "token-bucket", "fixed-window", "sliding-window", NULL
+};
+
+static const struct {
+    const char *name;
+    apr_int64_t seconds;
+} rrl_units[] = {
+    { "s", 1 }, { "sec", 1 }, { "secs", 1 }, { "second", 1 },
+    { "seconds", 1 },
+    { "m", 60 }, { "min", 60 }, { "mins", 60 }, { "minute", 60 },
+    { "minutes", 60 },
+    { "h", 3600 }, { "hr", 3600 }, { "hour", 3600 }, { "hours", 3600 },
+    { "d", 86400 }, { "day", 86400 }, { "days", 86400 },
+    { NULL, 0 }
+};
+
+/* "N/PERIOD", PERIOD an optional multiplier and a unit: 100/h, 1000/15min */
+const char *rrl_algo_parse_rate(apr_pool_t *p, const char *text,
+                                  apr_int64_t *count, apr_int64_t *period)
+{
+    const char *slash = strchr(text, '/'), *u;
+    apr_int64_t n, mult = 1, max_n;
+    int i;
+
+    if (!slash) {
+        goto bad;
+    }
+    if (!rrl_util_parse_int(apr_pstrndup(p, text, slash - text), 1,
+                       APR_INT64_MAX, &n)) {
+        goto bad;
+    }
+    u = slash + 1;
+    if (apr_isdigit(*u)) {
+        const char *d = u;
+
+        while (apr_isdigit(*u)) {
+            u++;
+        }
+        if (!rrl_util_parse_int(apr_pstrndup(p, d, u - d), 1, 366 * 86400,
+                           &mult)) {
+            return apr_psprintf(p, "'%s': the period's multiplier must be a "
+                                "whole number from 1, such as 100/10s", text);
+        }
+    }
+    for (i = 0; rrl_units[i].name; i++) {
+        if (strcasecmp(u, rrl_units[i].name) == 0) {
+            break;
+        }
+    }
+    if (!rrl_units[i].name) {
+        goto bad;
+    }
+    if (mult * rrl_units[i].seconds > 366 * 86400) {
+        return apr_psprintf(p, "'%s': the period is longer than 366 days",
+                            text);
+    }
+    *period = mult * rrl_units[i].seconds * RRL_USEC_PER_SEC;
+    /* at most 1,000,000 per second: one unit refills in 1 us or more */
+    max_n = *period;
+    if (n > max_n) {
+        return apr_psprintf(p, "'%s' is more than 1,000,000 per second, "
+                            "the highest rate accepted", text);
+    }
+    *count = n;
+    return NULL;
+
+bad:
+    return apr_psprintf(p, "'%s' is not a rate; expected N/PERIOD with N a "
+                        "positive whole number and PERIOD s, sec, second, "
+                        "m, min, minute, h, hour, d or day, optionally with "
+                        "a multiplier, such as 100/h or 1000/15min", text);
+}
+
+const char *rrl_algo_check_params(apr_pool_t *p, const char *rate,
+                                    rrl_params_t *rp, apr_int64_t cost,
+                                    int burst_given)
+{
+    const char *alg = rrl_algo_names[rp->algorithm];
+
+    rp->interval = (rp->period + rp->count - 1) / rp->count;
+    if (rp->algorithm == RRL_ALG_GCRA
+        || rp->algorithm == RRL_ALG_TOKEN_BUCKET) {
+        if (rp->burst > RRL_MAX_REFILL / rp->interval) {
+            return apr_psprintf(p, "burst=%" APR_INT64_T_FMT " at %s would "
+                                "take more than 35 years to refill; lower "
+                                "burst or raise the rate", rp->burst, rate);
+        }
+        if (cost > rp->burst) {
+            return apr_psprintf(p, "cost=%" APR_INT64_T_FMT " is above "
+                                "burst=%" APR_INT64_T_FMT ", so no request "
+                                "could ever be allowed; accepted: cost from "
+                                "1 to burst", cost, rp->burst);
+        }
+        return NULL;
+    }
+    if (burst_given) {
+        return apr_psprintf(p, "burst= has no meaning for algorithm=%s; it "
+                            "is accepted only with gcra and token-bucket",
+                            alg);
+    }
+    rp->burst = rp->count;
+    if (cost > rp->count) {
+        return apr_psprintf(p, "cost=%" APR_INT64_T_FMT " is above the "
+                            "%" APR_INT64_T_FMT " of %s, so no request could "
+                            "ever be allowed; accepted: cost from 1 to %"
+                            APR_INT64_T_FMT, cost, rp->count, rate,
+                            rp->count);
+    }
+    if (rp->algorithm == RRL_ALG_SLIDING_WINDOW) {
+        /* elapsed time in the finest unit that keeps N x PERIOD exact */
+        static const apr_int64_t units[] = { 1, 1000, 1000000 };
+        int i;
+
+        for (i = 0; i < 3; i++) {
+            if (rp->count <= RRL_MAX_PRODUCT / (rp->period / units[i])) {
+                rp->unit = units[i];
+                return NULL;
+            }
+        }
+        return apr_psprintf(p, "%s is too large for algorithm=sliding-window "
+                            "(N x PERIOD in seconds must stay below 2^52); "
+                            "use gcra or fixed-window for it", rate);
+    }
+    return NULL;
+}
+
+/*
+ * The four algorithms, in integer microseconds.  st[] is the stored state
+ * (present == 0: nothing stored, which every algorithm reads as "nothing
+ * used"), now the store's clock.  lua/ratelimit.lua is the same code for
+ * Redis; t/vectors.json holds the cases both must answer alike.
+ *
+ *   gcra           st = { tat }            theoretical arrival time
+ *   token-bucket   st = { tokens, ts }     tokens as of ts
+ *   fixed-window   st = { window, count }
+ *   sliding-window st = { window, count, previous window's count }
+ */
+static apr_int64_t rrl_floor_div(apr_int64_t a, apr_int64_t b)
+{
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+void rrl_algo_decide(const rrl_params_t *p, apr_int64_t cost, rrl_mode_e mode,
+                     const apr_int64_t *st, int present, apr_int64_t now,
+                     rrl_outcome_t *o)
+{
+    apr_int64_t n = p->count, T = p->interval, P = p->period;
+
+    memset(o, 0, sizeof(*o));
+    switch (p->algorithm) {
+    case RRL_ALG_GCRA: {
+        apr_int64_t tau = p->burst * T;
+        apr_int64_t base = (present && st[0] > now) ? st[0] : now;
+        apr_int64_t want = base + cost * T;
+
+        if (mode == RRL_MODE_FORCE && want - now > tau) {
+            want = now + tau;
+        }
+        o->allowed = mode == RRL_MODE_FORCE || want - now <= tau;
+        if (o->allowed && mode != RRL_MODE_CHECK) {
+            o->write = 1;
+            o->next[0] = want;
+            o->ttl = want - now;
+            base = want;
+        }
+        else if (!o->allowed) {
+            o->retry = want - now - tau;
+        }
+        o->remaining = tau - (base - now) > 0 ? (tau - (base - now)) / T : 0;
+        o->reset = base - now;
+        break;
+    }
+    case RRL_ALG_TOKEN_BUCKET: {
+        apr_int64_t tokens = present ? st[0] : p->burst;
+        apr_int64_t ts = present ? st[1] : now;
+
+        if (now > ts && tokens < p->burst) {
+            apr_int64_t add = (now - ts) / T;
+
+            if (add >= p->burst - tokens) {
+                tokens = p->burst;
+            }
+            else {
+                tokens += add;
+                ts += add * T;
+            }
+        }
+        if (tokens >= p->burst) {
+            tokens = p->burst;
+            ts = now;
+        }
+        if (mode == RRL_MODE_FORCE) {
+            o->allowed = 1;
+            cost = cost < tokens ? cost : tokens;
+        }
+        else {
+            o->allowed = tokens >= cost;
+        }
+        if (o->allowed && mode != RRL_MODE_CHECK) {
+            tokens -= cost;
+            o->write = 1;
+            o->next[0] = tokens;
+            o->next[1] = ts;
+        }
+        else if (!o->allowed) {
+            o->retry = (cost - tokens) * T - (now - ts);
+        }
+        o->remaining = tokens;
+        o->reset = tokens >= p->burst ? 0 : (p->burst - tokens) * T
+                                             - (now - ts);
+        o->ttl = o->reset;
+        break;
+    }
+    case RRL_ALG_FIXED_WINDOW: {
+        apr_int64_t w = now / P, c = 0, end;
+
+        if (present) {
+            if (st[0] >= w) {
+                w = st[0];           /* a clock going back stays put */
+                c = st[1];
+            }
+        }
+        end = (w + 1) * P;
+        if (mode == RRL_MODE_FORCE) {
+            o->allowed = 1;
+            cost = c + cost <= n ? cost : n - c;
+        }
+        else {
+            o->allowed = c + cost <= n;
+        }
+        if (o->allowed && mode != RRL_MODE_CHECK) {
+            c += cost;
+            o->write = 1;
+            o->next[0] = w;
+            o->next[1] = c;
+            o->ttl = end - now;
+        }
+        else if (!o->allowed) {
+            o->retry = end - now;
+        }
+        o->remaining = n - c > 0 ? n - c : 0;
+        o->reset = c > 0 ? end - now : 0;
+        break;
+    }
+    case RRL_ALG_SLIDING_WINDOW: {
+        apr_int64_t U = p->unit, PU = P / U;
+        apr_int64_t w = now / P, curr = 0, prev = 0, e, weight, avail;
+
+        if (present) {
+            if (st[0] >= w) {
+                w = st[0];
+                curr = st[1];
+                prev = st[2];
+            }
+            else if (st[0] == w - 1) {
+                prev = st[1];
+            }
+        }
+        e = now - w * P;
+        if (e < 0) {
+            e = 0;
+        }
+        weight = PU - e / U;                 /* of the previous window */
+        /* the most this window may hold: prev*weight + total*PU <= N*PU */
+        avail = rrl_floor_div(n * PU - prev * weight, PU);
+        if (mode == RRL_MODE_FORCE) {
+            o->allowed = 1;
+            cost = curr + cost <= n ? cost : n - curr;
+        }
+        else {
+            o->allowed = curr + cost <= avail;
+        }
+        if (o->allowed && mode != RRL_MODE_CHECK) {
+            curr += cost;
+            o->write = 1;
+            o->next[0] = w;
+            o->next[1] = curr;
+            o->next[2] = prev;
+            o->ttl = (w + 2) * P - now;
+        }
+        else if (!o->allowed) {
+            /* the first moment this request would pass: later in this
+             * window as the previous one fades, or else in the next */
+            apr_int64_t a = n - curr - cost, at;
+
+            if (a >= 0 && prev > 0 && PU - (a * PU) / prev < PU) {
+                at = w * P + (PU - (a * PU) / prev) * U;
+            }
+            else {
+                apr_int64_t b = n - cost, e2 = 0;
+
+                if (curr > 0) {
+                    e2 = PU - (b * PU) / curr;
+                    e2 = e2 > 0 ? e2 : 0;
+                }
+                at = (w + 1) * P + e2 * U;
+            }
+            o->retry = at - now;
+        }
+        o->remaining = avail - curr > 0 ? avail - curr : 0;
+        o->reset = curr > 0 ? (w + 2) * P - now
+                            : prev > 0 ? (w + 1) * P - now : 0;
+        break;
+    }
+    }
+}

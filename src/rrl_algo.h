@@ -1,0 +1,39 @@
+/* Licensed under the Apache License, Version 2.0 (the "License"); you may
+ * not use this file except in compliance with the License.  You may obtain
+ * a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+ */
+
+/*
+ * The four algorithms in integer microseconds (gcra, token-bucket,
+ * fixed-window, sliding-window) and RATE, as the local store decides with
+ * them and lua/ratelimit.lua does in Redis.  APR only: t/rrl_vectors runs
+ * them outside httpd.
+ */
+
+#ifndef RRL_ALGO_H
+#define RRL_ALGO_H
+
+#include "rrl.h"
+
+/* The algorithms' names, in rrl_alg_e order, NULL-terminated */
+extern const char *const rrl_algo_names[];
+
+/* What the algorithms compute besides the answer */
+typedef struct {
+    int allowed;
+    apr_int64_t remaining, reset, retry;
+    int write;                    /* store next[] for ttl us */
+    apr_int64_t next[3];
+    apr_int64_t ttl;
+} rrl_outcome_t;
+
+const char *rrl_algo_parse_rate(apr_pool_t *p, const char *text,
+                           apr_int64_t *count, apr_int64_t *period);
+const char *rrl_algo_check_params(apr_pool_t *p, const char *rate,
+                             rrl_params_t *rp, apr_int64_t cost,
+                             int burst_given);
+void rrl_algo_decide(const rrl_params_t *p, apr_int64_t cost, rrl_mode_e mode,
+              const apr_int64_t *st, int present, apr_int64_t now,
+              rrl_outcome_t *o);
+
+#endif /* RRL_ALGO_H */

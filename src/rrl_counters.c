@@ -1,0 +1,229 @@
+/* Licensed under the Apache License, Version 2.0 (the "License"); you may
+ * not use this file except in compliance with the License.  You may obtain
+ * a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+ */
+
+/*
+ * The counters of all children, in shared memory.
+ */
+
+#include "apr_atomic.h"
+#include "apr_shm.h"
+#include "apr_strings.h"
+
+#include <string.h>
+
+#include "rrl_private.h"
+#include "rrl_counters.h"
+#include "rrl_util.h"
+
+typedef struct {
+    apr_uint32_t magic;
+    rrl_lock_t lock;              /* of the backends' last errors */
+    apr_int64_t started;          /* counting since (us) */
+    volatile apr_uint64_t counters[RRL_CTR_MAX];
+    volatile apr_uint64_t lat_buckets[RRL_LAT_BUCKETS];
+    volatile apr_uint64_t lat_sum, lat_count, lat_max;   /* us */
+    rrl_shared_backend_t backends[RRL_MAX_BACKENDS + 1];  /* +1: overflow */
+    rrl_limit_stat_t limits[RRL_MAX_LIMIT_STATS + 1];    /* +1: overflow */
+} rrl_status_t;
+
+static rrl_status_t *rrl_status;             /* shared by all children */
+
+const apr_int64_t rrl_counters_lat_bounds[] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000
+};
+
+const rrl_counter_info_t rrl_counters_info[RRL_CTR_MAX] = {
+    { "Checked", "checked",
+      "Requests that limits applied to (exempt ones not included)" },
+    { "Allowed", "allowed", "Requests the store allowed" },
+    { "Denied", "denied", "Requests the store denied" },
+    { "Exempt", "exempt", "Requests from RateLimitExempt clients" },
+    { "DryRunDenied", "dry_run_denied",
+      "Requests RateLimitMode dry-run would have denied" },
+    { "FallbackAllowed", "fallback_allowed",
+      "Requests RateLimitOnError allow let through while Redis failed" },
+    { "FallbackDenied", "fallback_denied",
+      "Requests RateLimitOnError deny refused while Redis failed" },
+    { "LocalAllowed", "local_allowed",
+      "Requests the local store allowed while Redis failed" },
+    { "LocalDenied", "local_denied",
+      "Requests the local store denied while Redis failed" },
+    { "DenyCacheHits", "deny_cache_hits",
+      "Requests denied from a child's deny cache, without Redis" },
+    { "RedisRoundTrips", "redis_round_trips",
+      "Commands sent to Redis for decisions (EVALSHA, SCRIPT LOAD, PING)" },
+    { "RedisErrors", "redis_errors",
+      "Decisions Redis could not make (down, timed out, wrong reply)" },
+    { "ScriptLoads", "script_loads",
+      "NOSCRIPT answered by loading the script again" },
+    { "RedisConnections", "redis_connections",
+      "Connections opened to Redis" },
+    { "BreakerOpenings", "breaker_openings",
+      "Times a child stopped asking a failing Redis for a while" },
+    { "RedisWrites", "redis_writes",
+      "Writes to Redis, each carrying the commands queued in a child" },
+};
+
+/* The status region: made once per server lifetime, kept over graceful
+ * restarts like the store */
+apr_status_t rrl_counters_create(server_rec *s)
+{
+    apr_pool_t *pglobal = s->process->pool;
+    apr_shm_t *shm = NULL;
+    apr_status_t rv;
+
+    apr_pool_userdata_get((void **)&rrl_status, "rrl_status", pglobal);
+    if (rrl_status) {
+        return APR_SUCCESS;
+    }
+    if ((rv = apr_shm_create(&shm, sizeof(rrl_status_t), NULL, pglobal))
+        != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RRL_LOGNO(00017)
+                     "cannot create shared memory for the module's status");
+        return rv;
+    }
+    rrl_status = apr_shm_baseaddr_get(shm);
+    memset(rrl_status, 0, sizeof(*rrl_status));
+    if ((rv = rrl_util_lock_init(&rrl_status->lock)) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RRL_LOGNO(00010)
+                     "cannot create the status page's lock");
+        return rv;
+    }
+    rrl_status->magic = RRL_SHM_MAGIC;
+    rrl_status->started = apr_time_now();
+    apr_pool_userdata_set(rrl_status, "rrl_status", apr_pool_cleanup_null,
+                          pglobal);
+    return APR_SUCCESS;
+}
+
+/* The shared slot of a Redis URL (in the parent, before any child) */
+rrl_shared_backend_t *rrl_counters_backend(const rrl_redis_url_t *u)
+{
+    apr_uint64_t id = rrl_util_fnv1a(u->url);
+    int i;
+
+    for (i = 0; i < RRL_MAX_BACKENDS; i++) {
+        rrl_shared_backend_t *sb = &rrl_status->backends[i];
+
+        if (sb->id == id || sb->id == 0) {
+            if (sb->id == 0) {
+                sb->id = id;
+                sb->since = apr_time_now();
+                apr_cpystrn(sb->masked, u->masked, sizeof(sb->masked));
+            }
+            return sb;
+        }
+    }
+    apr_cpystrn(rrl_status->backends[RRL_MAX_BACKENDS].masked,
+                "(more Redis URLs than the status page shows)",
+                RRL_URL_LEN);
+    return &rrl_status->backends[RRL_MAX_BACKENDS];
+}
+
+/* The counters of a limit: one slot per name in its scope, kept over
+ * graceful restarts (in the parent, before any child) */
+rrl_limit_stat_t *rrl_counters_limit(const rrl_limit_t *l,
+                                          const char *vhost)
+{
+    int i;
+
+    for (i = 0; i < RRL_MAX_LIMIT_STATS; i++) {
+        rrl_limit_stat_t *st = &rrl_status->limits[i];
+
+        if (!st->name[0]) {
+            apr_cpystrn(st->name, l->name, sizeof(st->name));
+            apr_cpystrn(st->vhost, vhost, sizeof(st->vhost));
+            return st;
+        }
+        if (strcmp(st->name, l->name) == 0 && strcmp(st->vhost, vhost) == 0) {
+            return st;
+        }
+    }
+    apr_cpystrn(rrl_status->limits[RRL_MAX_LIMIT_STATS].name, "(others)",
+                RRL_NAME_MAX + 1);
+    return &rrl_status->limits[RRL_MAX_LIMIT_STATS];
+}
+
+void rrl_counters_count(rrl_counter_e c)
+{
+    apr_atomic_inc64(&rrl_status->counters[c]);
+}
+
+void rrl_counters_add(rrl_counter_e c, apr_uint64_t n)
+{
+    apr_atomic_add64(&rrl_status->counters[c], n);
+}
+
+void rrl_counters_latency(apr_int64_t us)
+{
+    apr_uint64_t max;
+    int b;
+
+    for (b = 0; b < RRL_LAT_BUCKETS - 1 && us > rrl_counters_lat_bounds[b]; b++)
+        ;
+    apr_atomic_inc64(&rrl_status->lat_buckets[b]);
+    apr_atomic_add64(&rrl_status->lat_sum, (apr_uint64_t)us);
+    apr_atomic_inc64(&rrl_status->lat_count);
+    while ((max = apr_atomic_read64(&rrl_status->lat_max)) < (apr_uint64_t)us
+           && apr_atomic_cas64(&rrl_status->lat_max, (apr_uint64_t)us, max)
+              != max)
+        ;
+}
+
+/* The last error, for the status page of every child */
+void rrl_counters_error(rrl_shared_backend_t *sb, const char *err)
+{
+    if (rrl_util_lock(&rrl_status->lock) == APR_SUCCESS) {
+        apr_cpystrn(sb->last_error, err, sizeof(sb->last_error));
+        sb->last_error_at = apr_time_now();
+        rrl_util_unlock(&rrl_status->lock);
+    }
+}
+
+/* The last error of a Redis, read under its lock */
+const char *rrl_counters_last_error(apr_pool_t *p, rrl_shared_backend_t *sb,
+                                  apr_time_t *at)
+{
+    const char *err = "";
+
+    *at = 0;
+    if (rrl_util_lock(&rrl_status->lock) == APR_SUCCESS) {
+        err = apr_pstrdup(p, sb->last_error);
+        *at = sb->last_error_at;
+        rrl_util_unlock(&rrl_status->lock);
+    }
+    return err;
+}
+
+void rrl_counters_snapshot(rrl_snapshot_t *sn)
+{
+    int i;
+
+    for (i = 0; i < RRL_CTR_MAX; i++) {
+        sn->n[i] = apr_atomic_read64(&rrl_status->counters[i]);
+    }
+    sn->lat_count = 0;
+    for (i = 0; i < RRL_LAT_BUCKETS; i++) {
+        sn->lat[i] = apr_atomic_read64(&rrl_status->lat_buckets[i]);
+        sn->lat_count += sn->lat[i];
+    }
+    sn->lat_sum = apr_atomic_read64(&rrl_status->lat_sum);
+    sn->lat_max = apr_atomic_read64(&rrl_status->lat_max);
+}
+
+/* When counting started */
+apr_time_t rrl_counters_started(void)
+{
+    return rrl_status->started;
+}
+
+/* The counters of limit slot i, 0 to RRL_MAX_LIMIT_STATS (the last holds
+ * what did not fit); NULL while unused */
+rrl_limit_stat_t *rrl_counters_limit_at(int i)
+{
+    rrl_limit_stat_t *st = &rrl_status->limits[i];
+
+    return st->name[0] ? st : NULL;
+}

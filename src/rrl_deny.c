@@ -1,0 +1,104 @@
+/* Licensed under the Apache License, Version 2.0 (the "License"); you may
+ * not use this file except in compliance with the License.  You may obtain
+ * a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+ */
+
+/*
+ * The deny cache: what Redis denied, answered in the child until then.
+ */
+
+#include "apr_thread_mutex.h"
+
+#include "rrl_deny.h"
+#include "rrl_local.h"
+
+#define RRL_DENY_WAYS 4
+#define RRL_DENY_BUCKETS 1024
+
+typedef struct {
+    apr_uint64_t h[2];
+    apr_time_t until;             /* local clock: denied until then */
+    apr_time_t reset_until;
+    apr_int64_t remaining;
+} rrl_deny_t;
+
+static rrl_deny_t *rrl_deny;                /* per child */
+static apr_thread_mutex_t *rrl_deny_mutex;
+
+static rrl_deny_t *rrl_deny_bucket(const apr_uint64_t h[2])
+{
+    return &rrl_deny[(h[0] % RRL_DENY_BUCKETS) * RRL_DENY_WAYS];
+}
+
+/* Made in each child that sends limits to Redis */
+void rrl_deny_child_init(apr_pool_t *pchild)
+{
+    apr_status_t rv;
+
+    rrl_deny = apr_pcalloc(pchild, sizeof(*rrl_deny) * RRL_DENY_WAYS
+                                   * RRL_DENY_BUCKETS);
+    rv = apr_thread_mutex_create(&rrl_deny_mutex, APR_THREAD_MUTEX_DEFAULT,
+                                 pchild);
+    if (rv != APR_SUCCESS) {
+        rrl_deny = NULL;
+    }
+}
+
+int rrl_deny_ready(void)
+{
+    return rrl_deny != NULL;
+}
+
+/* Is a key of these items denied for now?  The first such item, its
+ * outcome filled in from the cache */
+rrl_item_t *rrl_deny_lookup(rrl_item_t *items, int n,
+                                   apr_time_t now)
+{
+    rrl_item_t *hit = NULL;
+    int i, j;
+
+    apr_thread_mutex_lock(rrl_deny_mutex);
+    for (i = 0; !hit && i < n; i++) {
+        const apr_uint64_t *h = rrl_local_hash(&items[i]);
+        rrl_deny_t *b = rrl_deny_bucket(h);
+
+        for (j = 0; j < RRL_DENY_WAYS; j++) {
+            if (b[j].until > now && b[j].h[0] == h[0]
+                && b[j].h[1] == h[1]) {
+                hit = &items[i];
+                hit->allowed = 0;
+                hit->remaining = b[j].remaining;
+                hit->retry = b[j].until - now;
+                hit->reset = b[j].reset_until > now ? b[j].reset_until - now
+                                                    : 0;
+                break;
+            }
+        }
+    }
+    apr_thread_mutex_unlock(rrl_deny_mutex);
+    return hit;
+}
+
+void rrl_deny_remember(rrl_item_t *it, apr_time_t now)
+{
+    const apr_uint64_t *h = rrl_local_hash(it);
+    rrl_deny_t *b = rrl_deny_bucket(h), *slot = NULL;
+    int j;
+
+    apr_thread_mutex_lock(rrl_deny_mutex);
+    for (j = 0; j < RRL_DENY_WAYS; j++) {
+        if (b[j].h[0] == h[0] && b[j].h[1] == h[1]) {
+            slot = &b[j];
+            break;
+        }
+        if (!slot || b[j].until < slot->until) {
+            slot = &b[j];           /* else the one that ends first */
+        }
+    }
+    slot->h[0] = h[0];
+    slot->h[1] = h[1];
+    slot->until = now + it->retry;
+    slot->reset_until = now + it->reset;
+    slot->remaining = it->remaining;
+    apr_thread_mutex_unlock(rrl_deny_mutex);
+}

@@ -1,0 +1,465 @@
+/* Licensed under the Apache License, Version 2.0 (the "License"); you may
+ * not use this file except in compliance with the License.  You may obtain
+ * a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+ */
+
+/*
+ * RateLimit: the directive, default names, checks across sections, texts.
+ */
+
+#include "apr_lib.h"
+#include "apr_hash.h"
+#include "apr_strings.h"
+
+#include <string.h>
+
+#include "rrl_private.h"
+#include "rrl_limit.h"
+#include "rrl_algo.h"
+#include "rrl_config.h"
+#include "rrl_counters.h"
+#include "rrl_util.h"
+
+/* Written while parsing and in pre/post_config only */
+static apr_array_header_t *rrl_all_limits;   /* every limit parsed */
+
+/* Characters allowed in limit names: [A-Za-z0-9_.-] */
+int rrl_limit_name_char(int c)
+{
+    return apr_isalnum(c) || c == '_' || c == '.' || c == '-';
+}
+
+/* "/api/v1 login" -> "api-v1-login" */
+static char *rrl_slug(apr_pool_t *p, const char *s)
+{
+    char *out = apr_palloc(p, strlen(s) + 1), *o = out;
+
+    for (; *s; s++) {
+        if (rrl_limit_name_char(*s) && *s != '-') {
+            *o++ = *s;
+        }
+        else if (o > out && o[-1] != '-') {
+            *o++ = '-';
+        }
+    }
+    while (o > out && o[-1] == '-') {
+        o--;
+    }
+    *o = '\0';
+    return out;
+}
+
+/*
+ * The default name of a limit: where it stands, so that instances sharing
+ * one configuration agree on it.  "server-1" and "vhost-1" outside any
+ * section; "location-login-1" in <Location "/login">; an <If> contributes a
+ * hash of its condition; the number counts the unnamed limits of that
+ * section.  Too long: the innermost section's kind and a hash.
+ */
+static int rrl_names_place(const char *section)
+{
+    static const char *const silent[] = {
+        "<VirtualHost", "<IfModule", "<IfDefine", "<IfVersion", "<IfFile",
+        "<IfDirective", "<IfSection", "<Macro", NULL
+    };
+    int i;
+
+    if (section[0] != '<') {
+        return 0;
+    }
+    for (i = 0; silent[i]; i++) {
+        if (strcasecmp(section, silent[i]) == 0) {
+            return 0;   /* they say nothing of where a request goes */
+        }
+    }
+    return 1;
+}
+
+static const char *rrl_default_name(cmd_parms *cmd, int ordinal)
+{
+    const ap_directive_t *d;
+    const char *chain = "", *kind = NULL;
+    char *name;
+
+    for (d = cmd->directive->parent; d; d = d->parent) {
+        const char *dn = d->directive, *part;
+        char *arg;
+        apr_size_t len;
+
+        if (!rrl_names_place(dn)) {
+            continue;   /* <IfModule> and friends say nothing of where */
+        }
+        arg = apr_pstrdup(cmd->temp_pool, d->args ? d->args : "");
+        len = strlen(arg);
+        if (len && arg[len - 1] == '>') {
+            arg[len - 1] = '\0';
+        }
+        part = apr_pstrdup(cmd->temp_pool, dn + 1);
+        ap_str_tolower((char *)part);
+        if (!kind) {
+            kind = part;
+        }
+        if (strncmp(part, "if", 2) == 0 || strcmp(part, "elseif") == 0
+            || strcmp(part, "else") == 0) {
+            part = apr_pstrcat(cmd->temp_pool, part, "-",
+                               apr_pstrndup(cmd->temp_pool,
+                                            rrl_util_sha1_hex(cmd->temp_pool, arg,
+                                                         strlen(arg)), 8),
+                               NULL);
+        }
+        else if (*rrl_slug(cmd->temp_pool, arg)) {
+            part = apr_pstrcat(cmd->temp_pool, part, "-",
+                               rrl_slug(cmd->temp_pool, arg), NULL);
+        }
+        chain = *chain ? apr_pstrcat(cmd->temp_pool, part, "-", chain, NULL)
+                       : part;
+    }
+    if (!*chain) {
+        chain = cmd->server->is_virtual ? "vhost" : "server";
+    }
+    name = apr_psprintf(cmd->pool, "%s-%d", chain, ordinal);
+    if (strlen(name) > RRL_NAME_MAX) {
+        name = apr_psprintf(cmd->pool, "%s-%.16s-%d", kind,
+                            rrl_util_sha1_hex(cmd->temp_pool, chain,
+                                         strlen(chain)), ordinal);
+    }
+    return name;
+}
+
+/* Does the section of this directive say SetHandler redis-ratelimit-status?
+ * The status page is limited only by limits written there. */
+static int rrl_beside_status_handler(cmd_parms *cmd)
+{
+    const ap_directive_t *d;
+
+    if (!cmd->directive->parent) {
+        return 0;
+    }
+    for (d = cmd->directive->parent->first_child; d; d = d->next) {
+        if (strcasecmp(d->directive, "SetHandler") == 0 && d->args) {
+            char *h = apr_pstrdup(cmd->temp_pool, d->args);
+            apr_size_t len = strlen(h);
+
+            if (len >= 2 && (h[0] == '"' || h[0] == '\'')
+                && h[len - 1] == h[0]) {
+                h[len - 1] = '\0';
+                h++;
+            }
+            if (strcasecmp(h, RRL_STATUS_HANDLER) == 0) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+const char *rrl_limit_cmd(cmd_parms *cmd, void *dcfg, int argc,
+                                      char *const argv[])
+{
+    rrl_dir_conf_t *dc = dcfg;
+    rrl_limit_t *l;
+    const char *err;
+    int i, burst_given = 0, phase_given = 0, prefix_given = 0;
+    const char *seen = " ";
+
+    if ((err = ap_check_cmd_context(cmd, NOT_IN_LIMIT)) != NULL) {
+        return err;
+    }
+    if (argc == 0) {
+        return "RateLimit: expected RATE [option=value ...] or 'off'";
+    }
+    if (strcasecmp(argv[0], "off") == 0) {
+        if (argc > 1) {
+            return "RateLimit off takes no options";
+        }
+        dc->off = 1;
+        dc->limits = NULL;     /* nor does anything before it here apply */
+        return NULL;
+    }
+
+    l = apr_pcalloc(cmd->pool, sizeof(*l));
+    l->rate_text = argv[0];
+    l->cost = 1;
+    l->phase = RRL_PHASE_ACCESS;
+    l->ipv6_prefix = 64;
+    l->server = cmd->server;
+    l->in_vhost = cmd->server->is_virtual;
+    l->file = cmd->directive->filename;
+    l->line = cmd->directive->line_num;
+    l->p.algorithm = RRL_ALG_GCRA;
+    l->for_status = rrl_beside_status_handler(cmd);
+
+    if ((err = rrl_algo_parse_rate(cmd->temp_pool, argv[0], &l->p.count,
+                              &l->p.period)) != NULL) {
+        return apr_pstrcat(cmd->pool, "RateLimit: ", err, NULL);
+    }
+    l->p.burst = l->p.count;
+
+    for (i = 1; i < argc; i++) {
+        const char *eq = strchr(argv[i], '=');
+        const char *opt, *val;
+
+        if (!eq || eq == argv[i] || !eq[1]) {
+            return apr_psprintf(cmd->pool, "RateLimit: '%s' is not an "
+                                "option; expected name=value with one of "
+                                "burst, key, name, algorithm, cost, phase, "
+                                "ipv6-prefix, count", argv[i]);
+        }
+        opt = apr_pstrndup(cmd->temp_pool, argv[i], eq - argv[i]);
+        val = eq + 1;
+        ap_str_tolower((char *)opt);
+        if (ap_strstr_c(seen, apr_pstrcat(cmd->temp_pool, " ", opt, " ",
+                                          NULL))) {
+            return apr_psprintf(cmd->pool, "RateLimit: option %s= is given "
+                                "twice", opt);
+        }
+        seen = apr_pstrcat(cmd->temp_pool, seen, opt, " ", NULL);
+
+        if (strcmp(opt, "burst") == 0) {
+            if (!rrl_util_parse_int(val, 1, APR_INT64_C(1) << 50, &l->p.burst)) {
+                return apr_psprintf(cmd->pool, "RateLimit: burst=%s is not "
+                                    "accepted; expected a positive whole "
+                                    "number", val);
+            }
+            burst_given = 1;
+        }
+        else if (strcmp(opt, "cost") == 0) {
+            if (!rrl_util_parse_int(val, 1, APR_INT64_C(1) << 50, &l->cost)) {
+                return apr_psprintf(cmd->pool, "RateLimit: cost=%s is not "
+                                    "accepted; expected a positive whole "
+                                    "number", val);
+            }
+        }
+        else if (strcmp(opt, "key") == 0) {
+            const char *experr = NULL;
+
+            l->key_text = apr_pstrdup(cmd->pool, val);
+            l->key = ap_expr_parse_cmd(cmd, l->key_text,
+                                       AP_EXPR_FLAG_STRING_RESULT,
+                                       &experr, NULL);
+            if (experr) {
+                return apr_psprintf(cmd->pool, "RateLimit: key=%s does not "
+                                    "parse as an expression (%s); expected "
+                                    "a string expression such as "
+                                    "%%{HTTP:X-Api-Key}", val, experr);
+            }
+            if (strcmp(val, "%{REMOTE_ADDR}") == 0) {
+                l->key = NULL;          /* the client address, fast path */
+            }
+            else if (strncmp(val, "%{HTTP:", 7) == 0) {
+                /* one request header, as ap_expr would read it, without
+                 * its evaluator */
+                apr_size_t hl = strcspn(val + 7, "}%{\\\"' \t");
+
+                if (hl > 0 && strcmp(val + 7 + hl, "}") == 0) {
+                    l->key_header = apr_pstrndup(cmd->pool, val + 7, hl);
+                }
+            }
+        }
+        else if (strcmp(opt, "name") == 0) {
+            const char *c;
+
+            for (c = val; *c && rrl_limit_name_char(*c); c++)
+                ;
+            if (*c || c - val > RRL_NAME_MAX) {
+                return apr_psprintf(cmd->pool, "RateLimit: name=%s is not "
+                                    "accepted; expected 1 to 64 of "
+                                    "A-Z a-z 0-9 _ . -", val);
+            }
+            l->name = apr_pstrdup(cmd->pool, val);
+        }
+        else if (strcmp(opt, "algorithm") == 0) {
+            int a;
+
+            for (a = 0; rrl_algo_names[a]; a++) {
+                if (strcasecmp(val, rrl_algo_names[a]) == 0) {
+                    break;
+                }
+            }
+            if (!rrl_algo_names[a]) {
+                return apr_psprintf(cmd->pool, "RateLimit: algorithm=%s is "
+                                    "not known; expected gcra, token-bucket, "
+                                    "fixed-window or sliding-window", val);
+            }
+            l->p.algorithm = a;
+        }
+        else if (strcmp(opt, "phase") == 0) {
+            if (strcasecmp(val, "access") == 0) {
+                l->phase = RRL_PHASE_ACCESS;
+            }
+            else if (strcasecmp(val, "auth") == 0) {
+                l->phase = RRL_PHASE_AUTH;
+            }
+            else {
+                return apr_psprintf(cmd->pool, "RateLimit: phase=%s is not "
+                                    "known; expected access or auth", val);
+            }
+            phase_given = 1;
+        }
+        else if (strcmp(opt, "ipv6-prefix") == 0) {
+            apr_int64_t bits;
+
+            if (!rrl_util_parse_int(val, 1, 128, &bits)) {
+                return apr_psprintf(cmd->pool, "RateLimit: ipv6-prefix=%s is "
+                                    "not accepted; expected a prefix length "
+                                    "from 1 to 128", val);
+            }
+            l->ipv6_prefix = (int)bits;
+            prefix_given = 1;
+        }
+        else if (strcmp(opt, "count") == 0) {
+            char *list = apr_pstrdup(cmd->temp_pool, val), *tok, *state;
+
+            l->statuses = apr_palloc(cmd->pool, sizeof(int) * strlen(val));
+            for (tok = apr_strtok(list, ",", &state); tok;
+                 tok = apr_strtok(NULL, ",", &state)) {
+                apr_int64_t st;
+
+                if (!rrl_util_parse_int(tok, 100, 599, &st)) {
+                    return apr_psprintf(cmd->pool, "RateLimit: count=%s is "
+                                        "not accepted; expected HTTP status "
+                                        "codes from 100 to 599 separated by "
+                                        "commas, such as count=401,403", val);
+                }
+                l->statuses[l->nstatuses++] = (int)st;
+            }
+            if (!l->nstatuses) {
+                return apr_psprintf(cmd->pool, "RateLimit: count=%s names no "
+                                    "status; expected count=401,403", val);
+            }
+        }
+        else {
+            return apr_psprintf(cmd->pool, "RateLimit: unknown option '%s'; "
+                                "accepted: burst, key, name, algorithm, cost, "
+                                "phase, ipv6-prefix, count", opt);
+        }
+    }
+    (void)prefix_given;
+
+    if ((err = rrl_algo_check_params(cmd->pool, l->rate_text, &l->p, l->cost,
+                                burst_given)) != NULL) {
+        return apr_pstrcat(cmd->pool, "RateLimit: ", err, NULL);
+    }
+    if (!phase_given && l->key_text && ap_strstr_c(l->key_text,
+                                                   "REMOTE_USER")) {
+        l->phase = RRL_PHASE_AUTH;     /* the user is known only then */
+    }
+    if (!l->name) {
+        l->name = rrl_default_name(cmd, ++dc->unnamed);
+        l->auto_named = 1;
+    }
+
+    /* one name in one section is one limit */
+    if (dc->limits) {
+        for (i = 0; i < dc->limits->nelts; i++) {
+            const rrl_limit_t *o = APR_ARRAY_IDX(dc->limits, i,
+                                                 rrl_limit_t *);
+            if (strcmp(o->name, l->name) == 0) {
+                return apr_psprintf(cmd->pool, "RateLimit: name=%s is "
+                                    "already used by the limit on line %u "
+                                    "of this section; give each limit its "
+                                    "own name", l->name, o->line);
+            }
+        }
+    }
+    else {
+        dc->limits = apr_array_make(cmd->pool, 2, sizeof(rrl_limit_t *));
+    }
+    APR_ARRAY_PUSH(dc->limits, rrl_limit_t *) = l;
+    if (rrl_all_limits) {
+        APR_ARRAY_PUSH(rrl_all_limits, rrl_limit_t *) = l;
+    }
+    return NULL;
+}
+
+void rrl_limit_pre_config(apr_pool_t *pconf)
+{
+    rrl_all_limits = apr_array_make(pconf, 16, sizeof(rrl_limit_t *));
+}
+
+apr_array_header_t *rrl_limit_all(void)
+{
+    return rrl_all_limits;
+}
+
+/*
+ * Checks across sections, where apachectl -t still runs: one name in one
+ * scope (one virtual host's name, or the whole server) is one limit, and
+ * its keys are shared by every section that uses it, so its settings must
+ * agree.
+ */
+static int rrl_same_settings(const rrl_limit_t *a, const rrl_limit_t *b)
+{
+    int i;
+
+    if (a->p.algorithm != b->p.algorithm || a->p.count != b->p.count
+        || a->p.period != b->p.period || a->p.burst != b->p.burst
+        || a->cost != b->cost || a->phase != b->phase
+        || a->ipv6_prefix != b->ipv6_prefix
+        || a->nstatuses != b->nstatuses
+        || (a->key_text == NULL) != (b->key_text == NULL)
+        || (a->key_text && strcmp(a->key_text, b->key_text) != 0)) {
+        return 0;
+    }
+    for (i = 0; i < a->nstatuses; i++) {
+        if (a->statuses[i] != b->statuses[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int rrl_limit_check_config(apr_pool_t *pconf, apr_pool_t *ptemp)
+{
+    apr_hash_t *seen = apr_hash_make(ptemp);
+    int i, bad = 0;
+
+    for (i = 0; rrl_all_limits && i < rrl_all_limits->nelts; i++) {
+        rrl_limit_t *l = APR_ARRAY_IDX(rrl_all_limits, i, rrl_limit_t *);
+        const char *id;
+        const rrl_limit_t *o;
+
+        l->scope = (l->in_vhost && l->server->server_hostname)
+                   ? apr_pstrcat(pconf, l->server->server_hostname, ":",
+                                 NULL)
+                   : "";
+        id = apr_pstrcat(ptemp, l->scope, l->name, NULL);
+        o = apr_hash_get(seen, id, APR_HASH_KEY_STRING);
+        if (!o) {
+            apr_hash_set(seen, id, APR_HASH_KEY_STRING, l);
+        }
+        else if (!rrl_same_settings(o, l)) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL,
+                         RRL_LOGNO(00009) "%s:%u: RateLimit %s name=%s "
+                         "differs from the limit of that name at %s:%u%s%s; "
+                         "one name in one %s is one limit, so give them the "
+                         "same settings or different names", l->file,
+                         l->line, l->rate_text, l->name, o->file, o->line,
+                         l->auto_named ? " (a default name: add name= to "
+                         "tell them apart)" : "",
+                         "", l->in_vhost ? "virtual host" : "server");
+            bad = 1;
+        }
+    }
+    return bad ? !OK : OK;
+}
+
+/* Each limit's header and variable texts, formatted once, and its
+ * counters on the status page */
+void rrl_limit_post_config(apr_pool_t *pconf)
+{
+    int i;
+
+    for (i = 0; rrl_all_limits && i < rrl_all_limits->nelts; i++) {
+        rrl_limit_t *l = APR_ARRAY_IDX(rrl_all_limits, i, rrl_limit_t *);
+
+        l->count_text = apr_psprintf(pconf, "%" APR_INT64_T_FMT, l->p.count);
+        l->policy = apr_psprintf(pconf, "\"%s\";q=%" APR_INT64_T_FMT ";w=%"
+                                 APR_INT64_T_FMT, l->name, l->p.count,
+                                 l->p.period / RRL_USEC_PER_SEC);
+        l->ietf_prefix = apr_psprintf(pconf, "\"%s\";r=", l->name);
+
+        l->stat = rrl_counters_limit(l, l->in_vhost && l->server->server_hostname
+                                      ? l->server->server_hostname : "");
+    }
+}

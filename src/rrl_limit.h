@@ -1,0 +1,27 @@
+/* Licensed under the Apache License, Version 2.0 (the "License"); you may
+ * not use this file except in compliance with the License.  You may obtain
+ * a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+ */
+
+/*
+ * RateLimit: the directive (RATE and options), default names from where it
+ * stands, the checks across sections that apachectl -t runs, and each
+ * limit's texts formatted once at startup.  Every limit parsed is kept in
+ * one list (rrl_limit_all).
+ */
+
+#ifndef RRL_LIMIT_H
+#define RRL_LIMIT_H
+
+#include "rrl.h"
+
+int rrl_limit_name_char(int c);
+const char *rrl_limit_cmd(cmd_parms *cmd, void *dcfg, int argc,
+                               char *const argv[]);
+
+void rrl_limit_pre_config(apr_pool_t *pconf);
+int rrl_limit_check_config(apr_pool_t *pconf, apr_pool_t *ptemp);
+void rrl_limit_post_config(apr_pool_t *pconf);
+apr_array_header_t *rrl_limit_all(void);
+
+#endif /* RRL_LIMIT_H */

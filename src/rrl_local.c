@@ -1,0 +1,249 @@
+/* Licensed under the Apache License, Version 2.0 (the "License"); you may
+ * not use this file except in compliance with the License.  You may obtain
+ * a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+ */
+
+/*
+ * The local store: a bounded table in shared memory.
+ */
+
+#include "apr_atomic.h"
+#include "apr_general.h"
+#include "apr_shm.h"
+
+#include <string.h>
+
+#include "rrl_private.h"
+#include "rrl_local.h"
+#include "rrl_algo.h"
+#include "rrl_util.h"
+
+/* 8-way buckets of fixed slots; when a bucket is full, the slot that
+ * expires first gives way.  A slot holds the state of one key. */
+#define RRL_WAYS 8
+
+typedef struct {
+    apr_uint64_t h[2];            /* keyed hash of the store key */
+    apr_int64_t expires;          /* us since the epoch; 0: free */
+    apr_int64_t v[3];             /* algorithm state */
+} rrl_slot_t;
+
+/* Bucket b is guarded by lock b % RRL_STRIPES: 32 threads of two children
+ * deciding for different keys seldom meet */
+#define RRL_STRIPES 256
+
+typedef struct {
+    apr_uint32_t magic;
+    apr_uint32_t nbuckets;
+    unsigned char salt[16];
+    apr_uint64_t evictions;       /* approximate: counted under a stripe */
+    rrl_lock_t locks[RRL_STRIPES];
+    rrl_slot_t slots[1];
+} rrl_table_t;
+
+/* Lives in the process pool so that the store survives graceful restarts */
+typedef struct {
+    apr_shm_t *shm;
+    apr_size_t size;
+    rrl_table_t *table;
+} rrl_store_t;
+
+/* Written in pre_config, while parsing and in post_config/child_init only */
+static rrl_store_t *rrl_store;
+
+/* An item's key hashed, once per request: the local store's and the deny
+ * cache's identity of the key */
+const apr_uint64_t *rrl_local_hash(rrl_item_t *it)
+{
+    if (!it->hashed) {
+        rrl_util_siphash128(rrl_store->table->salt, it->key, it->keylen, it->h);
+        it->hashed = 1;
+    }
+    return it->h;
+}
+
+/* The bucket of a key's hash */
+static apr_size_t rrl_bucket(const apr_uint64_t h[2])
+{
+    return (apr_size_t)(h[0] % rrl_store->table->nbuckets);
+}
+
+/* The live slot of h, or NULL; with claim, a slot to store h in */
+static rrl_slot_t *rrl_local_slot(const apr_uint64_t h[2], apr_int64_t now,
+                                  int claim)
+{
+    rrl_table_t *t = rrl_store->table;
+    rrl_slot_t *b = &t->slots[rrl_bucket(h) * RRL_WAYS];
+    rrl_slot_t *victim = NULL;
+    int i;
+
+    for (i = 0; i < RRL_WAYS; i++) {
+        if (b[i].expires > now && b[i].h[0] == h[0] && b[i].h[1] == h[1]) {
+            return &b[i];
+        }
+    }
+    if (!claim) {
+        return NULL;
+    }
+    for (i = 0; i < RRL_WAYS; i++) {
+        if (b[i].expires <= now) {
+            return &b[i];
+        }
+        if (!victim || b[i].expires < victim->expires) {
+            victim = &b[i];
+        }
+    }
+    apr_atomic_inc64(&t->evictions);
+    return victim;   /* full: what expires first gives way */
+}
+
+/* The stripes of the items' buckets, each once, in ascending order (the
+ * order every taker follows, so that none waits in a circle) */
+static int rrl_local_stripes(const apr_uint64_t *const *h, int n,
+                             unsigned *stripes)
+{
+    int i, j, k, m = 0;
+
+    for (i = 0; i < n; i++) {
+        unsigned s = (unsigned)(rrl_bucket(h[i]) % RRL_STRIPES);
+
+        for (j = 0; j < m && stripes[j] < s; j++)
+            ;
+        if (j < m && stripes[j] == s) {
+            continue;
+        }
+        for (k = m++; k > j; k--) {
+            stripes[k] = stripes[k - 1];
+        }
+        stripes[j] = s;
+    }
+    return m;
+}
+
+/* Decide every item in one critical section: check all, then spend all */
+apr_status_t rrl_local_decide(request_rec *r, rrl_item_t *items, int n,
+                                     apr_int64_t now)
+{
+    const apr_uint64_t *hs[8], **h = n <= 8 ? hs
+                                    : apr_palloc(r->pool, sizeof(*h) * n);
+    rrl_outcome_t os[8], *o = n <= 8 ? os
+                              : apr_palloc(r->pool, sizeof(*o) * n);
+    unsigned ss[8], *stripes = n <= 8 ? ss
+                               : apr_palloc(r->pool, sizeof(*stripes) * n);
+    rrl_lock_t *locks = rrl_store->table->locks;
+    apr_status_t rv;
+    int i, m, all = 1;
+
+    for (i = 0; i < n; i++) {
+        h[i] = rrl_local_hash(&items[i]);
+    }
+    m = rrl_local_stripes(h, n, stripes);
+    for (i = 0; i < m; i++) {
+        if ((rv = rrl_util_lock(&locks[stripes[i]])) != APR_SUCCESS) {
+            while (i-- > 0) {
+                rrl_util_unlock(&locks[stripes[i]]);
+            }
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, RRL_LOGNO(00002)
+                          "cannot lock the local store; the request is "
+                          "allowed");
+            return rv;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        rrl_slot_t *s = rrl_local_slot(h[i], now, 0);
+
+        rrl_algo_decide(items[i].p, items[i].cost, items[i].mode,
+                 s ? s->v : NULL, s != NULL, now, &o[i]);
+        all = all && o[i].allowed;
+    }
+    for (i = 0; all && i < n; i++) {
+        rrl_slot_t *s;
+
+        if (!o[i].write) {
+            continue;
+        }
+        s = rrl_local_slot(h[i], now, 1);
+        if (o[i].ttl > 0) {
+            s->h[0] = h[i][0];
+            s->h[1] = h[i][1];
+            memcpy(s->v, o[i].next, sizeof(s->v));
+            s->expires = now + o[i].ttl;
+        }
+        else {
+            s->expires = 0;
+        }
+    }
+    for (i = m - 1; i >= 0; i--) {
+        rrl_util_unlock(&locks[stripes[i]]);
+    }
+
+    for (i = 0; i < n; i++) {
+        items[i].allowed = o[i].allowed;
+        items[i].remaining = o[i].remaining;
+        items[i].reset = o[i].reset;
+        items[i].retry = o[i].retry;
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t rrl_local_create(server_rec *s, apr_size_t want)
+{
+    apr_pool_t *pglobal = s->process->pool;
+    rrl_store_t *st = NULL;
+    apr_status_t rv;
+    apr_size_t nbuckets;
+    int i;
+
+    /* reuse the store of an earlier generation when its size still fits:
+     * limits carry on over a graceful restart */
+    apr_pool_userdata_get((void **)&st, "rrl_store", pglobal);
+    if (st && st->size == want) {
+        rrl_store = st;
+        return APR_SUCCESS;
+    }
+    st = apr_pcalloc(pglobal, sizeof(*st));
+    st->size = want;
+    rv = apr_shm_create(&st->shm, want, NULL, pglobal);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RRL_LOGNO(00003)
+                     "cannot create %" APR_SIZE_T_FMT " bytes of shared "
+                     "memory for the local store (RateLimitLocalSize)", want);
+        return rv;
+    }
+    st->table = apr_shm_baseaddr_get(st->shm);
+    memset(st->table, 0, want);
+    for (i = 0; i < RRL_STRIPES; i++) {
+        if ((rv = rrl_util_lock_init(&st->table->locks[i])) != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RRL_LOGNO(00004)
+                         "cannot create the local store's locks");
+            return rv;
+        }
+    }
+    nbuckets = (want - APR_OFFSETOF(rrl_table_t, slots))
+               / (sizeof(rrl_slot_t) * RRL_WAYS);
+    st->table->nbuckets = (apr_uint32_t)nbuckets;
+    st->table->magic = RRL_SHM_MAGIC;
+    if ((rv = apr_generate_random_bytes(st->table->salt,
+                                        sizeof(st->table->salt)))
+        != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RRL_LOGNO(00005)
+                     "cannot seed the local store's hash");
+        return rv;
+    }
+    apr_pool_userdata_set(st, "rrl_store", apr_pool_cleanup_null, pglobal);
+    rrl_store = st;
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, RRL_LOGNO(00006)
+                 "local store: %" APR_SIZE_T_FMT " bytes, %u keys",
+                 want, (unsigned)(nbuckets * RRL_WAYS));
+    return APR_SUCCESS;
+}
+
+/* For the status page: its size, how many keys it has room for, how many
+ * were evicted to make room */
+void rrl_local_stats(apr_size_t *bytes, unsigned *keys,
+                     apr_uint64_t *evictions)
+{
+    *bytes = rrl_store->size;
+    *keys = rrl_store->table->nbuckets * RRL_WAYS;
+    *evictions = rrl_store->table->evictions;
+}

@@ -1,0 +1,108 @@
+/* Licensed under the Apache License, Version 2.0 (the "License"); you may
+ * not use this file except in compliance with the License.  You may obtain
+ * a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+ */
+
+/*
+ * The bottom of the Redis stack: a backend (one Redis as this server uses
+ * it), its nodes (the servers it sends commands to, each with a pool of
+ * connections per child) and the one connect function: TCP or unix,
+ * TLS, AUTH, SELECT, and for Sentinel the master the Sentinels name.
+ */
+
+#ifndef RRL_REDIS_CONN_H
+#define RRL_REDIS_CONN_H
+
+#include "apr_reslist.h"
+#include "apr_thread_mutex.h"
+
+#include <pthread.h>
+
+#include <hiredis/hiredis.h>
+#ifdef HAVE_HIREDIS_SSL
+#include <hiredis/hiredis_ssl.h>
+#endif
+
+#include "rrl.h"
+#include "rrl_counters.h"
+#include "rrl_key.h"
+#include "rrl_url.h"
+
+#define RRL_MAX_NODES 64          /* of one Redis Cluster */
+
+/* One Redis server that a backend sends commands to: the URL's own, the
+ * master that the Sentinels name, or one node of a Cluster; per child,
+ * with its pool of connections */
+typedef struct rrl_call rrl_call_t;
+
+#define RRL_PIPE_MAX 64           /* calls in one round trip */
+
+typedef struct rrl_node {
+    struct rrl_backend *be;
+    char host[256];               /* sentinel: "" until the master is known */
+    int port;
+    char last_host[256];          /* sentinel: the master last logged */
+    int last_port;
+    volatile apr_uint32_t gen;    /* sentinel: bumped when it is forgotten */
+    apr_reslist_t *pool;
+    pthread_mutex_t pipe_mx;      /* guards the pipeline: */
+    int pipe_busy;                /* a round trip is under way */
+    rrl_call_t *pipe_head, **pipe_tail;   /* the calls queued for the next */
+    rrl_call_t *ahead[RRL_PIPE_MAX];   /* handed over: sent, to be read */
+    int nahead;
+    struct rrl_conn *ahead_conn;  /* on this (NULL: to be sent afresh) */
+} rrl_node_t;
+
+/* One Redis as this server uses it: a distinct URL with its timeouts and
+ * pool settings; its connection pools are per child */
+typedef struct rrl_backend {
+    const rrl_redis_url_t *u;
+    apr_interval_time_t connect_timeout, command_timeout;
+    int pool_max, pool_keep;
+    apr_interval_time_t pool_ttl;
+    /* per child, made in child_init */
+    rrl_node_t *node;             /* single Redis or Sentinel: the one */
+    apr_thread_mutex_t *mutex;    /* guards what follows */
+    apr_pool_t *cpool;            /* cluster: nodes learnt later */
+    rrl_node_t *nodes[RRL_MAX_NODES];   /* cluster: every node known */
+    int nnodes;
+    apr_uint16_t *slots;          /* cluster: slot -> node index + 1 */
+    apr_time_t log_second;        /* errors: one line a second per child */
+    int log_suppressed;
+    /* circuit breaker of this child: after failures, Redis is left alone
+     * until open_until, then one request probes it */
+    volatile apr_uint32_t failures;   /* consecutive; 0: closed */
+    apr_time_t open_until;
+    int probing;
+    apr_time_t probe_deadline;
+    /* no probe is due before this (us; the later of open_until and a
+     * running probe's deadline): while open, requests read it without
+     * taking the mutex */
+    volatile apr_uint64_t quiet_until;
+    rrl_shared_backend_t *shared; /* set in post_config */
+#ifdef HAVE_HIREDIS_SSL
+    redisSSLContext *ssl;
+#endif
+} rrl_backend_t;
+
+/* A pooled connection: made empty, connected on first use (so no network
+ * I/O happens under the pool's lock), dropped after any error */
+typedef struct rrl_conn {
+    redisContext *c;
+    int served;            /* answered before: a failure now may be staleness */
+    apr_uint32_t gen;      /* sentinel: of the master it was made for */
+} rrl_conn_t;
+
+redisContext *rrl_redis_conn_open(const rrl_backend_t *be, apr_pool_t *p,
+                             const char *host, int port, int db,
+                             const char **errp);
+void rrl_redis_conn_forget_master(rrl_backend_t *be, rrl_node_t *node,
+                         apr_uint32_t gen);
+redisContext *rrl_redis_conn_connect(rrl_backend_t *be, rrl_node_t *node,
+                                apr_pool_t *p, apr_uint32_t *gen,
+                                const char **errp);
+void rrl_redis_conn_close(const rrl_backend_t *be, rrl_conn_t *conn);
+apr_status_t rrl_redis_conn_node_create(rrl_backend_t *be, apr_pool_t *p,
+                             const char *host, int port, rrl_node_t **nodep);
+
+#endif /* RRL_REDIS_CONN_H */

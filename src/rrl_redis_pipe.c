@@ -1,0 +1,531 @@
+/* Licensed under the Apache License, Version 2.0 (the "License"); you may
+ * not use this file except in compliance with the License.  You may obtain
+ * a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+ */
+
+/*
+ * A node's pipeline and its round trips.
+ */
+
+#include "apr_atomic.h"
+#include "apr_strings.h"
+
+#include <errno.h>
+#include <semaphore.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "rrl_private.h"
+#include "rrl_redis_pipe.h"
+#include "rrl_counters.h"
+#include "rrl_script.h"
+
+/* A socket error that says the server closed the connection (Redis
+ * restarted, idle timeout, CLIENT KILL), which a fresh one may not have; a
+ * timeout is not such a failure: a retry would only double the wait */
+static int rrl_stale_errno(int err)
+{
+    return err == ECONNRESET || err == EPIPE || err == ENOTCONN
+           || err == ECONNABORTED;
+}
+
+/*
+ * Send the calls' commands in one write (RRL_SEND) and read their replies,
+ * in order, into the calls' rep (RRL_RECEIVE).  The number of calls that
+ * have their reply (n once sent, when only sending): when fewer than n,
+ * *errp says what went wrong and *stale whether it looks like a
+ * connection gone stale.
+ */
+int rrl_redis_pipe_roundtrip(apr_pool_t *p, const rrl_backend_t *be,
+                              redisContext *c, rrl_call_t *const *calls,
+                              int n, int how, const char **errp, int *stale)
+{
+    struct iovec iov[RRL_PIPE_MAX];
+    void *reply = NULL;
+    int i, k, err;
+
+    *stale = 0;
+    *errp = NULL;
+    for (i = 0; i < n; i++) {
+        calls[i]->rep->type = 0;
+        calls[i]->rep->bad = 0;
+    }
+    if (!(how & RRL_SEND)) {
+        /* sent already */
+    }
+    else if (be->u->kind == RRL_REDIS_TLS) {
+        for (i = 0; i < n; i++) {
+            if (redisAppendFormattedCommand(c, calls[i]->cmd, calls[i]->len)
+                != REDIS_OK) {
+                *errp = apr_psprintf(p, "write: %s", c->errstr);
+                return 0;
+            }
+        }
+    }
+    else {
+        struct msghdr msg;
+
+        memset(&msg, 0, sizeof(msg));
+        for (i = 0; i < n; i++) {
+            iov[i].iov_base = (void *)calls[i]->cmd;
+            iov[i].iov_len = calls[i]->len;
+        }
+        msg.msg_iov = iov;
+        msg.msg_iovlen = (size_t)n;
+        while (msg.msg_iovlen > 0) {
+            ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+
+            if (w < 0 && errno == EINTR) {
+                continue;
+            }
+            if (w <= 0) {
+                err = w < 0 ? errno : EPIPE;
+                *stale = rrl_stale_errno(err);
+                *errp = apr_psprintf(p, "write: %s",
+                                     err == EAGAIN || err == EWOULDBLOCK
+                                     ? "timed out" : strerror(err));
+                return 0;
+            }
+            while (msg.msg_iovlen > 0
+                   && (size_t)w >= msg.msg_iov->iov_len) {
+                w -= (ssize_t)msg.msg_iov->iov_len;
+                msg.msg_iov++;
+                msg.msg_iovlen--;
+            }
+            if (msg.msg_iovlen > 0) {
+                msg.msg_iov->iov_base = (char *)msg.msg_iov->iov_base + w;
+                msg.msg_iov->iov_len -= (size_t)w;
+            }
+        }
+    }
+    for (k = 0; (how & RRL_RECEIVE) && k < n; k++) {
+        rrl_reply_t *rep = calls[k]->rep;
+
+        c->reader->privdata = rep;
+        if (calls[k]->asking) {
+            /* cmd began with ASKING (a Cluster slot being migrated): +OK */
+            if (redisGetReply(c, &reply) != REDIS_OK || reply != rep) {
+                break;
+            }
+            if (rep->type != REDIS_REPLY_STATUS || rep->bad) {
+                *errp = "ASKING: an unexpected reply";
+                return k;
+            }
+            rep->type = 0;
+        }
+        if (redisGetReply(c, &reply) != REDIS_OK || reply != rep) {
+            break;
+        }
+    }
+    if (!(how & RRL_RECEIVE)) {
+        return n;
+    }
+    if (k < n) {
+        err = errno;
+        *stale = c->err == REDIS_ERR_EOF
+                 || (c->err == REDIS_ERR_IO && rrl_stale_errno(err));
+        *errp = apr_pstrdup(p, c->err ? c->errstr : "no reply");
+    }
+    return k;
+}
+
+/* n commands sent in one write */
+static void rrl_count_sent(int n)
+{
+    rrl_counters_add(RRL_CTR_REDIS_CALLS, (apr_uint64_t)n);
+    rrl_counters_count(RRL_CTR_REDIS_WRITES);
+}
+
+/* Sentinel: a reply saying the server is not (or no longer) the master */
+int rrl_redis_pipe_not_master(const rrl_reply_t *rep)
+{
+    return rep->type == REDIS_REPLY_ERROR
+           && (strncmp(rep->str, "READONLY", 8) == 0
+               || strncmp(rep->str, "LOADING", 7) == 0
+               || strncmp(rep->str, "MASTERDOWN", 10) == 0);
+}
+
+/* Calls end without an answer: "what: err", or err alone */
+static void rrl_calls_fail(rrl_call_t *const *calls, int n,
+                           rrl_redis_rc_e rc, int with_what, const char *err)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        calls[i]->rc = rc;
+        if (with_what) {
+            apr_snprintf(calls[i]->err, sizeof(calls[i]->err), "%s: %s",
+                         calls[i]->what, err);
+        }
+        else {
+            apr_cpystrn(calls[i]->err, err, sizeof(calls[i]->err));
+        }
+    }
+}
+
+/*
+ * The calls of one round trip, on a pooled connection of node, by the
+ * pool's rules: calls on a connection that went stale go again once on a
+ * fresh one (so do calls a Sentinel master turned replica answered, after
+ * asking the Sentinels again); EVALSHA that meets NOSCRIPT loads the
+ * script and goes once more.  Every call ends with its rc and its reply
+ * or its err.  sent: the calls were sent on this pooled connection
+ * already.  The connection goes back to the pool when all went well, or
+ * to *keep, for the next round trip, when keep is not NULL.  batch is
+ * left as it is: the caller wakes every call in it.
+ */
+static void rrl_redis_batch(request_rec *r, rrl_backend_t *be,
+                            rrl_node_t *node, rrl_call_t *const *batch,
+                            int n, rrl_conn_t *sent, rrl_conn_t **keep)
+{
+    int sentinel = be->u->kind == RRL_REDIS_SENTINEL, loaded = 0;
+    int attempt;
+    /* all[0]: SCRIPT LOAD, when the script must go first; calls: those
+     * still to be answered */
+    rrl_call_t *all[RRL_PIPE_MAX + 1], **calls = all + 1, load;
+    rrl_reply_t load_rep;
+
+    memcpy(calls, batch, sizeof(*calls) * (apr_size_t)n);
+
+    for (attempt = 0; n > 0; attempt++) {
+        rrl_conn_t *conn = sent;
+        const char *err = NULL;
+        int i, got, stale, nagain, nos, master_lost, retry, drop;
+        int how = sent ? RRL_RECEIVE : RRL_SEND | RRL_RECEIVE;
+        apr_time_t now;
+
+        sent = NULL;
+        if (conn) {
+            goto send;
+        }
+        if (apr_reslist_acquire(node->pool, (void **)&conn) != APR_SUCCESS) {
+            rrl_calls_fail(calls, n, RRL_REDIS_DOWN, 0, "no connection free "
+                           "in the pool (RateLimitRedisPool)");
+            return;
+        }
+        if (attempt > 0
+            || (conn->c && conn->gen != apr_atomic_read32(&node->gen))) {
+            rrl_redis_conn_close(be, conn);  /* a retry gets a fresh one */
+        }
+        if (!conn->c) {
+            conn->served = 0;
+            if (!(conn->c = rrl_redis_conn_connect(be, node, r->pool, &conn->gen,
+                                              &err))) {
+                apr_reslist_invalidate(node->pool, conn);
+                rrl_calls_fail(calls, n, RRL_REDIS_DOWN, 0, err);
+                return;
+            }
+        }
+    send:
+        if (how & RRL_SEND) {
+            rrl_count_sent(n + (loaded == 1));
+        }
+        if (loaded == 1) {
+            /* the script and the calls again, in one write: Redis runs
+             * one client's commands of one read back to back, so another
+             * SCRIPT FLUSH cannot come between them */
+            got = rrl_redis_pipe_roundtrip(r->pool, be, conn->c, all, n + 1, how,
+                                     &err, &stale) - 1;
+            loaded = 2;
+            if (got >= 0 && (load_rep.type != REDIS_REPLY_STRING
+                             || load_rep.bad
+                             || strcmp(load_rep.str, rrl_script_sha) != 0)) {
+                apr_reslist_invalidate(node->pool, conn);
+                rrl_calls_fail(calls, n, RRL_REDIS_WRONG, 0,
+                               apr_psprintf(r->pool, "SCRIPT LOAD: %s",
+                                            load_rep.type
+                                            == REDIS_REPLY_ERROR
+                                            ? load_rep.str
+                                            : "an unexpected reply"));
+                return;
+            }
+            if (got < 0) {
+                got = 0;
+                err = apr_psprintf(r->pool, "SCRIPT LOAD: %s", err);
+            }
+        }
+        else {
+            got = rrl_redis_pipe_roundtrip(r->pool, be, conn->c, calls, n, how,
+                                     &err, &stale);
+        }
+        how = RRL_SEND | RRL_RECEIVE;
+        now = apr_time_now();
+
+        /* the calls answered are done, but those to send again: calls
+         * below nagain, in their order */
+        nagain = nos = master_lost = drop = 0;
+        for (i = 0; i < n; i++) {
+            rrl_call_t *c = calls[i];
+
+            if (i < got && !loaded && c->rep->type == REDIS_REPLY_ERROR
+                && strncmp(c->rep->str, "NOSCRIPT", 8) == 0
+                && strcmp(c->what, "EVALSHA") == 0) {
+                rrl_counters_count(RRL_CTR_NOSCRIPT);
+                nos++;
+            }
+            else if (i < got && sentinel && rrl_redis_pipe_not_master(c->rep)) {
+                if (!master_lost) {
+                    err = apr_pstrdup(r->pool, c->rep->str);
+                }
+                master_lost = 1;
+            }
+            else if (i < got) {
+                c->rc = RRL_REDIS_OK;
+                drop = drop || c->rep->bad;
+                rrl_counters_latency(now - c->queued);
+                continue;
+            }
+            calls[nagain++] = c;
+        }
+        n = nagain;
+
+        if (err || master_lost) {
+            /* worth one retry on a fresh connection: a pooled one the
+             * server had closed, or a master that is one no more */
+            retry = attempt == 0 && (conn->served || master_lost)
+                    && (stale || master_lost);
+            if (sentinel) {
+                rrl_redis_conn_forget_master(be, node, conn->gen);
+            }
+            apr_reslist_invalidate(node->pool, conn);
+            if (!retry) {
+                rrl_calls_fail(calls, n, RRL_REDIS_DOWN, 1, err);
+                return;
+            }
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RRL_LOGNO(00012)
+                          "%s: a pooled connection went stale (%s); "
+                          "retrying on a fresh one", be->u->masked, err);
+            continue;
+        }
+        if (nos) {
+            /* every call left met NOSCRIPT: load the script, send again */
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RRL_LOGNO(00011)
+                          "%s: the script was missing (NOSCRIPT) and is "
+                          "loaded again", be->u->masked);
+            load.what = "SCRIPT LOAD";
+            load.cmd = rrl_script_load;
+            load.len = rrl_script_load_len;
+            load.asking = 0;
+            load.rep = &load_rep;
+            all[0] = &load;
+            loaded = 1;
+            goto send;
+        }
+        if (drop) {
+            apr_reslist_invalidate(node->pool, conn);
+        }
+        else if (keep) {
+            conn->served = 1;
+            *keep = conn;
+        }
+        else {
+            conn->served = 1;
+            apr_reslist_release(node->pool, conn);
+        }
+        return;
+    }
+}
+
+/* Up to RRL_PIPE_MAX calls off the head of node's queue into calls
+ * (pipe_mx held); how many */
+static int rrl_pipe_take(rrl_node_t *node, rrl_call_t **calls)
+{
+    int n;
+
+    for (n = 0; node->pipe_head && n < RRL_PIPE_MAX; n++) {
+        calls[n] = node->pipe_head;
+        node->pipe_head = calls[n]->next;
+    }
+    if (!node->pipe_head) {
+        node->pipe_tail = &node->pipe_head;
+    }
+    return n;
+}
+
+/*
+ * A call to node through its pipeline, in this request's thread: when no
+ * round trip to the node is under way, the call makes one at once (with
+ * what queued meanwhile); otherwise it waits in the queue.  The thread
+ * whose round trip ends sends what queued on the same connection and
+ * hands the reading of the replies to the first of those calls, whose
+ * thread is woken for it: by the time it runs they are mostly there.
+ * Bounded: a round trip is, and when one finds Redis down, the calls
+ * queued behind it end at once with the same error instead of trying in
+ * turn.
+ */
+static rrl_redis_rc_e rrl_pipe_call(request_rec *r, rrl_backend_t *be,
+                                    rrl_node_t *node, rrl_call_t *me)
+{
+    /* a thread waits on a semaphore of its own, posted once its call is
+     * done or leads: no mutex to take again on waking, as a condition
+     * variable would */
+    static __thread sem_t wake;
+    static __thread int wake_made;
+    rrl_call_t *batch[RRL_PIPE_MAX], *q, *lead = NULL;
+    sem_t *woken[RRL_PIPE_MAX * 2];
+    rrl_conn_t *sent = NULL, *conn = NULL;
+    const char *err;
+    int i, n, nwoken = 0, down, stale;
+
+    if (!wake_made) {
+        if (sem_init(&wake, 0, 0) != 0) {
+            apr_cpystrn(me->err, "cannot make a semaphore", sizeof(me->err));
+            return RRL_REDIS_DOWN;
+        }
+        wake_made = 1;
+    }
+    me->next = NULL;
+    me->wake = &wake;
+    me->state = RRL_CALL_QUEUED;
+    me->rc = RRL_REDIS_DOWN;
+    me->err[0] = '\0';
+    me->queued = apr_time_now();
+    pthread_mutex_lock(&node->pipe_mx);
+    *node->pipe_tail = me;
+    node->pipe_tail = &me->next;
+    if (node->pipe_busy) {
+        pthread_mutex_unlock(&node->pipe_mx);
+        while (sem_wait(&wake) != 0 && errno == EINTR)
+            ;
+        if (me->state == RRL_CALL_DONE) {
+            return me->rc;
+        }
+        pthread_mutex_lock(&node->pipe_mx);     /* RRL_CALL_LEAD */
+    }
+    node->pipe_busy = 1;          /* this thread leads */
+    if (node->nahead) {
+        /* handed over: calls sent on ahead_conn (or to send, if it broke),
+         * me first */
+        n = node->nahead;
+        memcpy(batch, node->ahead, sizeof(*batch) * (apr_size_t)n);
+        sent = node->ahead_conn;
+        node->nahead = 0;
+        node->ahead_conn = NULL;
+    }
+    else {
+        n = rrl_pipe_take(node, batch);   /* me first */
+    }
+    pthread_mutex_unlock(&node->pipe_mx);
+
+    rrl_redis_batch(r, be, node, batch, n, sent, &conn);
+
+    pthread_mutex_lock(&node->pipe_mx);
+    for (down = 1, i = 0; i < n; i++) {
+        down = down && batch[i]->rc == RRL_REDIS_DOWN;
+        if (batch[i] != me) {
+            batch[i]->state = RRL_CALL_DONE;
+            woken[nwoken++] = batch[i]->wake;
+        }
+    }
+    while (down && (q = node->pipe_head) != NULL
+           && nwoken < RRL_PIPE_MAX * 2) {
+        node->pipe_head = q->next;
+        q->rc = RRL_REDIS_DOWN;
+        apr_cpystrn(q->err, me->err, sizeof(q->err));
+        q->state = RRL_CALL_DONE;
+        woken[nwoken++] = q->wake;
+    }
+    if (node->pipe_head && conn) {
+        /* what queued goes next, sent by this thread below */
+        node->nahead = rrl_pipe_take(node, node->ahead);
+        node->ahead_conn = conn;
+        lead = node->ahead[0];
+    }
+    else if (node->pipe_head) {
+        lead = node->pipe_head;
+    }
+    else {
+        node->pipe_tail = &node->pipe_head;   /* drained, if down */
+    }
+    if (lead) {
+        lead->state = RRL_CALL_LEAD;
+    }
+    else {
+        node->pipe_busy = 0;
+    }
+    pthread_mutex_unlock(&node->pipe_mx);
+
+    /* after the unlock: a thread woken under it would only wait for it */
+    for (i = 0; i < nwoken; i++) {
+        sem_post(woken[i]);
+    }
+    if (conn && lead) {
+        /* the pipeline is this thread's until lead is woken */
+        rrl_count_sent(node->nahead);
+        if (rrl_redis_pipe_roundtrip(r->pool, be, conn->c, node->ahead,
+                               node->nahead, RRL_SEND, &err, &stale)
+            != node->nahead) {
+            apr_reslist_invalidate(node->pool, conn);
+            node->ahead_conn = NULL;      /* lead starts afresh */
+        }
+    }
+    else if (conn) {
+        apr_reslist_release(node->pool, conn);
+    }
+    if (lead) {
+        sem_post(lead->wake);
+    }
+    return me->rc;
+}
+
+/* One command to node through its pipeline: its reply in rep, or *errp */
+rrl_redis_rc_e rrl_redis_pipe_call(request_rec *r, rrl_backend_t *be,
+                                     rrl_node_t *node, const char *what,
+                                     const char *cmd, apr_size_t len,
+                                     int asking, rrl_reply_t *rep,
+                                     const char **errp)
+{
+    rrl_call_t call;
+    rrl_redis_rc_e rc;
+
+    call.what = what;
+    call.cmd = cmd;
+    call.len = len;
+    call.asking = asking;
+    call.rep = rep;
+    if ((rc = rrl_pipe_call(r, be, node, &call)) != RRL_REDIS_OK) {
+        *errp = apr_pstrdup(r->pool, call.err);
+    }
+    return rc;
+}
+
+/* One EVALSHA on a node decides every item: check all, then spend all.
+ * redirect (Cluster only): a MOVED or ASK reply is copied there */
+rrl_redis_rc_e rrl_redis_pipe_eval(request_rec *r, rrl_backend_t *be,
+                                     rrl_node_t *node, int asking,
+                                     rrl_item_t *items, int n,
+                                     apr_int64_t *now, char *redirect,
+                                     const char **errp)
+{
+    static const char asking_resp[] = "*1\r\n$6\r\nASKING\r\n";
+    apr_int64_t ints[2 + 4 * 8];
+    rrl_reply_t rep;
+    rrl_redis_rc_e rc;
+    apr_size_t len;
+    const char *cmd = rrl_script_evalsha(r->pool, items, n, &len);
+
+    if (asking) {
+        char *both = apr_palloc(r->pool, sizeof(asking_resp) - 1 + len);
+
+        memcpy(both, asking_resp, sizeof(asking_resp) - 1);
+        memcpy(both + sizeof(asking_resp) - 1, cmd, len);
+        cmd = both;
+        len += sizeof(asking_resp) - 1;
+    }
+    rep.nints = 2 + 4 * (apr_size_t)n;
+    rep.ints = rep.nints <= sizeof(ints) / sizeof(ints[0])
+               ? ints : apr_palloc(r->pool, sizeof(*ints) * rep.nints);
+    if ((rc = rrl_redis_pipe_call(r, be, node, "EVALSHA", cmd, len, asking, &rep,
+                             errp)) != RRL_REDIS_OK) {
+        return rc;
+    }
+    if (redirect && rep.type == REDIS_REPLY_ERROR
+        && (strncmp(rep.str, "MOVED ", 6) == 0
+            || strncmp(rep.str, "ASK ", 4) == 0)) {
+        memcpy(redirect, rep.str, RRL_REPLY_STR);
+        return RRL_REDIS_OK;
+    }
+    *errp = rrl_script_reply(r->pool, &rep, items, n, now);
+    return *errp ? RRL_REDIS_WRONG : RRL_REDIS_OK;
+}

@@ -1,0 +1,540 @@
+/* Licensed under the Apache License, Version 2.0 (the "License"); you may
+ * not use this file except in compliance with the License.  You may obtain
+ * a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+ */
+
+/*
+ * SetHandler redis-ratelimit-status.
+ */
+
+#include "apr_atomic.h"
+#include "apr_strings.h"
+
+#include <string.h>
+
+#include "http_core.h"
+#include "http_protocol.h"
+
+#include "rrl_private.h"
+#include "rrl_status.h"
+#include "rrl_config.h"
+#include "rrl_counters.h"
+#include "rrl_local.h"
+#include "rrl_redis.h"
+#include "rrl_script.h"
+#include "rrl_util.h"
+
+#define RRL_TIME_FORMAT    "%A, %d-%b-%Y %H:%M:%S %Z"   /* as mod_status */
+
+typedef enum {
+    RRL_FMT_HTML = 0, RRL_FMT_AUTO, RRL_FMT_JSON, RRL_FMT_METRICS,
+    RRL_FMT_HEALTH
+} rrl_format_e;
+
+static const char *rrl_json_string(apr_pool_t *p, const char *s)
+{
+    char *out = apr_palloc(p, 6 * strlen(s) + 3), *o = out;
+
+    *o++ = '"';
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+
+        if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)c;
+        }
+        else if (c < 0x20 || c == 0x7f) {
+            o += apr_snprintf(o, 7, "\\u%04x", c);
+        }
+        else {
+            *o++ = (char)c;
+        }
+    }
+    *o++ = '"';
+    *o = '\0';
+    return out;
+}
+
+/* A Prometheus label value: backslash, quote and newline escaped */
+static const char *rrl_prom_value(apr_pool_t *p, const char *s)
+{
+    char *out = apr_palloc(p, 2 * strlen(s) + 1), *o = out;
+
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"') {
+            *o++ = '\\';
+            *o++ = *s;
+        }
+        else if (*s == '\n') {
+            *o++ = '\\';
+            *o++ = 'n';
+        }
+        else {
+            *o++ = *s;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static const char *rrl_lat_le(apr_pool_t *p, int b)
+{
+    return b < RRL_LAT_BUCKETS - 1
+           ? apr_psprintf(p, "%g", rrl_counters_lat_bounds[b] / 1e6) : "+Inf";
+}
+
+static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
+{
+    apr_time_t now = apr_time_now();
+    apr_size_t bytes;
+    unsigned keys;
+    apr_uint64_t evictions;
+    int i;
+
+    ap_set_content_type(r, "text/html; charset=utf-8");
+    ap_rvputs(r, DOCTYPE_HTML_4_01, "<html><head>\n"
+              "<title>Rate limiting status</title>\n<style>\n"
+              "table { border-collapse: collapse; }\n"
+              "th, td { border: 1px solid #999; padding: 2px 8px; "
+              "text-align: right; }\n"
+              "th:first-child, td:first-child { text-align: left; }\n"
+              "</style>\n</head><body>\n<h1>Rate limiting status for ",
+              ap_escape_html(r->pool, ap_get_server_name(r)), "</h1>\n\n",
+              NULL);
+    ap_rvputs(r, "<dl><dt>Server Version: ",
+              ap_escape_html(r->pool, ap_get_server_description()),
+              "</dt>\n<dt>Module: mod_redis_ratelimit/" RRL_VERSION "</dt>\n"
+              "<dt>Current Time: ", ap_ht_time(r->pool, now,
+                                               RRL_TIME_FORMAT, 0),
+              "</dt>\n<dt>Counting since: ",
+              ap_ht_time(r->pool, rrl_counters_started(), RRL_TIME_FORMAT,
+                         0), "</dt>\n<dt>Script SHA-1: ", rrl_script_sha,
+              "</dt>\n", NULL);
+    rrl_local_stats(&bytes, &keys, &evictions);
+    ap_rprintf(r, "<dt>Local store: %" APR_SIZE_T_FMT " bytes, room for %u "
+               "keys, %" APR_UINT64_T_FMT " evicted</dt>\n</dl>\n\n",
+               bytes, keys, evictions);
+
+    ap_rputs("<h2>Redis</h2>\n", r);
+    if (!rrl_redis_backends()->nelts) {
+        ap_rputs("<p>No <code>RateLimitRedis</code>: limits are kept in this "
+                 "server's shared memory.</p>\n", r);
+    }
+    else {
+        ap_rputs("<table>\n<tr><th>URL</th><th>State</th><th>Since</th>"
+                 "<th>Last error</th><th>Connections</th>"
+                 "<th>Pool (per child)</th></tr>\n", r);
+        for (i = 0; i < rrl_redis_backends()->nelts; i++) {
+            rrl_backend_t *be = APR_ARRAY_IDX(rrl_redis_backends(), i,
+                                              rrl_backend_t *);
+            apr_time_t at;
+            const char *err = rrl_counters_last_error(r->pool, be->shared, &at);
+
+            ap_rvputs(r, "<tr><td>", ap_escape_html(r->pool, be->u->masked),
+                      "</td><td>", be->shared->down ? "<b>down</b>" : "up",
+                      "</td><td>", ap_ht_time(r->pool, be->shared->since,
+                                              RRL_TIME_FORMAT, 0),
+                      "</td><td>", *err ? apr_pstrcat(r->pool,
+                          ap_escape_html(r->pool, err), " (",
+                          ap_ht_time(r->pool, at, RRL_TIME_FORMAT, 0),
+                          ")", NULL) : "none", "</td>", NULL);
+            ap_rprintf(r, "<td>%u open</td><td>max=%d keep=%d ttl=%"
+                       APR_TIME_T_FMT "s</td></tr>\n",
+                       apr_atomic_read32(&be->shared->connections),
+                       be->pool_max, be->pool_keep,
+                       apr_time_sec(be->pool_ttl));
+        }
+        ap_rputs("</table>\n", r);
+    }
+
+    ap_rputs("\n<h2>Requests</h2>\n<table>\n", r);
+    for (i = 0; i < RRL_CTR_MAX; i++) {
+        ap_rprintf(r, "<tr><td>%s</td><td>%" APR_UINT64_T_FMT "</td>"
+                   "<td>%s</td></tr>\n", rrl_counters_info[i].key, sn->n[i],
+                   rrl_counters_info[i].help);
+    }
+    ap_rputs("</table>\n\n<h2>Redis latency</h2>\n", r);
+    ap_rprintf(r, "<p>%" APR_UINT64_T_FMT " round trips, average %.3f ms, "
+               "maximum %.3f ms</p>\n<table>\n<tr><th>Up to</th>"
+               "<th>Round trips</th></tr>\n", sn->lat_count,
+               sn->lat_count ? sn->lat_sum / 1000.0 / sn->lat_count : 0.0,
+               sn->lat_max / 1000.0);
+    for (i = 0; i < RRL_LAT_BUCKETS; i++) {
+        ap_rprintf(r, "<tr><td>%s</td><td>%" APR_UINT64_T_FMT "</td></tr>\n",
+                   i < RRL_LAT_BUCKETS - 1
+                   ? apr_psprintf(r->pool, "%g ms", rrl_counters_lat_bounds[i] / 1e3)
+                   : "more", sn->lat[i]);
+    }
+    ap_rputs("</table>\n\n<h2>Limits</h2>\n<table>\n<tr><th>Limit</th>"
+             "<th>Virtual host</th><th>Allowed</th><th>Denied</th>"
+             "<th>Dry-run denied</th></tr>\n", r);
+    for (i = 0; i <= RRL_MAX_LIMIT_STATS; i++) {
+        rrl_limit_stat_t *st = rrl_counters_limit_at(i);
+
+        if (!st) {
+            continue;
+        }
+        ap_rvputs(r, "<tr><td>", ap_escape_html(r->pool, st->name),
+                  "</td><td>", st->vhost[0]
+                  ? ap_escape_html(r->pool, st->vhost) : "(all)", "</td>",
+                  NULL);
+        ap_rprintf(r, "<td>%" APR_UINT64_T_FMT "</td><td>%" APR_UINT64_T_FMT
+                   "</td><td>%" APR_UINT64_T_FMT "</td></tr>\n",
+                   apr_atomic_read64(&st->allowed),
+                   apr_atomic_read64(&st->denied),
+                   apr_atomic_read64(&st->dry_run_denied));
+    }
+    ap_rputs("</table>\n</body></html>\n", r);
+}
+
+static void rrl_status_auto(request_rec *r, const rrl_snapshot_t *sn)
+{
+    apr_size_t bytes;
+    unsigned keys;
+    apr_uint64_t evictions;
+    int i;
+
+    ap_set_content_type(r, "text/plain; charset=utf-8");
+    ap_rvputs(r, "Version: " RRL_VERSION "\nScriptSHA: ", rrl_script_sha,
+              "\n", NULL);
+    ap_rprintf(r, "Uptime: %" APR_TIME_T_FMT "\n",
+               apr_time_sec(apr_time_now() - rrl_counters_started()));
+    rrl_local_stats(&bytes, &keys, &evictions);
+    ap_rprintf(r, "LocalStoreKeys: %u\nLocalStoreEvictions: %"
+               APR_UINT64_T_FMT "\n", keys, evictions);
+    for (i = 0; i < rrl_redis_backends()->nelts; i++) {
+        rrl_backend_t *be = APR_ARRAY_IDX(rrl_redis_backends(), i, rrl_backend_t *);
+        apr_time_t at;
+        const char *err = rrl_counters_last_error(r->pool, be->shared, &at);
+
+        ap_rprintf(r, "Redis[%d] URL: %s\nRedis[%d] Up: %d\n"
+                   "Redis[%d] Since: %" APR_TIME_T_FMT "\n"
+                   "Redis[%d] Connections: %u\nRedis[%d] LastError: %s\n",
+                   i, be->u->masked, i, !be->shared->down,
+                   i, apr_time_sec(be->shared->since),
+                   i, apr_atomic_read32(&be->shared->connections), i, err);
+    }
+    for (i = 0; i < RRL_CTR_MAX; i++) {
+        ap_rprintf(r, "%s: %" APR_UINT64_T_FMT "\n", rrl_counters_info[i].key,
+                   sn->n[i]);
+    }
+    ap_rprintf(r, "RedisLatencyAvgMs: %.3f\nRedisLatencyMaxMs: %.3f\n",
+               sn->lat_count ? sn->lat_sum / 1000.0 / sn->lat_count : 0.0,
+               sn->lat_max / 1000.0);
+    for (i = 0; i <= RRL_MAX_LIMIT_STATS; i++) {
+        rrl_limit_stat_t *st = rrl_counters_limit_at(i);
+        const char *id;
+
+        if (!st) {
+            continue;
+        }
+        id = st->vhost[0] ? apr_pstrcat(r->pool, st->name, "@", st->vhost,
+                                        NULL) : st->name;
+        ap_rprintf(r, "Limit[%s] Allowed: %" APR_UINT64_T_FMT "\n"
+                   "Limit[%s] Denied: %" APR_UINT64_T_FMT "\n"
+                   "Limit[%s] DryRunDenied: %" APR_UINT64_T_FMT "\n",
+                   id, apr_atomic_read64(&st->allowed),
+                   id, apr_atomic_read64(&st->denied),
+                   id, apr_atomic_read64(&st->dry_run_denied));
+    }
+}
+
+static void rrl_status_json(request_rec *r, const rrl_snapshot_t *sn)
+{
+    const char *sep = "";
+    apr_size_t bytes;
+    unsigned keys;
+    apr_uint64_t evictions;
+    int i;
+
+    rrl_local_stats(&bytes, &keys, &evictions);
+    ap_set_content_type(r, "application/json");
+    ap_rprintf(r, "{\"version\":\"" RRL_VERSION "\",\"script_sha\":\"%s\","
+               "\"uptime_seconds\":%" APR_TIME_T_FMT ",\"local_store\":"
+               "{\"bytes\":%" APR_SIZE_T_FMT ",\"keys\":%u,\"evictions\":%"
+               APR_UINT64_T_FMT "},\"redis\":[", rrl_script_sha,
+               apr_time_sec(apr_time_now() - rrl_counters_started()),
+               bytes, keys, evictions);
+    for (i = 0; i < rrl_redis_backends()->nelts; i++) {
+        rrl_backend_t *be = APR_ARRAY_IDX(rrl_redis_backends(), i, rrl_backend_t *);
+        apr_time_t at;
+        const char *err = rrl_counters_last_error(r->pool, be->shared, &at);
+
+        ap_rprintf(r, "%s{\"url\":%s,\"up\":%s,\"since\":%" APR_TIME_T_FMT
+                   ",\"last_error\":%s,\"last_error_at\":%" APR_TIME_T_FMT
+                   ",\"connections\":%u,\"pool\":{\"max\":%d,\"keep\":%d,"
+                   "\"ttl_seconds\":%" APR_TIME_T_FMT "}}", sep,
+                   rrl_json_string(r->pool, be->u->masked),
+                   be->shared->down ? "false" : "true",
+                   apr_time_sec(be->shared->since),
+                   rrl_json_string(r->pool, err), apr_time_sec(at),
+                   apr_atomic_read32(&be->shared->connections), be->pool_max,
+                   be->pool_keep, apr_time_sec(be->pool_ttl));
+        sep = ",";
+    }
+    ap_rputs("],\"counters\":{", r);
+    for (i = 0; i < RRL_CTR_MAX; i++) {
+        ap_rprintf(r, "%s\"%s\":%" APR_UINT64_T_FMT, i ? "," : "",
+                   rrl_counters_info[i].json, sn->n[i]);
+    }
+    ap_rprintf(r, "},\"redis_latency\":{\"count\":%" APR_UINT64_T_FMT
+               ",\"sum_seconds\":%.6f,\"avg_ms\":%.3f,\"max_ms\":%.3f,"
+               "\"buckets\":{", sn->lat_count, sn->lat_sum / 1e6,
+               sn->lat_count ? sn->lat_sum / 1000.0 / sn->lat_count : 0.0,
+               sn->lat_max / 1000.0);
+    for (i = 0; i < RRL_LAT_BUCKETS; i++) {
+        ap_rprintf(r, "%s\"%s\":%" APR_UINT64_T_FMT, i ? "," : "",
+                   rrl_lat_le(r->pool, i), sn->lat[i]);
+    }
+    ap_rputs("}},\"limits\":[", r);
+    sep = "";
+    for (i = 0; i <= RRL_MAX_LIMIT_STATS; i++) {
+        rrl_limit_stat_t *st = rrl_counters_limit_at(i);
+
+        if (!st) {
+            continue;
+        }
+        ap_rprintf(r, "%s{\"name\":%s,\"vhost\":%s,\"allowed\":%"
+                   APR_UINT64_T_FMT ",\"denied\":%" APR_UINT64_T_FMT
+                   ",\"dry_run_denied\":%" APR_UINT64_T_FMT "}", sep,
+                   rrl_json_string(r->pool, st->name),
+                   rrl_json_string(r->pool, st->vhost),
+                   apr_atomic_read64(&st->allowed),
+                   apr_atomic_read64(&st->denied),
+                   apr_atomic_read64(&st->dry_run_denied));
+        sep = ",";
+    }
+    ap_rputs("]}\n", r);
+}
+
+#define RRL_PROM "redis_ratelimit_"
+
+static void rrl_prom_head(request_rec *r, const char *name, const char *type,
+                          const char *help)
+{
+    ap_rvputs(r, "# HELP " RRL_PROM, name, " ", help, "\n# TYPE " RRL_PROM,
+              name, " ", type, "\n", NULL);
+}
+
+/* A gauge of each Redis, labelled by its URL (password masked): what 0 is
+ * up, 1 the time of its last change of state, 2 open connections */
+static void rrl_prom_redis_gauge(request_rec *r, const char *name,
+                                 const char *help, int what)
+{
+    int i;
+
+    rrl_prom_head(r, name, "gauge", help);
+    for (i = 0; i < rrl_redis_backends()->nelts; i++) {
+        rrl_backend_t *be = APR_ARRAY_IDX(rrl_redis_backends(), i, rrl_backend_t *);
+        apr_int64_t v = what == 0 ? !apr_atomic_read32(&be->shared->down)
+                      : what == 1 ? apr_time_sec(be->shared->since)
+                      : apr_atomic_read32(&be->shared->connections);
+
+        ap_rprintf(r, RRL_PROM "%s{redis=\"%s\"} %" APR_INT64_T_FMT "\n", name,
+                   rrl_prom_value(r->pool, be->u->masked), v);
+    }
+}
+
+static void rrl_status_metrics(request_rec *r, const rrl_snapshot_t *sn)
+{
+    static const struct {
+        rrl_counter_e c;
+        const char *result;
+    } results[] = {
+        { RRL_CTR_ALLOWED, "allowed" }, { RRL_CTR_DENIED, "denied" },
+        { RRL_CTR_EXEMPT, "exempt" },
+        { RRL_CTR_DRY_RUN_DENIED, "dry-run-denied" },
+        { RRL_CTR_FALLBACK_ALLOWED, "fallback-allowed" },
+        { RRL_CTR_FALLBACK_DENIED, "fallback-denied" },
+        { RRL_CTR_LOCAL_ALLOWED, "local-allowed" },
+        { RRL_CTR_LOCAL_DENIED, "local-denied" },
+    };
+    apr_uint64_t cumulative = 0;
+    int i;
+
+    ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
+    rrl_prom_head(r, "info", "gauge", "The module's version and the SHA-1 "
+                  "of its Redis script");
+    ap_rprintf(r, RRL_PROM "info{version=\"" RRL_VERSION "\",script_sha="
+               "\"%s\"} 1\n", rrl_script_sha);
+    rrl_prom_head(r, "start_time_seconds", "gauge", "When the counters "
+                  "started (a full restart starts them afresh)");
+    ap_rprintf(r, RRL_PROM "start_time_seconds %" APR_TIME_T_FMT "\n",
+               apr_time_sec(rrl_counters_started()));
+    rrl_prom_head(r, "requests_total", "counter", "Requests by how their "
+                  "limits were decided (RATELIMIT_RESULT)");
+    for (i = 0; i < (int)(sizeof(results) / sizeof(results[0])); i++) {
+        ap_rprintf(r, RRL_PROM "requests_total{result=\"%s\"} %"
+                   APR_UINT64_T_FMT "\n", results[i].result,
+                   sn->n[results[i].c]);
+    }
+    for (i = 0; i < RRL_CTR_MAX; i++) {
+        const char *name;
+
+        if (i >= RRL_CTR_ALLOWED && i <= RRL_CTR_LOCAL_DENIED) {
+            continue;                   /* in requests_total above */
+        }
+        name = apr_pstrcat(r->pool, i == RRL_CTR_CHECKED ? "requests_checked"
+                           : rrl_counters_info[i].json, "_total", NULL);
+        rrl_prom_head(r, name, "counter", rrl_counters_info[i].help);
+        ap_rprintf(r, RRL_PROM "%s %" APR_UINT64_T_FMT "\n", name, sn->n[i]);
+    }
+    rrl_prom_head(r, "redis_latency_seconds", "histogram", "Time a decision "
+                  "waited for Redis, from joining the child's pipeline to "
+                  "its reply");
+    for (i = 0; i < RRL_LAT_BUCKETS; i++) {
+        cumulative += sn->lat[i];
+        ap_rprintf(r, RRL_PROM "redis_latency_seconds_bucket{le=\"%s\"} %"
+                   APR_UINT64_T_FMT "\n", rrl_lat_le(r->pool, i), cumulative);
+    }
+    ap_rprintf(r, RRL_PROM "redis_latency_seconds_sum %.6f\n"
+               RRL_PROM "redis_latency_seconds_count %" APR_UINT64_T_FMT
+               "\n", sn->lat_sum / 1e6, cumulative);
+    rrl_prom_head(r, "redis_latency_max_seconds", "gauge", "The longest "
+                  "wait for Redis since start");
+    ap_rprintf(r, RRL_PROM "redis_latency_max_seconds %.6f\n",
+               sn->lat_max / 1e6);
+    if (rrl_redis_backends()->nelts) {
+        rrl_prom_redis_gauge(r, "redis_up", "1 while the module reaches "
+                             "this Redis, 0 while it is lost", 0);
+        rrl_prom_redis_gauge(r, "redis_state_since_seconds", "When this "
+                             "Redis was last lost or came back", 1);
+        rrl_prom_redis_gauge(r, "redis_connections", "Connections open to "
+                             "this Redis, in all children", 2);
+    }
+    rrl_prom_head(r, "limit_requests_total", "counter", "Decisions of each "
+                  "limit: requests it allowed (and spent), denied, or would "
+                  "have denied in dry-run");
+    for (i = 0; i <= RRL_MAX_LIMIT_STATS; i++) {
+        rrl_limit_stat_t *st = rrl_counters_limit_at(i);
+        const char *labels;
+
+        if (!st) {
+            continue;
+        }
+        labels = apr_psprintf(r->pool, "limit=\"%s\",vhost=\"%s\"",
+                              rrl_prom_value(r->pool, st->name),
+                              rrl_prom_value(r->pool, st->vhost));
+        ap_rprintf(r, RRL_PROM "limit_requests_total{%s,result=\"allowed\"} %"
+                   APR_UINT64_T_FMT "\n" RRL_PROM "limit_requests_total{%s,"
+                   "result=\"denied\"} %" APR_UINT64_T_FMT "\n" RRL_PROM
+                   "limit_requests_total{%s,result=\"dry-run-denied\"} %"
+                   APR_UINT64_T_FMT "\n", labels,
+                   apr_atomic_read64(&st->allowed), labels,
+                   apr_atomic_read64(&st->denied), labels,
+                   apr_atomic_read64(&st->dry_run_denied));
+    }
+}
+
+/* ?health: 200 when limits can be decided by the configured store, 503
+ * when it is Redis and Redis does not answer */
+static int rrl_status_health(request_rec *r, const rrl_srv_conf_t *sc)
+{
+    rrl_backend_t *be = sc->backend;
+    const char *err = NULL;
+
+    ap_set_content_type(r, "text/plain; charset=utf-8");
+    if (be) {
+        apr_time_t at;
+
+        switch (rrl_redis_breaker_gate(be, apr_time_now())) {
+        case RRL_GATE_OPEN:
+            /* a child that is leaving Redis alone answers at once */
+            err = apr_pstrcat(r->pool, "no answer lately (",
+                              rrl_counters_last_error(r->pool, be->shared, &at), ")",
+                              NULL);
+            break;
+        case RRL_GATE_CLOSED:
+        case RRL_GATE_PROBE:
+            switch (rrl_redis_ping(r, be, &err)) {
+            case RRL_REDIS_OK:
+                rrl_redis_breaker_success(r, be);
+                break;
+            case RRL_REDIS_DOWN:
+                rrl_counters_count(RRL_CTR_REDIS_ERRORS);
+                rrl_redis_breaker_failure(r, be, ap_get_module_config(
+                    r->per_dir_config, &redis_ratelimit_module), err);
+                break;
+            case RRL_REDIS_WRONG:
+                rrl_redis_breaker_success(r, be);
+                break;
+            }
+            break;
+        }
+    }
+    if (err) {
+        r->status = HTTP_SERVICE_UNAVAILABLE;
+        ap_rvputs(r, "Redis unreachable: ", be->u->masked, ": ", err, "\n",
+                  NULL);
+    }
+    else {
+        ap_rputs("OK\n", r);
+    }
+    return OK;
+}
+
+int rrl_status_handler(request_rec *r)
+{
+    rrl_format_e fmt = RRL_FMT_HTML;
+    rrl_snapshot_t sn;
+    const char *arg;
+    char *args, *tok, *state;
+
+    if (!r->handler || strcmp(r->handler, RRL_STATUS_HANDLER) != 0) {
+        return DECLINED;
+    }
+    r->allowed = (AP_METHOD_BIT << M_GET);
+    if (r->method_number != M_GET) {
+        return HTTP_METHOD_NOT_ALLOWED;
+    }
+    args = apr_pstrdup(r->pool, r->args ? r->args : "");
+    for (tok = apr_strtok(args, "&;", &state); tok;
+         tok = apr_strtok(NULL, "&;", &state)) {
+        if (strcasecmp(tok, "auto") == 0) {
+            fmt = RRL_FMT_AUTO;
+        }
+        else if (strcasecmp(tok, "json") == 0) {
+            fmt = RRL_FMT_JSON;
+        }
+        else if (strcasecmp(tok, "metrics") == 0) {
+            fmt = RRL_FMT_METRICS;
+        }
+        else if (strcasecmp(tok, "health") == 0) {
+            fmt = RRL_FMT_HEALTH;
+        }
+        else if (strncasecmp(tok, "refresh=", 8) == 0) {
+            apr_int64_t t;
+
+            arg = tok + 8;
+            if (rrl_util_parse_int(arg, 0, 86400, &t)) {
+                apr_table_setn(r->headers_out, "Refresh",
+                               apr_psprintf(r->pool, "%d",
+                                            t < 1 ? 1 : (int)t));
+            }
+        }
+    }
+    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+    if (fmt == RRL_FMT_HEALTH) {
+        return rrl_status_health(r, ap_get_module_config(
+            r->server->module_config, &redis_ratelimit_module));
+    }
+    if (r->header_only) {
+        return OK;
+    }
+    rrl_counters_snapshot(&sn);
+    switch (fmt) {
+    case RRL_FMT_AUTO:
+        rrl_status_auto(r, &sn);
+        break;
+    case RRL_FMT_JSON:
+        rrl_status_json(r, &sn);
+        break;
+    case RRL_FMT_METRICS:
+        rrl_status_metrics(r, &sn);
+        break;
+    default:
+        rrl_status_html(r, &sn);
+        break;
+    }
+    return OK;
+}

@@ -1,0 +1,310 @@
+/* Licensed under the Apache License, Version 2.0 (the "License"); you may
+ * not use this file except in compliance with the License.  You may obtain
+ * a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+ */
+
+/*
+ * RateLimitRedis URLs, parsed once at startup.
+ */
+
+#include "apr_lib.h"
+#include "apr_strings.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "rrl_url.h"
+#include "rrl_util.h"
+
+const rrl_redis_url_t rrl_url_off = { .kind = RRL_REDIS_TCP };
+
+/* %XX in the user and password of a URL: "p%40ss" is "p@ss" */
+static char *rrl_url_unescape(apr_pool_t *p, const char *s, apr_size_t len)
+{
+    char *out = apr_palloc(p, len + 1), *o = out;
+    apr_size_t i;
+
+    for (i = 0; i < len; i++) {
+        if (s[i] == '%' && i + 2 < len
+            && apr_isxdigit(s[i + 1]) && apr_isxdigit(s[i + 2])) {
+            char hex[3] = { s[i + 1], s[i + 2], '\0' };
+            char c = (char)strtol(hex, NULL, 16);
+
+            if (c == '\0') {
+                return NULL;
+            }
+            *o++ = c;
+            i += 2;
+        }
+        else if (s[i] == '%') {
+            return NULL;
+        }
+        else {
+            *o++ = s[i];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+#define RRL_URL_FORMS "redis://[USER:PASSWORD@]HOST[:PORT][/DB] " \
+                      "(IPv6 as [::1]), rediss://... with TLS, " \
+                      "unix:/PATH[?db=N&user=U&password=P], " \
+                      "redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTERNAME" \
+                      "[/DB] or redis-cluster://HOST:PORT[,HOST:PORT...]"
+
+/* A query string's NAME=VALUE pairs into the URL (unix: and rediss:) */
+static const char *rrl_url_query(apr_pool_t *p, const char *q,
+                                 rrl_redis_url_t *u)
+{
+    char *list = apr_pstrdup(p, q), *pair, *state;
+
+    for (pair = apr_strtok(list, "&", &state); pair;
+         pair = apr_strtok(NULL, "&", &state)) {
+        char *eq = strchr(pair, '=');
+        const char *v;
+        apr_int64_t db;
+
+        if (!eq || eq == pair) {
+            return apr_psprintf(p, "'%s' is not NAME=VALUE", pair);
+        }
+        *eq = '\0';
+        if (!(v = rrl_url_unescape(p, eq + 1, strlen(eq + 1))) || !*v) {
+            return apr_psprintf(p, "%s= has no value or a bad %%-escape",
+                                pair);
+        }
+        if (strcmp(pair, "db") == 0) {
+            if (!rrl_util_parse_int(v, 0, 1 << 30, &db)) {
+                return apr_psprintf(p, "db=%s is not a database number", v);
+            }
+            u->db = (int)db;
+        }
+        else if (strcmp(pair, "user") == 0 && u->kind == RRL_REDIS_UNIX) {
+            u->user = v;
+        }
+        else if (strcmp(pair, "password") == 0
+                 && u->kind == RRL_REDIS_UNIX) {
+            u->password = v;
+        }
+        else if (strcmp(pair, "cacert") == 0 && u->kind == RRL_REDIS_TLS) {
+            u->cacert = v;
+        }
+        else if (strcmp(pair, "cert") == 0 && u->kind == RRL_REDIS_TLS) {
+            u->cert = v;
+        }
+        else if (strcmp(pair, "key") == 0 && u->kind == RRL_REDIS_TLS) {
+            u->key = v;
+        }
+        else {
+            return apr_psprintf(p, "'%s' is not a parameter of this URL "
+                                "(unix: takes db, user, password; rediss: "
+                                "takes cacert, cert, key)", pair);
+        }
+    }
+    return NULL;
+}
+
+/* HOST[:PORT] or [IPV6][:PORT]: the len bytes at s of url */
+static const char *rrl_parse_hostport(apr_pool_t *p, const char *url,
+                                      const char *s, apr_size_t len,
+                                      int default_port, const char **hostp,
+                                      int *portp)
+{
+    char *host = apr_pstrmemdup(p, s, len);
+
+    *portp = default_port;
+    if (host[0] == '[') {
+        char *close = strchr(host, ']');
+
+        if (!close || (close[1] && close[1] != ':')) {
+            return apr_psprintf(p, "'%s': an IPv6 address goes in brackets, "
+                                "such as redis://[::1]:6379", url);
+        }
+        *close = '\0';
+        *hostp = host + 1;
+        host = close + 1;
+    }
+    else {
+        *hostp = host;
+        host = strchr(host, ':');
+        if (host && strchr(host + 1, ':')) {
+            return apr_psprintf(p, "'%s': an IPv6 address goes in brackets, "
+                                "such as redis://[::1]:6379", url);
+        }
+        if (!host) {
+            host = "";
+        }
+    }
+    if (*host == ':') {
+        apr_int64_t port;
+
+        *host = '\0';
+        if (!rrl_util_parse_int(host + 1, 1, 65535, &port)) {
+            return apr_psprintf(p, "'%s': '%s' is not a port (1-65535)", url,
+                                host + 1);
+        }
+        *portp = (int)port;
+    }
+    if (!**hostp) {
+        return apr_psprintf(p, "'%s' names no host; expected %s", url,
+                            RRL_URL_FORMS);
+    }
+    return NULL;
+}
+
+const char *rrl_url_parse(apr_pool_t *p, const char *url,
+                                       rrl_redis_url_t **out)
+{
+    rrl_redis_url_t *u = apr_pcalloc(p, sizeof(*u));
+    const char *rest, *end, *at, *hostport, *err = NULL;
+
+    u->url = url;
+    if (strncasecmp(url, "redis://", 8) == 0) {
+        u->kind = RRL_REDIS_TCP;
+        rest = url + 8;
+    }
+    else if (strncasecmp(url, "rediss://", 9) == 0) {
+#ifndef HAVE_HIREDIS_SSL
+        return apr_psprintf(p, "'%s': rediss:// needs TLS, and the hiredis "
+                            "this module was built with has none (no "
+                            "hiredis_ssl); build it against hiredis 1.0 or "
+                            "later with TLS, or reach Redis over redis:// "
+                            "on a trusted network or unix:", url);
+#else
+        u->kind = RRL_REDIS_TLS;
+        rest = url + 9;
+#endif
+    }
+    else if (strncasecmp(url, "redis-sentinel://", 17) == 0) {
+        u->kind = RRL_REDIS_SENTINEL;
+        rest = url + 17;
+    }
+    else if (strncasecmp(url, "redis-cluster://", 16) == 0) {
+        u->kind = RRL_REDIS_CLUSTER;
+        rest = url + 16;
+    }
+    else if (strncasecmp(url, "unix:", 5) == 0) {
+        const char *q = strchr(url + 5, '?');
+
+        u->kind = RRL_REDIS_UNIX;
+        u->path = q ? apr_pstrmemdup(p, url + 5, q - (url + 5)) : url + 5;
+        if (u->path[0] != '/' || u->path[1] == '\0') {
+            return apr_psprintf(p, "'%s': the socket path must be absolute; "
+                                "expected %s", url, RRL_URL_FORMS);
+        }
+        if (q && (err = rrl_url_query(p, q + 1, u)) != NULL) {
+            return apr_psprintf(p, "'%s': %s", url, err);
+        }
+        u->masked = u->password
+            ? apr_pstrcat(p, "unix:", u->path, "?password=****", NULL)
+            : url;
+        *out = u;
+        return NULL;
+    }
+    else {
+        return apr_psprintf(p, "'%s' is not a Redis URL; expected %s", url,
+                            RRL_URL_FORMS);
+    }
+
+    /* [USER:PASSWORD@]HOST[:PORT][/DB][?TLS-OPTIONS] */
+    end = rest + strcspn(rest, "/?");
+    at = NULL;
+    for (hostport = rest; hostport < end; hostport++) {
+        if (*hostport == '@') {
+            at = hostport;               /* the last @ ends the userinfo */
+        }
+    }
+    hostport = rest;
+    if (at) {
+        const char *colon = memchr(rest, ':', at - rest);
+
+        if (!colon) {
+            return apr_psprintf(p, "'%s': a user needs a password: expected "
+                                "USER:PASSWORD@ or :PASSWORD@", url);
+        }
+        if (colon > rest
+            && !(u->user = rrl_url_unescape(p, rest, colon - rest))) {
+            return apr_psprintf(p, "'%s': bad %%-escape in the user", url);
+        }
+        u->password = rrl_url_unescape(p, colon + 1, at - colon - 1);
+        if (!u->password || !*u->password) {
+            return apr_psprintf(p, "'%s': the password is empty or has a "
+                                "bad %%-escape", url);
+        }
+        hostport = at + 1;
+    }
+    if (u->kind == RRL_REDIS_SENTINEL || u->kind == RRL_REDIS_CLUSTER) {
+        /* HOST:PORT,HOST:PORT... */
+        u->addrs = apr_array_make(p, 3, sizeof(rrl_addr_t));
+        while (hostport < end) {
+            const char *comma = memchr(hostport, ',', end - hostport);
+            rrl_addr_t *a = apr_array_push(u->addrs);
+
+            comma = comma ? comma : end;
+            if ((err = rrl_parse_hostport(p, url, hostport, comma - hostport,
+                                          u->kind == RRL_REDIS_SENTINEL
+                                          ? 26379 : 6379,
+                                          &a->host, &a->port)) != NULL) {
+                return err;
+            }
+            hostport = comma + (comma < end);
+        }
+        if (!u->addrs->nelts) {
+            return apr_psprintf(p, "'%s' names no host; expected %s", url,
+                                RRL_URL_FORMS);
+        }
+        u->host = APR_ARRAY_IDX(u->addrs, 0, rrl_addr_t).host;
+        u->port = APR_ARRAY_IDX(u->addrs, 0, rrl_addr_t).port;
+    }
+    else if ((err = rrl_parse_hostport(p, url, hostport, end - hostport,
+                                       6379, &u->host, &u->port)) != NULL) {
+        return err;
+    }
+    if (u->kind == RRL_REDIS_SENTINEL) {
+        /* /MASTERNAME[/DB] */
+        const char *name = end + (*end == '/'), *slash;
+
+        slash = name + strcspn(name, "/?");
+        if (*end != '/' || slash == name) {
+            return apr_psprintf(p, "'%s' names no master; expected "
+                                "redis-sentinel://HOST:PORT[,HOST:PORT...]/"
+                                "MASTERNAME[/DB]", url);
+        }
+        u->master = apr_pstrmemdup(p, name, slash - name);
+        end = slash;
+    }
+    if (u->kind == RRL_REDIS_CLUSTER && *end == '/' && end[1]) {
+        return apr_psprintf(p, "'%s': a Redis Cluster has only database 0; "
+                            "expected redis-cluster://HOST:PORT[,HOST:PORT"
+                            "...]", url);
+    }
+    if (*end == '/') {
+        const char *q = strchr(end, '?');
+        char *db = apr_pstrmemdup(p, end + 1,
+                                  q ? (apr_size_t)(q - end - 1)
+                                    : strlen(end + 1));
+        apr_int64_t n;
+
+        if (*db && !rrl_util_parse_int(db, 0, 1 << 30, &n)) {
+            return apr_psprintf(p, "'%s': '/%s' is not a database number",
+                                url, db);
+        }
+        u->db = *db ? (int)n : 0;
+        end = q ? q : end + strlen(end);
+    }
+    if (*end == '?') {
+        if (u->kind != RRL_REDIS_TLS) {
+            return apr_psprintf(p, "'%s': redis:// URLs take no parameters; "
+                                "expected %s", url, RRL_URL_FORMS);
+        }
+        if ((err = rrl_url_query(p, end + 1, u)) != NULL) {
+            return apr_psprintf(p, "'%s': %s", url, err);
+        }
+    }
+    u->masked = !u->password ? url
+        : apr_pstrcat(p, apr_pstrmemdup(p, url, rest - url),
+                      u->user ? u->user : "", ":****@",
+                      apr_pstrmemdup(p, at + 1, strlen(at + 1)), NULL);
+    *out = u;
+    return NULL;
+}
