@@ -74,12 +74,15 @@ static const command_rec rrl_cmds[] = {
     AP_INIT_ITERATE("RateLimitExempt", rrl_config_cmd_exempt, NULL,
                     RSRC_CONF | ACCESS_CONF,
                     "client IP addresses or CIDR ranges no limit applies to"),
-    AP_INIT_TAKE1("RateLimitKeyPrefix", rrl_config_cmd_key_prefix, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RateLimitKeyPrefix", rrl_config_cmd_key_prefix, NULL,
+                  RSRC_CONF,
                   "prefix of every key the module stores (default rl:)"),
-    AP_INIT_FLAG("RateLimitDenyCache", rrl_config_cmd_deny_cache, NULL, RSRC_CONF,
+    AP_INIT_FLAG("RateLimitDenyCache", rrl_config_cmd_deny_cache, NULL,
+                 RSRC_CONF,
                  "on (default): answer keys Redis denied locally until they "
                  "may pass again"),
-    AP_INIT_TAKE1("RateLimitLocalSize", rrl_config_cmd_local_size, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("RateLimitLocalSize", rrl_config_cmd_local_size, NULL,
+                  RSRC_CONF,
                   "bytes of shared memory for the local store (default 8M)"),
     { NULL }
 };
@@ -129,7 +132,7 @@ static void rrl_child_init(apr_pool_t *pchild, server_rec *s)
 {
     /* the connection pools; the deny cache when any limit is in Redis */
     if (rrl_redis_child_init(pchild, s) > 0) {
-        rrl_deny_child_init(pchild);
+        rrl_deny_child_init(pchild, s);
     }
 }
 

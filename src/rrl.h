@@ -24,7 +24,8 @@
 
 #define RRL_VERSION "0.1.0"
 
-/* Every message at DEBUG and above has its own number (docs/log-messages.md) */
+/* Every message at DEBUG and above has its own number
+ * (docs/log-messages.md) */
 #define RRL_LOGNO(n) "RRL" #n ": "
 
 #define RRL_UNSET (-1)
@@ -49,6 +50,7 @@
  * (35 years), sliding-window products stay below 2^52. */
 #define RRL_MAX_REFILL     (APR_INT64_C(1) << 50)
 #define RRL_MAX_PRODUCT    (APR_INT64_C(1) << 52)
+#define RRL_MAX_UNITS      RRL_MAX_REFILL   /* of burst= and cost= */
 #define RRL_KEY_MAX        64      /* longer key values are hashed */
 #define RRL_NAME_MAX       64
 
@@ -87,17 +89,37 @@ typedef enum {
     RRL_HEADERS_BOTH
 } rrl_headers_e;
 
-/* RATELIMIT_RESULT values */
+/*
+ * RATELIMIT_RESULT: each value, its text, and the status page's counter of
+ * it (rrl_counters.h): ?auto key, JSON name, what it counts.  One list,
+ * so that the enum, its texts, the counters and the metrics' result labels
+ * cannot disagree.
+ */
+#define RRL_RESULTS(X) \
+    X(ALLOWED, "allowed", "Allowed", "allowed", \
+      "Requests the store allowed") \
+    X(DENIED, "denied", "Denied", "denied", "Requests the store denied") \
+    X(EXEMPT, "exempt", "Exempt", "exempt", \
+      "Requests from RateLimitExempt clients") \
+    X(DRY_RUN_DENIED, "dry-run-denied", "DryRunDenied", "dry_run_denied", \
+      "Requests RateLimitMode dry-run would have denied") \
+    X(FALLBACK_ALLOWED, "fallback-allowed", "FallbackAllowed", \
+      "fallback_allowed", \
+      "Requests RateLimitOnError allow let through while Redis failed") \
+    X(FALLBACK_DENIED, "fallback-denied", "FallbackDenied", \
+      "fallback_denied", \
+      "Requests RateLimitOnError deny refused while Redis failed") \
+    X(LOCAL_ALLOWED, "local-allowed", "LocalAllowed", "local_allowed", \
+      "Requests the local store allowed while Redis failed") \
+    X(LOCAL_DENIED, "local-denied", "LocalDenied", "local_denied", \
+      "Requests the local store denied while Redis failed")
+
 typedef enum {
-    RRL_RES_NONE = 0,
-    RRL_RES_ALLOWED,
-    RRL_RES_DENIED,
-    RRL_RES_EXEMPT,
-    RRL_RES_DRY_RUN_DENIED,
-    RRL_RES_FALLBACK_ALLOWED,
-    RRL_RES_FALLBACK_DENIED,
-    RRL_RES_LOCAL_ALLOWED,
-    RRL_RES_LOCAL_DENIED
+    RRL_RES_NONE = 0,             /* no limit decided (yet) */
+#define RRL_RES_ENUM(e, text, key, json, help) RRL_RES_##e,
+    RRL_RESULTS(RRL_RES_ENUM)
+#undef RRL_RES_ENUM
+    RRL_RES_MAX
 } rrl_result_e;
 
 /* The arithmetic of a limit, as both stores use it */

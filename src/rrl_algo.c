@@ -34,7 +34,7 @@ static const struct {
 
 /* "N/PERIOD", PERIOD an optional multiplier and a unit: 100/h, 1000/15min */
 const char *rrl_algo_parse_rate(apr_pool_t *p, const char *text,
-                                  apr_int64_t *count, apr_int64_t *period)
+                                apr_int64_t *count, apr_int64_t *period)
 {
     const char *slash = strchr(text, '/'), *u;
     apr_int64_t n, mult = 1, max_n;
@@ -44,7 +44,7 @@ const char *rrl_algo_parse_rate(apr_pool_t *p, const char *text,
         goto bad;
     }
     if (!rrl_util_parse_int(apr_pstrndup(p, text, slash - text), 1,
-                       APR_INT64_MAX, &n)) {
+                            APR_INT64_MAX, &n)) {
         goto bad;
     }
     u = slash + 1;
@@ -55,7 +55,7 @@ const char *rrl_algo_parse_rate(apr_pool_t *p, const char *text,
             u++;
         }
         if (!rrl_util_parse_int(apr_pstrndup(p, d, u - d), 1, 366 * 86400,
-                           &mult)) {
+                                &mult)) {
             return apr_psprintf(p, "'%s': the period's multiplier must be a "
                                 "whole number from 1, such as 100/10s", text);
         }
@@ -90,8 +90,8 @@ bad:
 }
 
 const char *rrl_algo_check_params(apr_pool_t *p, const char *rate,
-                                    rrl_params_t *rp, apr_int64_t cost,
-                                    int burst_given)
+                                  rrl_params_t *rp, apr_int64_t cost,
+                                  int burst_given)
 {
     const char *alg = rrl_algo_names[rp->algorithm];
 
@@ -158,167 +158,193 @@ static apr_int64_t rrl_floor_div(apr_int64_t a, apr_int64_t b)
     return a >= 0 ? a / b : -((-a + b - 1) / b);
 }
 
+/* gcra: st = { tat }, the theoretical arrival time */
+static void rrl_gcra(const rrl_params_t *p, apr_int64_t cost,
+                     rrl_mode_e mode, const apr_int64_t *st, int present,
+                     apr_int64_t now, rrl_outcome_t *o)
+{
+    apr_int64_t T = p->interval;
+    apr_int64_t tau = p->burst * T;
+    apr_int64_t base = (present && st[0] > now) ? st[0] : now;
+    apr_int64_t want = base + cost * T;
+
+    if (mode == RRL_MODE_FORCE && want - now > tau) {
+        want = now + tau;
+    }
+    o->allowed = mode == RRL_MODE_FORCE || want - now <= tau;
+    if (o->allowed && mode != RRL_MODE_CHECK) {
+        o->write = 1;
+        o->next[0] = want;
+        o->ttl = want - now;
+        base = want;
+    }
+    else if (!o->allowed) {
+        o->retry = want - now - tau;
+    }
+    o->remaining = tau - (base - now) > 0 ? (tau - (base - now)) / T : 0;
+    o->reset = base - now;
+}
+
+/* token-bucket: st = { tokens, ts }, tokens as of ts */
+static void rrl_token_bucket(const rrl_params_t *p, apr_int64_t cost,
+                             rrl_mode_e mode, const apr_int64_t *st,
+                             int present, apr_int64_t now, rrl_outcome_t *o)
+{
+    apr_int64_t T = p->interval;
+    apr_int64_t tokens = present ? st[0] : p->burst;
+    apr_int64_t ts = present ? st[1] : now;
+
+    if (now > ts && tokens < p->burst) {
+        apr_int64_t add = (now - ts) / T;
+
+        if (add >= p->burst - tokens) {
+            tokens = p->burst;
+        }
+        else {
+            tokens += add;
+            ts += add * T;
+        }
+    }
+    if (tokens >= p->burst) {
+        tokens = p->burst;
+        ts = now;
+    }
+    if (mode == RRL_MODE_FORCE) {
+        o->allowed = 1;
+        cost = cost < tokens ? cost : tokens;
+    }
+    else {
+        o->allowed = tokens >= cost;
+    }
+    if (o->allowed && mode != RRL_MODE_CHECK) {
+        tokens -= cost;
+        o->write = 1;
+        o->next[0] = tokens;
+        o->next[1] = ts;
+    }
+    else if (!o->allowed) {
+        o->retry = (cost - tokens) * T - (now - ts);
+    }
+    o->remaining = tokens;
+    o->reset = tokens >= p->burst ? 0 : (p->burst - tokens) * T
+                                         - (now - ts);
+    o->ttl = o->reset;
+}
+
+/* fixed-window: st = { window, count } */
+static void rrl_fixed_window(const rrl_params_t *p, apr_int64_t cost,
+                             rrl_mode_e mode, const apr_int64_t *st,
+                             int present, apr_int64_t now, rrl_outcome_t *o)
+{
+    apr_int64_t n = p->count, P = p->period;
+    apr_int64_t w = now / P, c = 0, end;
+
+    if (present) {
+        if (st[0] >= w) {
+            w = st[0];           /* a clock going back stays put */
+            c = st[1];
+        }
+    }
+    end = (w + 1) * P;
+    if (mode == RRL_MODE_FORCE) {
+        o->allowed = 1;
+        cost = c + cost <= n ? cost : n - c;
+    }
+    else {
+        o->allowed = c + cost <= n;
+    }
+    if (o->allowed && mode != RRL_MODE_CHECK) {
+        c += cost;
+        o->write = 1;
+        o->next[0] = w;
+        o->next[1] = c;
+        o->ttl = end - now;
+    }
+    else if (!o->allowed) {
+        o->retry = end - now;
+    }
+    o->remaining = n - c > 0 ? n - c : 0;
+    o->reset = c > 0 ? end - now : 0;
+}
+
+/* sliding-window: st = { window, count, previous window's count } */
+static void rrl_sliding_window(const rrl_params_t *p, apr_int64_t cost,
+                               rrl_mode_e mode, const apr_int64_t *st,
+                               int present, apr_int64_t now, rrl_outcome_t *o)
+{
+    apr_int64_t n = p->count, P = p->period;
+    apr_int64_t U = p->unit, PU = P / U;
+    apr_int64_t w = now / P, curr = 0, prev = 0, e, weight, avail;
+
+    if (present) {
+        if (st[0] >= w) {
+            w = st[0];
+            curr = st[1];
+            prev = st[2];
+        }
+        else if (st[0] == w - 1) {
+            prev = st[1];
+        }
+    }
+    e = now - w * P;
+    if (e < 0) {
+        e = 0;
+    }
+    weight = PU - e / U;                 /* of the previous window */
+    /* the most this window may hold: prev*weight + total*PU <= N*PU */
+    avail = rrl_floor_div(n * PU - prev * weight, PU);
+    if (mode == RRL_MODE_FORCE) {
+        o->allowed = 1;
+        cost = curr + cost <= n ? cost : n - curr;
+    }
+    else {
+        o->allowed = curr + cost <= avail;
+    }
+    if (o->allowed && mode != RRL_MODE_CHECK) {
+        curr += cost;
+        o->write = 1;
+        o->next[0] = w;
+        o->next[1] = curr;
+        o->next[2] = prev;
+        o->ttl = (w + 2) * P - now;
+    }
+    else if (!o->allowed) {
+        /* the first moment this request would pass: later in this
+         * window as the previous one fades, or else in the next */
+        apr_int64_t a = n - curr - cost, at;
+
+        if (a >= 0 && prev > 0 && PU - (a * PU) / prev < PU) {
+            at = w * P + (PU - (a * PU) / prev) * U;
+        }
+        else {
+            apr_int64_t b = n - cost, e2 = 0;
+
+            if (curr > 0) {
+                e2 = PU - (b * PU) / curr;
+                e2 = e2 > 0 ? e2 : 0;
+            }
+            at = (w + 1) * P + e2 * U;
+        }
+        o->retry = at - now;
+    }
+    o->remaining = avail - curr > 0 ? avail - curr : 0;
+    o->reset = curr > 0 ? (w + 2) * P - now
+                        : prev > 0 ? (w + 1) * P - now : 0;
+}
+
+typedef void (*rrl_algo_fn)(const rrl_params_t *p, apr_int64_t cost,
+                            rrl_mode_e mode, const apr_int64_t *st,
+                            int present, apr_int64_t now, rrl_outcome_t *o);
+
+/* By rrl_alg_e, as rrl_algo_names */
+static const rrl_algo_fn rrl_algos[] = {
+    rrl_gcra, rrl_token_bucket, rrl_fixed_window, rrl_sliding_window
+};
+
 void rrl_algo_decide(const rrl_params_t *p, apr_int64_t cost, rrl_mode_e mode,
                      const apr_int64_t *st, int present, apr_int64_t now,
                      rrl_outcome_t *o)
 {
-    apr_int64_t n = p->count, T = p->interval, P = p->period;
-
     memset(o, 0, sizeof(*o));
-    switch (p->algorithm) {
-    case RRL_ALG_GCRA: {
-        apr_int64_t tau = p->burst * T;
-        apr_int64_t base = (present && st[0] > now) ? st[0] : now;
-        apr_int64_t want = base + cost * T;
-
-        if (mode == RRL_MODE_FORCE && want - now > tau) {
-            want = now + tau;
-        }
-        o->allowed = mode == RRL_MODE_FORCE || want - now <= tau;
-        if (o->allowed && mode != RRL_MODE_CHECK) {
-            o->write = 1;
-            o->next[0] = want;
-            o->ttl = want - now;
-            base = want;
-        }
-        else if (!o->allowed) {
-            o->retry = want - now - tau;
-        }
-        o->remaining = tau - (base - now) > 0 ? (tau - (base - now)) / T : 0;
-        o->reset = base - now;
-        break;
-    }
-    case RRL_ALG_TOKEN_BUCKET: {
-        apr_int64_t tokens = present ? st[0] : p->burst;
-        apr_int64_t ts = present ? st[1] : now;
-
-        if (now > ts && tokens < p->burst) {
-            apr_int64_t add = (now - ts) / T;
-
-            if (add >= p->burst - tokens) {
-                tokens = p->burst;
-            }
-            else {
-                tokens += add;
-                ts += add * T;
-            }
-        }
-        if (tokens >= p->burst) {
-            tokens = p->burst;
-            ts = now;
-        }
-        if (mode == RRL_MODE_FORCE) {
-            o->allowed = 1;
-            cost = cost < tokens ? cost : tokens;
-        }
-        else {
-            o->allowed = tokens >= cost;
-        }
-        if (o->allowed && mode != RRL_MODE_CHECK) {
-            tokens -= cost;
-            o->write = 1;
-            o->next[0] = tokens;
-            o->next[1] = ts;
-        }
-        else if (!o->allowed) {
-            o->retry = (cost - tokens) * T - (now - ts);
-        }
-        o->remaining = tokens;
-        o->reset = tokens >= p->burst ? 0 : (p->burst - tokens) * T
-                                             - (now - ts);
-        o->ttl = o->reset;
-        break;
-    }
-    case RRL_ALG_FIXED_WINDOW: {
-        apr_int64_t w = now / P, c = 0, end;
-
-        if (present) {
-            if (st[0] >= w) {
-                w = st[0];           /* a clock going back stays put */
-                c = st[1];
-            }
-        }
-        end = (w + 1) * P;
-        if (mode == RRL_MODE_FORCE) {
-            o->allowed = 1;
-            cost = c + cost <= n ? cost : n - c;
-        }
-        else {
-            o->allowed = c + cost <= n;
-        }
-        if (o->allowed && mode != RRL_MODE_CHECK) {
-            c += cost;
-            o->write = 1;
-            o->next[0] = w;
-            o->next[1] = c;
-            o->ttl = end - now;
-        }
-        else if (!o->allowed) {
-            o->retry = end - now;
-        }
-        o->remaining = n - c > 0 ? n - c : 0;
-        o->reset = c > 0 ? end - now : 0;
-        break;
-    }
-    case RRL_ALG_SLIDING_WINDOW: {
-        apr_int64_t U = p->unit, PU = P / U;
-        apr_int64_t w = now / P, curr = 0, prev = 0, e, weight, avail;
-
-        if (present) {
-            if (st[0] >= w) {
-                w = st[0];
-                curr = st[1];
-                prev = st[2];
-            }
-            else if (st[0] == w - 1) {
-                prev = st[1];
-            }
-        }
-        e = now - w * P;
-        if (e < 0) {
-            e = 0;
-        }
-        weight = PU - e / U;                 /* of the previous window */
-        /* the most this window may hold: prev*weight + total*PU <= N*PU */
-        avail = rrl_floor_div(n * PU - prev * weight, PU);
-        if (mode == RRL_MODE_FORCE) {
-            o->allowed = 1;
-            cost = curr + cost <= n ? cost : n - curr;
-        }
-        else {
-            o->allowed = curr + cost <= avail;
-        }
-        if (o->allowed && mode != RRL_MODE_CHECK) {
-            curr += cost;
-            o->write = 1;
-            o->next[0] = w;
-            o->next[1] = curr;
-            o->next[2] = prev;
-            o->ttl = (w + 2) * P - now;
-        }
-        else if (!o->allowed) {
-            /* the first moment this request would pass: later in this
-             * window as the previous one fades, or else in the next */
-            apr_int64_t a = n - curr - cost, at;
-
-            if (a >= 0 && prev > 0 && PU - (a * PU) / prev < PU) {
-                at = w * P + (PU - (a * PU) / prev) * U;
-            }
-            else {
-                apr_int64_t b = n - cost, e2 = 0;
-
-                if (curr > 0) {
-                    e2 = PU - (b * PU) / curr;
-                    e2 = e2 > 0 ? e2 : 0;
-                }
-                at = (w + 1) * P + e2 * U;
-            }
-            o->retry = at - now;
-        }
-        o->remaining = avail - curr > 0 ? avail - curr : 0;
-        o->reset = curr > 0 ? (w + 2) * P - now
-                            : prev > 0 ? (w + 1) * P - now : 0;
-        break;
-    }
-    }
+    rrl_algos[p->algorithm](p, cost, mode, st, present, now, o);
 }

@@ -28,12 +28,12 @@ typedef struct {
 } rrl_outcome_t;
 
 const char *rrl_algo_parse_rate(apr_pool_t *p, const char *text,
-                           apr_int64_t *count, apr_int64_t *period);
+                                apr_int64_t *count, apr_int64_t *period);
 const char *rrl_algo_check_params(apr_pool_t *p, const char *rate,
-                             rrl_params_t *rp, apr_int64_t cost,
-                             int burst_given);
+                                  rrl_params_t *rp, apr_int64_t cost,
+                                  int burst_given);
 void rrl_algo_decide(const rrl_params_t *p, apr_int64_t cost, rrl_mode_e mode,
-              const apr_int64_t *st, int present, apr_int64_t now,
-              rrl_outcome_t *o);
+                     const apr_int64_t *st, int present, apr_int64_t now,
+                     rrl_outcome_t *o);
 
 #endif /* RRL_ALGO_H */

@@ -19,7 +19,9 @@
 #include "rrl_config.h"
 #include "rrl_util.h"
 
-const char *const rrl_config_on_error_names[] = { "allow", "deny", "local" };
+const char *const rrl_config_on_error_names[] = {
+    "allow", "deny", "local", NULL
+};
 
 void *rrl_config_create_dir(apr_pool_t *p, char *dir)
 {
@@ -152,6 +154,18 @@ int rrl_config_on_error(const rrl_dir_conf_t *dc)
     return dc->on_error != RRL_UNSET ? dc->on_error : RRL_ONERR_LOCAL;
 }
 
+/* RateLimitOnError's word, for messages */
+const char *rrl_config_on_error_name(const rrl_dir_conf_t *dc)
+{
+    return rrl_config_on_error_names[rrl_config_on_error(dc)];
+}
+
+/* RateLimitOnError local instances=N: N (1 when not given) */
+int rrl_config_on_error_instances(const rrl_dir_conf_t *dc)
+{
+    return dc->on_error_instances != RRL_UNSET ? dc->on_error_instances : 1;
+}
+
 int rrl_config_deny_cache(const rrl_srv_conf_t *sc)
 {
     return sc->deny_cache != RRL_UNSET ? sc->deny_cache : 1;
@@ -186,18 +200,16 @@ int rrl_config_is_exempt(request_rec *r, const rrl_dir_conf_t *dc)
 
 const char *rrl_config_cmd_mode(cmd_parms *cmd, void *dcfg, const char *arg)
 {
+    static const char *const modes[] = { "enforce", "dry-run", NULL };
     rrl_dir_conf_t *dc = dcfg;
 
-    if (strcasecmp(arg, "enforce") == 0) {
-        dc->mode = RRL_ENFORCE;
-    }
-    else if (strcasecmp(arg, "dry-run") == 0) {
-        dc->mode = RRL_DRY_RUN;
-    }
-    else {
+    int mode = rrl_util_keyword(modes, arg);   /* in rrl_run_mode_e order */
+
+    if (mode < 0) {
         return apr_psprintf(cmd->pool, "RateLimitMode: '%s' is not a mode; "
                             "expected enforce or dry-run", arg);
     }
+    dc->mode = mode;
     return NULL;
 }
 
@@ -219,18 +231,17 @@ const char *rrl_config_cmd_headers(cmd_parms *cmd, void *dcfg,
                                    const char *arg)
 {
     static const char *const names[] = { "off", "legacy", "ietf", "both",
-                                         NULL };
+                                         NULL };   /* rrl_headers_e */
     rrl_dir_conf_t *dc = dcfg;
-    int i;
+    int how = rrl_util_keyword(names, arg);
 
-    for (i = 0; names[i]; i++) {
-        if (strcasecmp(arg, names[i]) == 0) {
-            dc->headers = i;
-            return NULL;
-        }
+    if (how < 0) {
+        return apr_psprintf(cmd->pool, "RateLimitHeaders: '%s' is not "
+                            "accepted; expected off, legacy, ietf or both",
+                            arg);
     }
-    return apr_psprintf(cmd->pool, "RateLimitHeaders: '%s' is not accepted; "
-                        "expected off, legacy, ietf or both", arg);
+    dc->headers = how;
+    return NULL;
 }
 
 const char *rrl_config_cmd_exempt(cmd_parms *cmd, void *dcfg, const char *arg)
@@ -451,14 +462,9 @@ const char *rrl_config_cmd_on_error(cmd_parms *cmd, void *dcfg,
                                     const char *how, const char *opt)
 {
     rrl_dir_conf_t *dc = dcfg;
-    int i;
+    int i = rrl_util_keyword(rrl_config_on_error_names, how);
 
-    for (i = 0; i < 3; i++) {
-        if (strcasecmp(how, rrl_config_on_error_names[i]) == 0) {
-            break;
-        }
-    }
-    if (i == 3) {
+    if (i < 0) {
         return apr_psprintf(cmd->pool, "RateLimitOnError: '%s' is not "
                             "accepted; expected allow, deny or local "
                             "[instances=N]", how);

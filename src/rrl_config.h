@@ -45,7 +45,7 @@ typedef struct {
 
 typedef struct {
     const char *key_prefix;
-    int deny_cache, tag;
+    int deny_cache;
     apr_int64_t local_size;       /* main server only */
     const rrl_redis_url_t *redis; /* NULL: unset; &rrl_url_off: off */
     apr_interval_time_t connect_timeout, command_timeout;
@@ -66,6 +66,8 @@ int rrl_config_mode(const rrl_dir_conf_t *dc);
 int rrl_config_status(const rrl_dir_conf_t *dc);
 int rrl_config_headers(const rrl_dir_conf_t *dc);
 int rrl_config_on_error(const rrl_dir_conf_t *dc);
+int rrl_config_on_error_instances(const rrl_dir_conf_t *dc);
+const char *rrl_config_on_error_name(const rrl_dir_conf_t *dc);
 int rrl_config_deny_cache(const rrl_srv_conf_t *sc);
 const char *rrl_config_prefix(const rrl_srv_conf_t *sc);
 apr_size_t rrl_config_local_size(const rrl_srv_conf_t *sc);
@@ -73,19 +75,20 @@ int rrl_config_is_exempt(request_rec *r, const rrl_dir_conf_t *dc);
 
 const char *rrl_config_cmd_mode(cmd_parms *cmd, void *dcfg, const char *arg);
 const char *rrl_config_cmd_status(cmd_parms *cmd, void *dcfg, const char *arg);
-const char *rrl_config_cmd_headers(cmd_parms *cmd, void *dcfg, const char *arg);
+const char *rrl_config_cmd_headers(cmd_parms *cmd, void *dcfg,
+                                   const char *arg);
 const char *rrl_config_cmd_exempt(cmd_parms *cmd, void *dcfg, const char *arg);
 const char *rrl_config_cmd_key_prefix(cmd_parms *cmd, void *dummy,
-                               const char *arg);
+                                      const char *arg);
 const char *rrl_config_cmd_deny_cache(cmd_parms *cmd, void *dummy, int on);
 const char *rrl_config_cmd_local_size(cmd_parms *cmd, void *dummy,
-                               const char *arg);
+                                      const char *arg);
 const char *rrl_config_cmd_redis(cmd_parms *cmd, void *dummy, const char *arg);
 const char *rrl_config_cmd_redis_timeout(cmd_parms *cmd, void *dummy,
-                                  const char *a1, const char *a2);
+                                         const char *a1, const char *a2);
 const char *rrl_config_cmd_redis_pool(cmd_parms *cmd, void *dummy, int argc,
-                               char *const argv[]);
-const char *rrl_config_cmd_on_error(cmd_parms *cmd, void *dcfg, const char *how,
-                             const char *opt);
+                                      char *const argv[]);
+const char *rrl_config_cmd_on_error(cmd_parms *cmd, void *dcfg,
+                                    const char *how, const char *opt);
 
 #endif /* RRL_CONFIG_H */

@@ -35,35 +35,9 @@ const apr_int64_t rrl_counters_lat_bounds[] = {
 };
 
 const rrl_counter_info_t rrl_counters_info[RRL_CTR_MAX] = {
-    { "Checked", "checked",
-      "Requests that limits applied to (exempt ones not included)" },
-    { "Allowed", "allowed", "Requests the store allowed" },
-    { "Denied", "denied", "Requests the store denied" },
-    { "Exempt", "exempt", "Requests from RateLimitExempt clients" },
-    { "DryRunDenied", "dry_run_denied",
-      "Requests RateLimitMode dry-run would have denied" },
-    { "FallbackAllowed", "fallback_allowed",
-      "Requests RateLimitOnError allow let through while Redis failed" },
-    { "FallbackDenied", "fallback_denied",
-      "Requests RateLimitOnError deny refused while Redis failed" },
-    { "LocalAllowed", "local_allowed",
-      "Requests the local store allowed while Redis failed" },
-    { "LocalDenied", "local_denied",
-      "Requests the local store denied while Redis failed" },
-    { "DenyCacheHits", "deny_cache_hits",
-      "Requests denied from a child's deny cache, without Redis" },
-    { "RedisRoundTrips", "redis_round_trips",
-      "Commands sent to Redis for decisions (EVALSHA, SCRIPT LOAD, PING)" },
-    { "RedisErrors", "redis_errors",
-      "Decisions Redis could not make (down, timed out, wrong reply)" },
-    { "ScriptLoads", "script_loads",
-      "NOSCRIPT answered by loading the script again" },
-    { "RedisConnections", "redis_connections",
-      "Connections opened to Redis" },
-    { "BreakerOpenings", "breaker_openings",
-      "Times a child stopped asking a failing Redis for a while" },
-    { "RedisWrites", "redis_writes",
-      "Writes to Redis, each carrying the commands queued in a child" },
+#define RRL_CTR_INFO(e, result, key, json, help) { result, key, json, help },
+    RRL_COUNTERS(RRL_CTR_INFO)
+#undef RRL_CTR_INFO
 };
 
 /* The status region: made once per server lifetime, kept over graceful
@@ -125,7 +99,7 @@ rrl_shared_backend_t *rrl_counters_backend(const rrl_redis_url_t *u)
 /* The counters of a limit: one slot per name in its scope, kept over
  * graceful restarts (in the parent, before any child) */
 rrl_limit_stat_t *rrl_counters_limit(const rrl_limit_t *l,
-                                          const char *vhost)
+                                     const char *vhost)
 {
     int i;
 
@@ -151,6 +125,21 @@ void rrl_counters_count(rrl_counter_e c)
     apr_atomic_inc64(&rrl_status->counters[c]);
 }
 
+/* The counter of a RATELIMIT_RESULT */
+void rrl_counters_count_result(rrl_result_e res)
+{
+    static const rrl_counter_e of[RRL_RES_MAX] = {
+        [RRL_RES_NONE] = RRL_CTR_MAX,
+#define RRL_CTR_OF(e, text, key, json, help) [RRL_RES_##e] = RRL_CTR_##e,
+        RRL_RESULTS(RRL_CTR_OF)
+#undef RRL_CTR_OF
+    };
+
+    if (of[res] != RRL_CTR_MAX) {
+        rrl_counters_count(of[res]);
+    }
+}
+
 void rrl_counters_add(rrl_counter_e c, apr_uint64_t n)
 {
     apr_atomic_add64(&rrl_status->counters[c], n);
@@ -161,7 +150,8 @@ void rrl_counters_latency(apr_int64_t us)
     apr_uint64_t max;
     int b;
 
-    for (b = 0; b < RRL_LAT_BUCKETS - 1 && us > rrl_counters_lat_bounds[b]; b++)
+    for (b = 0; b < RRL_LAT_BUCKETS - 1 && us > rrl_counters_lat_bounds[b];
+         b++)
         ;
     apr_atomic_inc64(&rrl_status->lat_buckets[b]);
     apr_atomic_add64(&rrl_status->lat_sum, (apr_uint64_t)us);
@@ -184,7 +174,7 @@ void rrl_counters_error(rrl_shared_backend_t *sb, const char *err)
 
 /* The last error of a Redis, read under its lock */
 const char *rrl_counters_last_error(apr_pool_t *p, rrl_shared_backend_t *sb,
-                                  apr_time_t *at)
+                                    apr_time_t *at)
 {
     const char *err = "";
 

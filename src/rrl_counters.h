@@ -34,31 +34,41 @@ typedef struct {
     char last_error[RRL_ERR_LEN];
 } rrl_shared_backend_t;
 
-/* Counters of all children (atomic increments, no lock) */
+/*
+ * The counters of all children (atomic increments, no lock), in the order
+ * the status page shows them, each with what the page shows of it: the
+ * result it counts (RRL_RESULTS: one counter per RATELIMIT_RESULT, NULL
+ * for the others), ?auto key, JSON and metric name, and what it counts.
+ */
+#define RRL_COUNTERS(X) \
+    X(CHECKED, NULL, "Checked", "checked", \
+      "Requests that limits applied to (exempt ones not included)") \
+    RRL_RESULTS(X) \
+    X(DENY_CACHE_HITS, NULL, "DenyCacheHits", "deny_cache_hits", \
+      "Requests denied from a child's deny cache, without Redis") \
+    X(REDIS_CALLS, NULL, "RedisRoundTrips", "redis_round_trips", \
+      "Commands sent to Redis for decisions (EVALSHA, SCRIPT LOAD, PING)") \
+    X(REDIS_ERRORS, NULL, "RedisErrors", "redis_errors", \
+      "Decisions Redis could not make (down, timed out, wrong reply)") \
+    X(NOSCRIPT, NULL, "ScriptLoads", "script_loads", \
+      "NOSCRIPT answered by loading the script again") \
+    X(CONNECTIONS, NULL, "RedisConnections", "redis_connections", \
+      "Connections opened to Redis") \
+    X(BREAKER_OPENINGS, NULL, "BreakerOpenings", "breaker_openings", \
+      "Times a child stopped asking a failing Redis for a while") \
+    X(REDIS_WRITES, NULL, "RedisWrites", "redis_writes", \
+      "Writes to Redis, each carrying the commands queued in a child")
+
 typedef enum {
-    RRL_CTR_CHECKED = 0,
-    RRL_CTR_ALLOWED,
-    RRL_CTR_DENIED,
-    RRL_CTR_EXEMPT,
-    RRL_CTR_DRY_RUN_DENIED,
-    RRL_CTR_FALLBACK_ALLOWED,
-    RRL_CTR_FALLBACK_DENIED,
-    RRL_CTR_LOCAL_ALLOWED,
-    RRL_CTR_LOCAL_DENIED,
-    RRL_CTR_DENY_CACHE_HITS,
-    RRL_CTR_REDIS_CALLS,
-    RRL_CTR_REDIS_ERRORS,
-    RRL_CTR_NOSCRIPT,
-    RRL_CTR_CONNECTIONS,
-    RRL_CTR_BREAKER_OPENINGS,
-    RRL_CTR_REDIS_WRITES,
+#define RRL_CTR_ENUM(e, result, key, json, help) RRL_CTR_##e,
+    RRL_COUNTERS(RRL_CTR_ENUM)
+#undef RRL_CTR_ENUM
     RRL_CTR_MAX
 } rrl_counter_e;
 
-/* What the page shows of each counter: ?auto key, JSON and metric name,
- * and what it counts */
+/* What the page shows of each counter (RRL_COUNTERS) */
 typedef struct {
-    const char *key, *json, *help;
+    const char *result, *key, *json, *help;
 } rrl_counter_info_t;
 
 extern const rrl_counter_info_t rrl_counters_info[RRL_CTR_MAX];
@@ -86,11 +96,12 @@ apr_status_t rrl_counters_create(server_rec *s);
 rrl_shared_backend_t *rrl_counters_backend(const rrl_redis_url_t *u);
 rrl_limit_stat_t *rrl_counters_limit(const rrl_limit_t *l, const char *vhost);
 void rrl_counters_count(rrl_counter_e c);
+void rrl_counters_count_result(rrl_result_e res);
 void rrl_counters_add(rrl_counter_e c, apr_uint64_t n);
 void rrl_counters_latency(apr_int64_t us);
 void rrl_counters_error(rrl_shared_backend_t *sb, const char *err);
 const char *rrl_counters_last_error(apr_pool_t *p, rrl_shared_backend_t *sb,
-                           apr_time_t *at);
+                                    apr_time_t *at);
 void rrl_counters_snapshot(rrl_snapshot_t *sn);
 apr_time_t rrl_counters_started(void);
 rrl_limit_stat_t *rrl_counters_limit_at(int i);

@@ -35,9 +35,12 @@ typedef struct {
     apr_array_header_t *pending;  /* rrl_item_t: count= spends at log time */
 } rrl_req_t;
 
-static const char *const rrl_result_names[] = {
-    "", "allowed", "denied", "exempt", "dry-run-denied",
-    "fallback-allowed", "fallback-denied", "local-allowed", "local-denied"
+/* RATELIMIT_RESULT's texts, by rrl_result_e */
+static const char *const rrl_result_names[RRL_RES_MAX] = {
+    [RRL_RES_NONE] = "",
+#define RRL_RES_NAME(e, text, key, json, help) [RRL_RES_##e] = text,
+    RRL_RESULTS(RRL_RES_NAME)
+#undef RRL_RES_NAME
 };
 
 static rrl_req_t *rrl_req(request_rec *r)
@@ -74,7 +77,8 @@ static void rrl_set_headers(request_rec *r, int how, const rrl_item_t *it,
         put(h, RRL_HDR_LIMIT,
             own ? l->count_text : rrl_util_i64(r->pool, it->p->count));
         put(h, RRL_HDR_REMAINING, rrl_util_i64(r->pool, it->remaining));
-        put(h, RRL_HDR_RESET, rrl_util_i64(r->pool, rrl_ceil_sec(now + it->reset)));
+        put(h, RRL_HDR_RESET,
+            rrl_util_i64(r->pool, rrl_ceil_sec(now + it->reset)));
     }
     if (how == RRL_HEADERS_IETF || how == RRL_HEADERS_BOTH) {
         put(h, RRL_HDR_POLICY, own ? l->policy
@@ -105,7 +109,8 @@ static void rrl_set_env(request_rec *r, const rrl_req_t *rq, int *added)
 
         put(env, RRL_ENV_NAME, rq->shown->name);
         put(env, RRL_ENV_LIMIT, rq->shown->count_text);
-        put(env, RRL_ENV_REMAINING, rrl_util_i64(r->pool, rq->shown_remaining));
+        put(env, RRL_ENV_REMAINING,
+            rrl_util_i64(r->pool, rq->shown_remaining));
     }
     if (added) {
         *added = rq->shown ? 2 : 1;   /* a limit once shown stays shown */
@@ -226,58 +231,32 @@ static void rrl_scale_items(request_rec *r, rrl_item_t *items, int n,
     }
 }
 
-#define RRL_UNDECIDED (-1)
-
 /*
  * Decide items with the server's store: Redis when it has one, else the
  * local store.  When Redis fails, RateLimitOnError local decides in the
- * local store (*src says so); allow and deny decide nothing here, and
- * RRL_UNDECIDED leaves the answer to rrl_on_error().
+ * local store (*src says so).  0 when nothing decided them: allow and
+ * deny answer in rrl_on_error().
  */
 static int rrl_decide_items(request_rec *r, const rrl_srv_conf_t *sc,
                             const rrl_dir_conf_t *dc, rrl_item_t *items,
                             int n, apr_int64_t *now, rrl_source_e *src)
 {
-    const char *err = NULL;
-
     *now = apr_time_now();
     *src = RRL_BY_STORE;
     if (!sc->backend) {
-        return rrl_local_decide(r, items, n, *now) == APR_SUCCESS
-               ? OK : RRL_UNDECIDED;
+        return rrl_local_decide(r, items, n, *now) == APR_SUCCESS;
     }
-    switch (rrl_redis_breaker_gate(sc->backend, *now)) {
-    case RRL_GATE_OPEN:
-        break;                   /* Redis was failing: no network wait */
-    case RRL_GATE_CLOSED:
-    case RRL_GATE_PROBE:
-        switch (rrl_redis_decide(r, sc->backend, items, n, now, &err)) {
-        case RRL_REDIS_OK:
-            rrl_redis_breaker_success(r, sc->backend);
-            return OK;
-        case RRL_REDIS_DOWN:
-            rrl_counters_count(RRL_CTR_REDIS_ERRORS);
-            rrl_redis_breaker_failure(r, sc->backend, dc, err);
-            break;
-        case RRL_REDIS_WRONG:
-            rrl_counters_count(RRL_CTR_REDIS_ERRORS);
-            /* Redis is up: this request's answer was wrong (a key of
-             * another type, say); no reason to leave Redis alone */
-            rrl_redis_breaker_success(r, sc->backend);
-            rrl_counters_error(sc->backend->shared, err);
-            rrl_redis_log_error(r, sc->backend, dc, err);
-            break;
-        }
-        break;
+    if (rrl_redis_decide(r, sc->backend, rrl_config_on_error_name(dc), items,
+                         n, now) == RRL_REDIS_OK) {
+        return 1;
     }
     if (rrl_config_on_error(dc) != RRL_ONERR_LOCAL) {
-        return RRL_UNDECIDED;
+        return 0;
     }
     *now = apr_time_now();
     *src = RRL_BY_LOCAL_FALLBACK;
-    rrl_scale_items(r, items, n, dc->on_error_instances);
-    return rrl_local_decide(r, items, n, *now) == APR_SUCCESS
-           ? OK : RRL_UNDECIDED;
+    rrl_scale_items(r, items, n, rrl_config_on_error_instances(dc));
+    return rrl_local_decide(r, items, n, *now) == APR_SUCCESS;
 }
 
 /* RateLimitOnError allow or deny: the answer when no store could decide */
@@ -407,10 +386,11 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
         }
     }
 
-    if (rrl_decide_items(r, sc, dc, items, n, &now, &src) == RRL_UNDECIDED) {
+    if (!rrl_decide_items(r, sc, dc, items, n, &now, &src)) {
         return rrl_on_error(r, dc, rq);
     }
-    if (deny_cache && src == RRL_BY_STORE && rrl_config_mode(dc) == RRL_ENFORCE) {
+    if (deny_cache && src == RRL_BY_STORE
+        && rrl_config_mode(dc) == RRL_ENFORCE) {
         apr_time_t local = apr_time_now();
 
         for (i = 0; i < n; i++) {
@@ -456,17 +436,10 @@ int rrl_decide_log(request_rec *r)
         rrl_set_env(last, rq, NULL);
     }
     if (rq->result != RRL_RES_NONE) {
-        static const rrl_counter_e of[] = {
-            RRL_CTR_MAX, RRL_CTR_ALLOWED, RRL_CTR_DENIED, RRL_CTR_EXEMPT,
-            RRL_CTR_DRY_RUN_DENIED, RRL_CTR_FALLBACK_ALLOWED,
-            RRL_CTR_FALLBACK_DENIED, RRL_CTR_LOCAL_ALLOWED,
-            RRL_CTR_LOCAL_DENIED
-        };
-
         if (rq->result != RRL_RES_EXEMPT) {
             rrl_counters_count(RRL_CTR_CHECKED);
         }
-        rrl_counters_count(of[rq->result]);
+        rrl_counters_count_result(rq->result);
     }
     if (!rq->pending || rq->denied) {
         return DECLINED;

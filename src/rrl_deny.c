@@ -9,6 +9,7 @@
 
 #include "apr_thread_mutex.h"
 
+#include "rrl_private.h"
 #include "rrl_deny.h"
 #include "rrl_local.h"
 
@@ -30,8 +31,9 @@ static rrl_deny_t *rrl_deny_bucket(const apr_uint64_t h[2])
     return &rrl_deny[(h[0] % RRL_DENY_BUCKETS) * RRL_DENY_WAYS];
 }
 
-/* Made in each child that sends limits to Redis */
-void rrl_deny_child_init(apr_pool_t *pchild)
+/* Made in each child that sends limits to Redis; without it (no mutex),
+ * every request asks Redis */
+void rrl_deny_child_init(apr_pool_t *pchild, server_rec *s)
 {
     apr_status_t rv;
 
@@ -40,6 +42,9 @@ void rrl_deny_child_init(apr_pool_t *pchild)
     rv = apr_thread_mutex_create(&rrl_deny_mutex, APR_THREAD_MUTEX_DEFAULT,
                                  pchild);
     if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s, RRL_LOGNO(00022)
+                     "cannot create this child's deny cache; its requests "
+                     "all go to Redis (RateLimitDenyCache)");
         rrl_deny = NULL;
     }
 }
@@ -52,7 +57,7 @@ int rrl_deny_ready(void)
 /* Is a key of these items denied for now?  The first such item, its
  * outcome filled in from the cache */
 rrl_item_t *rrl_deny_lookup(rrl_item_t *items, int n,
-                                   apr_time_t now)
+                            apr_time_t now)
 {
     rrl_item_t *hit = NULL;
     int i, j;

@@ -70,8 +70,8 @@ static const char *rrl_ipv6_group(request_rec *r, int bits)
  * tag (Redis Cluster): the value as hash tag, ":{" value "}", so that
  * limits with equal values share a slot and one EVALSHA */
 const char *rrl_key_build(request_rec *r, const rrl_limit_t *l,
-                                 const char *prefix, int tag,
-                                 apr_size_t *lenp)
+                          const char *prefix, int tag,
+                          apr_size_t *lenp)
 {
     const char *v, *group, *key;
 

@@ -62,17 +62,9 @@ static int rrl_names_place(const char *section)
         "<VirtualHost", "<IfModule", "<IfDefine", "<IfVersion", "<IfFile",
         "<IfDirective", "<IfSection", "<Macro", NULL
     };
-    int i;
 
-    if (section[0] != '<') {
-        return 0;
-    }
-    for (i = 0; silent[i]; i++) {
-        if (strcasecmp(section, silent[i]) == 0) {
-            return 0;   /* they say nothing of where a request goes */
-        }
-    }
-    return 1;
+    /* the silent ones say nothing of where a request goes */
+    return section[0] == '<' && rrl_util_keyword(silent, section) < 0;
 }
 
 static const char *rrl_default_name(cmd_parms *cmd, int ordinal)
@@ -101,11 +93,11 @@ static const char *rrl_default_name(cmd_parms *cmd, int ordinal)
         }
         if (strncmp(part, "if", 2) == 0 || strcmp(part, "elseif") == 0
             || strcmp(part, "else") == 0) {
+            const char *h = rrl_util_sha1_hex(cmd->temp_pool, arg,
+                                              strlen(arg));
+
             part = apr_pstrcat(cmd->temp_pool, part, "-",
-                               apr_pstrndup(cmd->temp_pool,
-                                            rrl_util_sha1_hex(cmd->temp_pool, arg,
-                                                         strlen(arg)), 8),
-                               NULL);
+                               apr_pstrndup(cmd->temp_pool, h, 8), NULL);
         }
         else if (*rrl_slug(cmd->temp_pool, arg)) {
             part = apr_pstrcat(cmd->temp_pool, part, "-",
@@ -121,7 +113,7 @@ static const char *rrl_default_name(cmd_parms *cmd, int ordinal)
     if (strlen(name) > RRL_NAME_MAX) {
         name = apr_psprintf(cmd->pool, "%s-%.16s-%d", kind,
                             rrl_util_sha1_hex(cmd->temp_pool, chain,
-                                         strlen(chain)), ordinal);
+                                              strlen(chain)), ordinal);
     }
     return name;
 }
@@ -153,14 +145,254 @@ static int rrl_beside_status_handler(cmd_parms *cmd)
     return 0;
 }
 
+/* RateLimit's options, each parsed into the limit by its function */
+typedef enum {
+    RRL_OPT_BURST = 0, RRL_OPT_KEY, RRL_OPT_NAME, RRL_OPT_ALGORITHM,
+    RRL_OPT_COST, RRL_OPT_PHASE, RRL_OPT_IPV6_PREFIX, RRL_OPT_COUNT,
+    RRL_OPT_MAX
+} rrl_option_e;
+
+typedef const char *(*rrl_option_fn)(cmd_parms *cmd, rrl_limit_t *l,
+                                     const char *val);
+
+/* burst= and cost=: a number of units */
+static const char *rrl_opt_units(cmd_parms *cmd, const char *opt,
+                                 const char *val, apr_int64_t *out)
+{
+    if (!rrl_util_parse_int(val, 1, RRL_MAX_UNITS, out)) {
+        return apr_psprintf(cmd->pool, "RateLimit: %s=%s is not accepted; "
+                            "expected a positive whole number", opt, val);
+    }
+    return NULL;
+}
+
+static const char *rrl_opt_burst(cmd_parms *cmd, rrl_limit_t *l,
+                                 const char *val)
+{
+    return rrl_opt_units(cmd, "burst", val, &l->p.burst);
+}
+
+static const char *rrl_opt_cost(cmd_parms *cmd, rrl_limit_t *l,
+                                const char *val)
+{
+    return rrl_opt_units(cmd, "cost", val, &l->cost);
+}
+
+static const char *rrl_opt_key(cmd_parms *cmd, rrl_limit_t *l,
+                               const char *val)
+{
+    const char *experr = NULL;
+
+    l->key_text = apr_pstrdup(cmd->pool, val);
+    l->key = ap_expr_parse_cmd(cmd, l->key_text, AP_EXPR_FLAG_STRING_RESULT,
+                               &experr, NULL);
+    if (experr) {
+        return apr_psprintf(cmd->pool, "RateLimit: key=%s does not parse as "
+                            "an expression (%s); expected a string "
+                            "expression such as %%{HTTP:X-Api-Key}", val,
+                            experr);
+    }
+    if (strcmp(val, "%{REMOTE_ADDR}") == 0) {
+        l->key = NULL;          /* the client address, fast path */
+    }
+    else if (strncmp(val, "%{HTTP:", 7) == 0) {
+        /* one request header, as ap_expr would read it, without its
+         * evaluator */
+        apr_size_t hl = strcspn(val + 7, "}%{\\\"' \t");
+
+        if (hl > 0 && strcmp(val + 7 + hl, "}") == 0) {
+            l->key_header = apr_pstrndup(cmd->pool, val + 7, hl);
+        }
+    }
+    return NULL;
+}
+
+static const char *rrl_opt_name(cmd_parms *cmd, rrl_limit_t *l,
+                                const char *val)
+{
+    const char *c;
+
+    for (c = val; *c && rrl_limit_name_char(*c); c++)
+        ;
+    if (*c || c - val > RRL_NAME_MAX) {
+        return apr_psprintf(cmd->pool, "RateLimit: name=%s is not accepted; "
+                            "expected 1 to 64 of A-Z a-z 0-9 _ . -", val);
+    }
+    l->name = apr_pstrdup(cmd->pool, val);
+    return NULL;
+}
+
+static const char *rrl_opt_algorithm(cmd_parms *cmd, rrl_limit_t *l,
+                                     const char *val)
+{
+    int a = rrl_util_keyword(rrl_algo_names, val);
+
+    if (a < 0) {
+        return apr_psprintf(cmd->pool, "RateLimit: algorithm=%s is not "
+                            "known; expected gcra, token-bucket, "
+                            "fixed-window or sliding-window", val);
+    }
+    l->p.algorithm = a;
+    return NULL;
+}
+
+static const char *rrl_opt_phase(cmd_parms *cmd, rrl_limit_t *l,
+                                 const char *val)
+{
+    static const char *const phases[] = { "access", "auth", NULL };
+    int ph = rrl_util_keyword(phases, val);   /* in rrl_phase_e order */
+
+    if (ph < 0) {
+        return apr_psprintf(cmd->pool, "RateLimit: phase=%s is not known; "
+                            "expected access or auth", val);
+    }
+    l->phase = ph;
+    return NULL;
+}
+
+static const char *rrl_opt_ipv6_prefix(cmd_parms *cmd, rrl_limit_t *l,
+                                       const char *val)
+{
+    apr_int64_t bits;
+
+    if (!rrl_util_parse_int(val, 1, 128, &bits)) {
+        return apr_psprintf(cmd->pool, "RateLimit: ipv6-prefix=%s is not "
+                            "accepted; expected a prefix length from 1 to "
+                            "128", val);
+    }
+    l->ipv6_prefix = (int)bits;
+    return NULL;
+}
+
+static const char *rrl_opt_count(cmd_parms *cmd, rrl_limit_t *l,
+                                 const char *val)
+{
+    char *list = apr_pstrdup(cmd->temp_pool, val), *tok, *state;
+
+    l->statuses = apr_palloc(cmd->pool, sizeof(int) * strlen(val));
+    for (tok = apr_strtok(list, ",", &state); tok;
+         tok = apr_strtok(NULL, ",", &state)) {
+        apr_int64_t st;
+
+        if (!rrl_util_parse_int(tok, 100, 599, &st)) {
+            return apr_psprintf(cmd->pool, "RateLimit: count=%s is not "
+                                "accepted; expected HTTP status codes from "
+                                "100 to 599 separated by commas, such as "
+                                "count=401,403", val);
+        }
+        l->statuses[l->nstatuses++] = (int)st;
+    }
+    if (!l->nstatuses) {
+        return apr_psprintf(cmd->pool, "RateLimit: count=%s names no "
+                            "status; expected count=401,403", val);
+    }
+    return NULL;
+}
+
+static const struct {
+    const char *name;
+    rrl_option_fn parse;
+} rrl_options[RRL_OPT_MAX + 1] = {
+    [RRL_OPT_BURST] = { "burst", rrl_opt_burst },
+    [RRL_OPT_KEY] = { "key", rrl_opt_key },
+    [RRL_OPT_NAME] = { "name", rrl_opt_name },
+    [RRL_OPT_ALGORITHM] = { "algorithm", rrl_opt_algorithm },
+    [RRL_OPT_COST] = { "cost", rrl_opt_cost },
+    [RRL_OPT_PHASE] = { "phase", rrl_opt_phase },
+    [RRL_OPT_IPV6_PREFIX] = { "ipv6-prefix", rrl_opt_ipv6_prefix },
+    [RRL_OPT_COUNT] = { "count", rrl_opt_count },
+    [RRL_OPT_MAX] = { NULL, NULL }
+};
+
+/* "burst, key, ..., count": the options, for messages */
+static const char *rrl_option_list(apr_pool_t *p)
+{
+    const char *list = rrl_options[0].name;
+    int i;
+
+    for (i = 1; i < RRL_OPT_MAX; i++) {
+        list = apr_pstrcat(p, list, ", ", rrl_options[i].name, NULL);
+    }
+    return list;
+}
+
+/* NAME=VALUE options after the RATE into l; *given: a bit per option */
+static const char *rrl_limit_options(cmd_parms *cmd, rrl_limit_t *l,
+                                     int argc, char *const argv[],
+                                     unsigned *given)
+{
+    int i, o;
+
+    *given = 0;
+    for (i = 0; i < argc; i++) {
+        const char *eq = strchr(argv[i], '='), *err;
+        char *opt;
+
+        if (!eq || eq == argv[i] || !eq[1]) {
+            return apr_psprintf(cmd->pool, "RateLimit: '%s' is not an "
+                                "option; expected name=value with one of "
+                                "%s", argv[i], rrl_option_list(cmd->pool));
+        }
+        opt = apr_pstrndup(cmd->temp_pool, argv[i], eq - argv[i]);
+        ap_str_tolower(opt);
+        for (o = 0; rrl_options[o].name; o++) {
+            if (strcmp(opt, rrl_options[o].name) == 0) {
+                break;
+            }
+        }
+        if (!rrl_options[o].name) {
+            return apr_psprintf(cmd->pool, "RateLimit: unknown option '%s'; "
+                                "accepted: %s", opt,
+                                rrl_option_list(cmd->pool));
+        }
+        if (*given & (1u << o)) {
+            return apr_psprintf(cmd->pool, "RateLimit: option %s= is given "
+                                "twice", opt);
+        }
+        *given |= 1u << o;
+        if ((err = rrl_options[o].parse(cmd, l, eq + 1)) != NULL) {
+            return err;
+        }
+    }
+    return NULL;
+}
+
+/* The new limit l of a section: one name in one section is one limit */
+static const char *rrl_limit_add(cmd_parms *cmd, rrl_dir_conf_t *dc,
+                                 rrl_limit_t *l)
+{
+    int i;
+
+    if (dc->limits) {
+        for (i = 0; i < dc->limits->nelts; i++) {
+            const rrl_limit_t *o = APR_ARRAY_IDX(dc->limits, i,
+                                                 rrl_limit_t *);
+            if (strcmp(o->name, l->name) == 0) {
+                return apr_psprintf(cmd->pool, "RateLimit: name=%s is "
+                                    "already used by the limit on line %u "
+                                    "of this section; give each limit its "
+                                    "own name", l->name, o->line);
+            }
+        }
+    }
+    else {
+        dc->limits = apr_array_make(cmd->pool, 2, sizeof(rrl_limit_t *));
+    }
+    APR_ARRAY_PUSH(dc->limits, rrl_limit_t *) = l;
+    if (rrl_all_limits) {
+        APR_ARRAY_PUSH(rrl_all_limits, rrl_limit_t *) = l;
+    }
+    return NULL;
+}
+
+/* RateLimit RATE [option=value ...] | RateLimit off */
 const char *rrl_limit_cmd(cmd_parms *cmd, void *dcfg, int argc,
-                                      char *const argv[])
+                          char *const argv[])
 {
     rrl_dir_conf_t *dc = dcfg;
     rrl_limit_t *l;
     const char *err;
-    int i, burst_given = 0, phase_given = 0, prefix_given = 0;
-    const char *seen = " ";
+    unsigned given;
 
     if ((err = ap_check_cmd_context(cmd, NOT_IN_LIMIT)) != NULL) {
         return err;
@@ -190,186 +422,28 @@ const char *rrl_limit_cmd(cmd_parms *cmd, void *dcfg, int argc,
     l->for_status = rrl_beside_status_handler(cmd);
 
     if ((err = rrl_algo_parse_rate(cmd->temp_pool, argv[0], &l->p.count,
-                              &l->p.period)) != NULL) {
+                                   &l->p.period)) != NULL) {
         return apr_pstrcat(cmd->pool, "RateLimit: ", err, NULL);
     }
     l->p.burst = l->p.count;
-
-    for (i = 1; i < argc; i++) {
-        const char *eq = strchr(argv[i], '=');
-        const char *opt, *val;
-
-        if (!eq || eq == argv[i] || !eq[1]) {
-            return apr_psprintf(cmd->pool, "RateLimit: '%s' is not an "
-                                "option; expected name=value with one of "
-                                "burst, key, name, algorithm, cost, phase, "
-                                "ipv6-prefix, count", argv[i]);
-        }
-        opt = apr_pstrndup(cmd->temp_pool, argv[i], eq - argv[i]);
-        val = eq + 1;
-        ap_str_tolower((char *)opt);
-        if (ap_strstr_c(seen, apr_pstrcat(cmd->temp_pool, " ", opt, " ",
-                                          NULL))) {
-            return apr_psprintf(cmd->pool, "RateLimit: option %s= is given "
-                                "twice", opt);
-        }
-        seen = apr_pstrcat(cmd->temp_pool, seen, opt, " ", NULL);
-
-        if (strcmp(opt, "burst") == 0) {
-            if (!rrl_util_parse_int(val, 1, APR_INT64_C(1) << 50, &l->p.burst)) {
-                return apr_psprintf(cmd->pool, "RateLimit: burst=%s is not "
-                                    "accepted; expected a positive whole "
-                                    "number", val);
-            }
-            burst_given = 1;
-        }
-        else if (strcmp(opt, "cost") == 0) {
-            if (!rrl_util_parse_int(val, 1, APR_INT64_C(1) << 50, &l->cost)) {
-                return apr_psprintf(cmd->pool, "RateLimit: cost=%s is not "
-                                    "accepted; expected a positive whole "
-                                    "number", val);
-            }
-        }
-        else if (strcmp(opt, "key") == 0) {
-            const char *experr = NULL;
-
-            l->key_text = apr_pstrdup(cmd->pool, val);
-            l->key = ap_expr_parse_cmd(cmd, l->key_text,
-                                       AP_EXPR_FLAG_STRING_RESULT,
-                                       &experr, NULL);
-            if (experr) {
-                return apr_psprintf(cmd->pool, "RateLimit: key=%s does not "
-                                    "parse as an expression (%s); expected "
-                                    "a string expression such as "
-                                    "%%{HTTP:X-Api-Key}", val, experr);
-            }
-            if (strcmp(val, "%{REMOTE_ADDR}") == 0) {
-                l->key = NULL;          /* the client address, fast path */
-            }
-            else if (strncmp(val, "%{HTTP:", 7) == 0) {
-                /* one request header, as ap_expr would read it, without
-                 * its evaluator */
-                apr_size_t hl = strcspn(val + 7, "}%{\\\"' \t");
-
-                if (hl > 0 && strcmp(val + 7 + hl, "}") == 0) {
-                    l->key_header = apr_pstrndup(cmd->pool, val + 7, hl);
-                }
-            }
-        }
-        else if (strcmp(opt, "name") == 0) {
-            const char *c;
-
-            for (c = val; *c && rrl_limit_name_char(*c); c++)
-                ;
-            if (*c || c - val > RRL_NAME_MAX) {
-                return apr_psprintf(cmd->pool, "RateLimit: name=%s is not "
-                                    "accepted; expected 1 to 64 of "
-                                    "A-Z a-z 0-9 _ . -", val);
-            }
-            l->name = apr_pstrdup(cmd->pool, val);
-        }
-        else if (strcmp(opt, "algorithm") == 0) {
-            int a;
-
-            for (a = 0; rrl_algo_names[a]; a++) {
-                if (strcasecmp(val, rrl_algo_names[a]) == 0) {
-                    break;
-                }
-            }
-            if (!rrl_algo_names[a]) {
-                return apr_psprintf(cmd->pool, "RateLimit: algorithm=%s is "
-                                    "not known; expected gcra, token-bucket, "
-                                    "fixed-window or sliding-window", val);
-            }
-            l->p.algorithm = a;
-        }
-        else if (strcmp(opt, "phase") == 0) {
-            if (strcasecmp(val, "access") == 0) {
-                l->phase = RRL_PHASE_ACCESS;
-            }
-            else if (strcasecmp(val, "auth") == 0) {
-                l->phase = RRL_PHASE_AUTH;
-            }
-            else {
-                return apr_psprintf(cmd->pool, "RateLimit: phase=%s is not "
-                                    "known; expected access or auth", val);
-            }
-            phase_given = 1;
-        }
-        else if (strcmp(opt, "ipv6-prefix") == 0) {
-            apr_int64_t bits;
-
-            if (!rrl_util_parse_int(val, 1, 128, &bits)) {
-                return apr_psprintf(cmd->pool, "RateLimit: ipv6-prefix=%s is "
-                                    "not accepted; expected a prefix length "
-                                    "from 1 to 128", val);
-            }
-            l->ipv6_prefix = (int)bits;
-            prefix_given = 1;
-        }
-        else if (strcmp(opt, "count") == 0) {
-            char *list = apr_pstrdup(cmd->temp_pool, val), *tok, *state;
-
-            l->statuses = apr_palloc(cmd->pool, sizeof(int) * strlen(val));
-            for (tok = apr_strtok(list, ",", &state); tok;
-                 tok = apr_strtok(NULL, ",", &state)) {
-                apr_int64_t st;
-
-                if (!rrl_util_parse_int(tok, 100, 599, &st)) {
-                    return apr_psprintf(cmd->pool, "RateLimit: count=%s is "
-                                        "not accepted; expected HTTP status "
-                                        "codes from 100 to 599 separated by "
-                                        "commas, such as count=401,403", val);
-                }
-                l->statuses[l->nstatuses++] = (int)st;
-            }
-            if (!l->nstatuses) {
-                return apr_psprintf(cmd->pool, "RateLimit: count=%s names no "
-                                    "status; expected count=401,403", val);
-            }
-        }
-        else {
-            return apr_psprintf(cmd->pool, "RateLimit: unknown option '%s'; "
-                                "accepted: burst, key, name, algorithm, cost, "
-                                "phase, ipv6-prefix, count", opt);
-        }
+    if ((err = rrl_limit_options(cmd, l, argc - 1, argv + 1, &given))
+        != NULL) {
+        return err;
     }
-    (void)prefix_given;
-
     if ((err = rrl_algo_check_params(cmd->pool, l->rate_text, &l->p, l->cost,
-                                burst_given)) != NULL) {
+                                     given & (1u << RRL_OPT_BURST)))
+        != NULL) {
         return apr_pstrcat(cmd->pool, "RateLimit: ", err, NULL);
     }
-    if (!phase_given && l->key_text && ap_strstr_c(l->key_text,
-                                                   "REMOTE_USER")) {
+    if (!(given & (1u << RRL_OPT_PHASE)) && l->key_text
+        && ap_strstr_c(l->key_text, "REMOTE_USER")) {
         l->phase = RRL_PHASE_AUTH;     /* the user is known only then */
     }
     if (!l->name) {
         l->name = rrl_default_name(cmd, ++dc->unnamed);
         l->auto_named = 1;
     }
-
-    /* one name in one section is one limit */
-    if (dc->limits) {
-        for (i = 0; i < dc->limits->nelts; i++) {
-            const rrl_limit_t *o = APR_ARRAY_IDX(dc->limits, i,
-                                                 rrl_limit_t *);
-            if (strcmp(o->name, l->name) == 0) {
-                return apr_psprintf(cmd->pool, "RateLimit: name=%s is "
-                                    "already used by the limit on line %u "
-                                    "of this section; give each limit its "
-                                    "own name", l->name, o->line);
-            }
-        }
-    }
-    else {
-        dc->limits = apr_array_make(cmd->pool, 2, sizeof(rrl_limit_t *));
-    }
-    APR_ARRAY_PUSH(dc->limits, rrl_limit_t *) = l;
-    if (rrl_all_limits) {
-        APR_ARRAY_PUSH(rrl_all_limits, rrl_limit_t *) = l;
-    }
-    return NULL;
+    return rrl_limit_add(cmd, dc, l);
 }
 
 void rrl_limit_pre_config(apr_pool_t *pconf)
@@ -431,13 +505,13 @@ int rrl_limit_check_config(apr_pool_t *pconf, apr_pool_t *ptemp)
         else if (!rrl_same_settings(o, l)) {
             ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL,
                          RRL_LOGNO(00009) "%s:%u: RateLimit %s name=%s "
-                         "differs from the limit of that name at %s:%u%s%s; "
+                         "differs from the limit of that name at %s:%u%s; "
                          "one name in one %s is one limit, so give them the "
                          "same settings or different names", l->file,
                          l->line, l->rate_text, l->name, o->file, o->line,
                          l->auto_named ? " (a default name: add name= to "
                          "tell them apart)" : "",
-                         "", l->in_vhost ? "virtual host" : "server");
+                         l->in_vhost ? "virtual host" : "server");
             bad = 1;
         }
     }
@@ -459,7 +533,8 @@ void rrl_limit_post_config(apr_pool_t *pconf)
                                  l->p.period / RRL_USEC_PER_SEC);
         l->ietf_prefix = apr_psprintf(pconf, "\"%s\";r=", l->name);
 
-        l->stat = rrl_counters_limit(l, l->in_vhost && l->server->server_hostname
-                                      ? l->server->server_hostname : "");
+        l->stat = rrl_counters_limit(l, l->in_vhost
+                                        && l->server->server_hostname
+                                        ? l->server->server_hostname : "");
     }
 }

@@ -17,7 +17,7 @@
 
 int rrl_limit_name_char(int c);
 const char *rrl_limit_cmd(cmd_parms *cmd, void *dcfg, int argc,
-                               char *const argv[]);
+                          char *const argv[]);
 
 void rrl_limit_pre_config(apr_pool_t *pconf);
 int rrl_limit_check_config(apr_pool_t *pconf, apr_pool_t *ptemp);

@@ -56,7 +56,8 @@ static rrl_store_t *rrl_store;
 const apr_uint64_t *rrl_local_hash(rrl_item_t *it)
 {
     if (!it->hashed) {
-        rrl_util_siphash128(rrl_store->table->salt, it->key, it->keylen, it->h);
+        rrl_util_siphash128(rrl_store->table->salt, it->key, it->keylen,
+                            it->h);
         it->hashed = 1;
     }
     return it->h;
@@ -122,7 +123,7 @@ static int rrl_local_stripes(const apr_uint64_t *const *h, int n,
 
 /* Decide every item in one critical section: check all, then spend all */
 apr_status_t rrl_local_decide(request_rec *r, rrl_item_t *items, int n,
-                                     apr_int64_t now)
+                              apr_int64_t now)
 {
     const apr_uint64_t *hs[8], **h = n <= 8 ? hs
                                     : apr_palloc(r->pool, sizeof(*h) * n);
@@ -153,7 +154,7 @@ apr_status_t rrl_local_decide(request_rec *r, rrl_item_t *items, int n,
         rrl_slot_t *s = rrl_local_slot(h[i], now, 0);
 
         rrl_algo_decide(items[i].p, items[i].cost, items[i].mode,
-                 s ? s->v : NULL, s != NULL, now, &o[i]);
+                        s ? s->v : NULL, s != NULL, now, &o[i]);
         all = all && o[i].allowed;
     }
     for (i = 0; all && i < n; i++) {

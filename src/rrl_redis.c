@@ -19,28 +19,27 @@
 
 #include "rrl_private.h"
 #include "rrl_redis.h"
+#include "rrl_config.h"
 #include "rrl_counters.h"
 #include "rrl_redis_cluster.h"
 #include "rrl_script.h"
 
 static apr_array_header_t *rrl_backends;    /* rrl_backend_t *: all used */
 
-/*
- * Decide the items in Redis: one EVALSHA for them all, except in a Cluster
- * (rrl_redis_cluster_decide)
- */
-rrl_redis_rc_e rrl_redis_decide(request_rec *r, rrl_backend_t *be,
-                                rrl_item_t *items, int n, apr_int64_t *now,
-                                const char **errp)
+/* One EVALSHA decides the items, or one per slot in a Cluster */
+static rrl_redis_rc_e rrl_redis_eval(request_rec *r, rrl_backend_t *be,
+                                     rrl_item_t *items, int n,
+                                     apr_int64_t *now, const char **errp)
 {
     if (be->u->kind != RRL_REDIS_CLUSTER) {
-        return rrl_redis_pipe_eval(r, be, be->node, 0, items, n, now, NULL, errp);
+        return rrl_redis_pipe_eval(r, be, be->node, 0, items, n, now, NULL,
+                                   errp);
     }
     return rrl_redis_cluster_decide(r, be, items, n, now, errp);
 }
 
 /* PING, for ?health */
-rrl_redis_rc_e rrl_redis_ping(request_rec *r, rrl_backend_t *be,
+static rrl_redis_rc_e rrl_redis_ping(request_rec *r, rrl_backend_t *be,
                                      const char **errp)
 {
     rrl_reply_t rep = { 0 };
@@ -73,8 +72,8 @@ rrl_redis_rc_e rrl_redis_ping(request_rec *r, rrl_backend_t *be,
 
 /* Redis errors: at most one line a second per child, with the number of
  * those left out */
-void rrl_redis_log_error(request_rec *r, rrl_backend_t *be,
-                                const rrl_dir_conf_t *dc, const char *err)
+static void rrl_redis_log_error(request_rec *r, rrl_backend_t *be,
+                                const char *on_error, const char *err)
 {
     apr_time_t sec = apr_time_sec(apr_time_now());
     int suppressed = -1;
@@ -92,8 +91,7 @@ void rrl_redis_log_error(request_rec *r, rrl_backend_t *be,
     if (suppressed >= 0) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, RRL_LOGNO(00013)
                       "%s: %s; deciding by RateLimitOnError %s%s",
-                      be->u->masked, err,
-                      rrl_config_on_error_names[rrl_config_on_error(dc)],
+                      be->u->masked, err, on_error,
                       suppressed > 0
                       ? apr_psprintf(r->pool, " (and %d more such errors in "
                                      "this child since the last line)",
@@ -101,11 +99,19 @@ void rrl_redis_log_error(request_rec *r, rrl_backend_t *be,
     }
 }
 
+/* The circuit breaker of a child: after failures, it leaves Redis alone
+ * for a growing pause, then one request probes it */
+typedef enum {
+    RRL_GATE_CLOSED = 0,     /* ask Redis */
+    RRL_GATE_PROBE,          /* ask Redis: the first request after a pause */
+    RRL_GATE_OPEN            /* do not: RateLimitOnError decides at once */
+} rrl_gate_e;
+
 #define RRL_BACKOFF_FIRST apr_time_from_msec(200)
 
 #define RRL_BACKOFF_MAX   apr_time_from_sec(5)
 
-rrl_gate_e rrl_redis_breaker_gate(rrl_backend_t *be, apr_time_t now)
+static rrl_gate_e rrl_redis_breaker_gate(rrl_backend_t *be, apr_time_t now)
 {
     rrl_gate_e gate = RRL_GATE_OPEN;
 
@@ -132,7 +138,7 @@ rrl_gate_e rrl_redis_breaker_gate(rrl_backend_t *be, apr_time_t now)
     return gate;
 }
 
-void rrl_redis_breaker_success(request_rec *r, rrl_backend_t *be)
+static void rrl_redis_breaker_success(request_rec *r, rrl_backend_t *be)
 {
     apr_time_t now;
 
@@ -156,8 +162,8 @@ void rrl_redis_breaker_success(request_rec *r, rrl_backend_t *be)
     }
 }
 
-void rrl_redis_breaker_failure(request_rec *r, rrl_backend_t *be,
-                                const rrl_dir_conf_t *dc, const char *err)
+static void rrl_redis_breaker_failure(request_rec *r, rrl_backend_t *be,
+                                      const char *on_error, const char *err)
 {
     apr_interval_time_t pause;
     apr_uint32_t n;
@@ -183,11 +189,76 @@ void rrl_redis_breaker_failure(request_rec *r, rrl_backend_t *be,
                       "%s is lost (%s): RateLimitOnError %s decides until "
                       "it answers again; each child asks it again after a "
                       "pause growing from 200 ms to 5 s", be->u->masked,
-                      err, rrl_config_on_error_names[rrl_config_on_error(dc)]);
+                      err, on_error);
     }
     else {
-        rrl_redis_log_error(r, be, dc, err);
+        rrl_redis_log_error(r, be, on_error, err);
     }
+}
+
+/* What a call's end tells the breaker, the counters and the log */
+static void rrl_redis_settle(request_rec *r, rrl_backend_t *be,
+                             const char *on_error, rrl_redis_rc_e rc,
+                             const char *err)
+{
+    switch (rc) {
+    case RRL_REDIS_OK:
+        rrl_redis_breaker_success(r, be);
+        break;
+    case RRL_REDIS_DOWN:
+        rrl_counters_count(RRL_CTR_REDIS_ERRORS);
+        rrl_redis_breaker_failure(r, be, on_error, err);
+        break;
+    case RRL_REDIS_WRONG:
+        rrl_counters_count(RRL_CTR_REDIS_ERRORS);
+        /* Redis is up: this answer was wrong (a key of another type,
+         * say); no reason to leave Redis alone */
+        rrl_redis_breaker_success(r, be);
+        rrl_counters_error(be->shared, err);
+        rrl_redis_log_error(r, be, on_error, err);
+        break;
+    }
+}
+
+/*
+ * Decide the items in Redis, unless this child is leaving a failing Redis
+ * alone for a while (then at once, without a network wait).  Failures are
+ * logged and counted here; on_error names the RateLimitOnError that
+ * decides instead.  RRL_REDIS_OK: the items have their outcome.
+ */
+rrl_redis_rc_e rrl_redis_decide(request_rec *r, rrl_backend_t *be,
+                                const char *on_error, rrl_item_t *items,
+                                int n, apr_int64_t *now)
+{
+    const char *err = NULL;
+    rrl_redis_rc_e rc;
+
+    if (rrl_redis_breaker_gate(be, *now) == RRL_GATE_OPEN) {
+        return RRL_REDIS_DOWN;
+    }
+    rc = rrl_redis_eval(r, be, items, n, now, &err);
+    rrl_redis_settle(r, be, on_error, rc, err);
+    return rc;
+}
+
+/* For ?health: can this child reach Redis?  RRL_REDIS_OK, or *errp */
+rrl_redis_rc_e rrl_redis_health(request_rec *r, rrl_backend_t *be,
+                                const char *on_error, const char **errp)
+{
+    rrl_redis_rc_e rc;
+    apr_time_t at;
+
+    *errp = NULL;
+    if (rrl_redis_breaker_gate(be, apr_time_now()) == RRL_GATE_OPEN) {
+        /* a child that is leaving Redis alone answers at once */
+        *errp = apr_pstrcat(r->pool, "no answer lately (",
+                            rrl_counters_last_error(r->pool, be->shared, &at),
+                            ")", NULL);
+        return RRL_REDIS_DOWN;
+    }
+    rc = rrl_redis_ping(r, be, errp);
+    rrl_redis_settle(r, be, on_error, rc, *errp);
+    return rc;
 }
 
 /* One backend per distinct URL, timeouts and pool settings */
@@ -309,15 +380,19 @@ int rrl_redis_child_init(apr_pool_t *pchild, server_rec *s)
             /* a Sentinel's node is the master, once the Sentinels say */
             int known = be->u->kind != RRL_REDIS_SENTINEL;
 
-            rv = rrl_redis_conn_node_create(be, pchild,
-                                 known && be->u->host ? be->u->host : "",
-                                 known ? be->u->port : 0, &be->node);
+            rv = rrl_redis_conn_node_create(be, pchild, known && be->u->host
+                                                        ? be->u->host : "",
+                                            known ? be->u->port : 0,
+                                            &be->node);
         }
         if (rv != APR_SUCCESS) {
+            /* a shortage of this child's (memory, mutexes): it exits, and
+             * the parent makes others, more slowly while they fail too;
+             * the server stays up */
             ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RRL_LOGNO(00016)
-                         "%s: cannot create this child's connection pool",
-                         be->u->masked);
-            exit(APEXIT_CHILDFATAL);
+                         "%s: cannot create this child's connection pool; "
+                         "the child exits", be->u->masked);
+            exit(APEXIT_CHILDSICK);
         }
     }
     return rrl_backends ? rrl_backends->nelts : 0;

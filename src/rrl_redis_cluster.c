@@ -9,11 +9,11 @@
 
 #include "apr_strings.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #include "rrl_private.h"
 #include "rrl_redis_cluster.h"
+#include "rrl_util.h"
 
 /* The index of node HOST:PORT, added when new (be->mutex held); -1 if the
  * table is full or its pool cannot be made */
@@ -31,7 +31,8 @@ static int rrl_cluster_node(rrl_backend_t *be, const char *host, int port)
     if (be->nnodes == RRL_MAX_NODES || strlen(host) >= sizeof(node->host)) {
         return -1;
     }
-    if (rrl_redis_conn_node_create(be, be->cpool, host, port, &node) != APR_SUCCESS) {
+    if (rrl_redis_conn_node_create(be, be->cpool, host, port, &node)
+        != APR_SUCCESS) {
         return -1;
     }
     be->nodes[be->nnodes] = node;
@@ -41,7 +42,7 @@ static int rrl_cluster_node(rrl_backend_t *be, const char *host, int port)
 /* The slot map of one CLUSTER SLOTS reply (be->mutex held); asked: the
  * node that answered, for entries that leave the host out */
 int rrl_redis_cluster_learn(rrl_backend_t *be, const redisReply *reply,
-                             const char *asked)
+                            const char *asked)
 {
     size_t i;
     int learnt = 0;
@@ -99,7 +100,8 @@ const char *rrl_redis_cluster_refresh(rrl_backend_t *be, apr_pool_t *p)
     apr_array_cat(ask, u->addrs);
     for (i = 0; i < ask->nelts; i++) {
         const rrl_addr_t *a = &APR_ARRAY_IDX(ask, i, rrl_addr_t);
-        redisContext *c = rrl_redis_conn_open(be, p, a->host, a->port, 0, &err);
+        redisContext *c = rrl_redis_conn_open(be, p, a->host, a->port, 0,
+                                              &err);
         redisReply *reply;
         int learnt = 0;
 
@@ -159,6 +161,7 @@ static rrl_redis_rc_e rrl_cluster_eval(request_rec *r, rrl_backend_t *be,
     for (hops = 0; hops < 5; hops++) {
         rrl_redis_rc_e rc;
         char *target, *colon;
+        apr_int64_t port;
         int idx = -1, moved;
 
         if (!node) {
@@ -173,7 +176,7 @@ static rrl_redis_rc_e rrl_cluster_eval(request_rec *r, rrl_backend_t *be,
         }
         redirect[0] = '\0';
         rc = rrl_redis_pipe_eval(r, be, node, asking, items, n, now, redirect,
-                            errp);
+                                 errp);
         if (rc != RRL_REDIS_OK || !redirect[0]) {
             return rc;
         }
@@ -181,10 +184,10 @@ static rrl_redis_rc_e rrl_cluster_eval(request_rec *r, rrl_backend_t *be,
         moved = redirect[0] == 'M';
         target = strrchr(redirect, ' ');
         colon = target ? strrchr(target, ':') : NULL;
-        if (colon) {
+        if (colon && rrl_util_parse_int(colon + 1, 1, 65535, &port)) {
             *colon = '\0';
             apr_thread_mutex_lock(be->mutex);
-            idx = rrl_cluster_node(be, target + 1, atoi(colon + 1));
+            idx = rrl_cluster_node(be, target + 1, (int)port);
             if (idx >= 0) {
                 node = be->nodes[idx];
                 if (moved) {

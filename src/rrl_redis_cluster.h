@@ -15,7 +15,7 @@
 #include "rrl_redis_pipe.h"
 
 int rrl_redis_cluster_learn(rrl_backend_t *be, const redisReply *reply,
-                      const char *asked);
+                            const char *asked);
 const char *rrl_redis_cluster_refresh(rrl_backend_t *be, apr_pool_t *p);
 rrl_node_t *rrl_redis_cluster_route(rrl_backend_t *be, unsigned slot);
 rrl_redis_rc_e rrl_redis_cluster_decide(request_rec *r, rrl_backend_t *be,

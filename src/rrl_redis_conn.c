@@ -18,6 +18,7 @@
 #include "rrl_private.h"
 #include "rrl_redis_conn.h"
 #include "rrl_resp.h"
+#include "rrl_util.h"
 
 static struct timeval rrl_timeval(apr_interval_time_t t)
 {
@@ -51,8 +52,8 @@ static const char *rrl_redis_setup(apr_pool_t *p, redisContext *c, int argc,
  * own until rrl_redis_conn_connect switches them to rrl_reply_t.
  */
 redisContext *rrl_redis_conn_open(const rrl_backend_t *be, apr_pool_t *p,
-                                    const char *host, int port, int db,
-                                    const char **errp)
+                                  const char *host, int port, int db,
+                                  const char **errp)
 {
     const rrl_redis_url_t *u = be->u;
     struct timeval tv = rrl_timeval(be->connect_timeout);
@@ -109,7 +110,7 @@ redisContext *rrl_redis_conn_open(const rrl_backend_t *be, apr_pool_t *p,
  * it is not the master any more); the next connection asks the Sentinels,
  * and pooled connections to it are closed when next taken */
 void rrl_redis_conn_forget_master(rrl_backend_t *be, rrl_node_t *node,
-                                apr_uint32_t gen)
+                                  apr_uint32_t gen)
 {
     apr_thread_mutex_lock(be->mutex);
     if (node->gen == gen && node->host[0]) {
@@ -128,6 +129,7 @@ static const char *rrl_sentinel_master(rrl_backend_t *be, rrl_node_t *node,
     const rrl_redis_url_t *u = be->u;
     const char *argv[3] = { "SENTINEL", "get-master-addr-by-name", u->master };
     const char *err = "no Sentinel answered";
+    apr_int64_t mport;
     int i;
 
     apr_thread_mutex_lock(be->mutex);
@@ -140,7 +142,8 @@ static const char *rrl_sentinel_master(rrl_backend_t *be, rrl_node_t *node,
     }
     for (i = 0; i < u->addrs->nelts; i++) {
         const rrl_addr_t *a = &APR_ARRAY_IDX(u->addrs, i, rrl_addr_t);
-        redisContext *c = rrl_redis_conn_open(be, p, a->host, a->port, 0, &err);
+        redisContext *c = rrl_redis_conn_open(be, p, a->host, a->port, 0,
+                                              &err);
         redisReply *reply;
 
         if (!c) {
@@ -154,8 +157,10 @@ static const char *rrl_sentinel_master(rrl_backend_t *be, rrl_node_t *node,
         else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
                  || reply->element[0]->type != REDIS_REPLY_STRING
                  || reply->element[1]->type != REDIS_REPLY_STRING
+                 || !reply->element[0]->len
                  || reply->element[0]->len >= sizeof(node->host)
-                 || atoi(reply->element[1]->str) <= 0) {
+                 || !rrl_util_parse_int(reply->element[1]->str, 1, 65535,
+                                        &mport)) {
             err = apr_psprintf(p, "Sentinel %s:%d does not know master %s",
                                a->host, a->port, u->master);
         }
@@ -165,7 +170,7 @@ static const char *rrl_sentinel_master(rrl_backend_t *be, rrl_node_t *node,
             apr_thread_mutex_lock(be->mutex);
             apr_cpystrn(node->host, reply->element[0]->str,
                         sizeof(node->host));
-            node->port = atoi(reply->element[1]->str);
+            node->port = (int)mport;
             apr_cpystrn(host, node->host, sizeof(node->host));
             *port = node->port;
             *gen = node->gen;
@@ -220,8 +225,8 @@ static const char *rrl_redis_role(apr_pool_t *p, redisContext *c)
  * master found first), then rrl_redis_conn_open; *gen is the master's
  * generation the connection belongs to */
 redisContext *rrl_redis_conn_connect(rrl_backend_t *be, rrl_node_t *node,
-                                       apr_pool_t *p, apr_uint32_t *gen,
-                                       const char **errp)
+                                     apr_pool_t *p, apr_uint32_t *gen,
+                                     const char **errp)
 {
     const rrl_redis_url_t *u = be->u;
     char host[sizeof(node->host)];
@@ -238,8 +243,8 @@ redisContext *rrl_redis_conn_connect(rrl_backend_t *be, rrl_node_t *node,
     else {
         apr_cpystrn(host, node->host, sizeof(host));
     }
-    c = rrl_redis_conn_open(be, p, u->kind == RRL_REDIS_UNIX ? NULL : host, port,
-                       u->db, errp);
+    c = rrl_redis_conn_open(be, p, u->kind == RRL_REDIS_UNIX ? NULL : host,
+                            port, u->db, errp);
     if (u->kind == RRL_REDIS_SENTINEL
         && (!c || (*errp = rrl_redis_role(p, c)) != NULL)) {
         if (c) {
@@ -251,7 +256,8 @@ redisContext *rrl_redis_conn_connect(rrl_backend_t *be, rrl_node_t *node,
     if (!c) {
         return NULL;
     }
-    /* from here on, replies are read into rrl_reply_t (rrl_redis_pipe_roundtrip) */
+    /* from here on, replies are read into rrl_reply_t
+     * (rrl_redis_pipe_roundtrip) */
     c->reader->fn = &rrl_resp_reply_fns;
     rrl_counters_count(RRL_CTR_CONNECTIONS);
     apr_atomic_inc32(&be->shared->connections);
@@ -300,8 +306,8 @@ static apr_status_t rrl_conn_drop(void *resource, void *params,
  * takes no longer than a command may), and its pipeline
  */
 apr_status_t rrl_redis_conn_node_create(rrl_backend_t *be, apr_pool_t *p,
-                                    const char *host, int port,
-                                    rrl_node_t **nodep)
+                                        const char *host, int port,
+                                        rrl_node_t **nodep)
 {
     rrl_node_t *node = apr_pcalloc(p, sizeof(*node));
     apr_status_t rv;

@@ -89,20 +89,22 @@ typedef struct rrl_backend {
  * I/O happens under the pool's lock), dropped after any error */
 typedef struct rrl_conn {
     redisContext *c;
-    int served;            /* answered before: a failure now may be staleness */
+    int served;            /* answered before: a failure now may be
+                            * staleness */
     apr_uint32_t gen;      /* sentinel: of the master it was made for */
 } rrl_conn_t;
 
 redisContext *rrl_redis_conn_open(const rrl_backend_t *be, apr_pool_t *p,
-                             const char *host, int port, int db,
-                             const char **errp);
+                                  const char *host, int port, int db,
+                                  const char **errp);
 void rrl_redis_conn_forget_master(rrl_backend_t *be, rrl_node_t *node,
-                         apr_uint32_t gen);
+                                  apr_uint32_t gen);
 redisContext *rrl_redis_conn_connect(rrl_backend_t *be, rrl_node_t *node,
-                                apr_pool_t *p, apr_uint32_t *gen,
-                                const char **errp);
+                                     apr_pool_t *p, apr_uint32_t *gen,
+                                     const char **errp);
 void rrl_redis_conn_close(const rrl_backend_t *be, rrl_conn_t *conn);
 apr_status_t rrl_redis_conn_node_create(rrl_backend_t *be, apr_pool_t *p,
-                             const char *host, int port, rrl_node_t **nodep);
+                                        const char *host, int port,
+                                        rrl_node_t **nodep);
 
 #endif /* RRL_REDIS_CONN_H */

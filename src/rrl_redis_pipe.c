@@ -11,6 +11,8 @@
 #include "apr_strings.h"
 
 #include <errno.h>
+#include <stdlib.h>
+#include <time.h>
 #include <semaphore.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -38,8 +40,8 @@ static int rrl_stale_errno(int err)
  * connection gone stale.
  */
 int rrl_redis_pipe_roundtrip(apr_pool_t *p, const rrl_backend_t *be,
-                              redisContext *c, rrl_call_t *const *calls,
-                              int n, int how, const char **errp, int *stale)
+                             redisContext *c, rrl_call_t *const *calls,
+                             int n, int how, const char **errp, int *stale)
 {
     struct iovec iov[RRL_PIPE_MAX];
     void *reply = NULL;
@@ -164,131 +166,177 @@ static void rrl_calls_fail(rrl_call_t *const *calls, int n,
     }
 }
 
+/* A pooled connection of node for the calls (a fresh one for a retry),
+ * connected; NULL when none can be had: then the calls have failed */
+static rrl_conn_t *rrl_batch_conn(request_rec *r, rrl_backend_t *be,
+                                  rrl_node_t *node, int fresh,
+                                  rrl_call_t *const *calls, int n)
+{
+    rrl_conn_t *conn;
+    const char *err = NULL;
+
+    if (apr_reslist_acquire(node->pool, (void **)&conn) != APR_SUCCESS) {
+        rrl_calls_fail(calls, n, RRL_REDIS_DOWN, 0, "no connection free in "
+                       "the pool (RateLimitRedisPool)");
+        return NULL;
+    }
+    if (fresh || (conn->c && conn->gen != apr_atomic_read32(&node->gen))) {
+        rrl_redis_conn_close(be, conn);
+    }
+    if (!conn->c) {
+        conn->served = 0;
+        if (!(conn->c = rrl_redis_conn_connect(be, node, r->pool, &conn->gen,
+                                               &err))) {
+            apr_reslist_invalidate(node->pool, conn);
+            rrl_calls_fail(calls, n, RRL_REDIS_DOWN, 0, err);
+            return NULL;
+        }
+    }
+    return conn;
+}
+
+/*
+ * The n calls at all + 1 written (how & RRL_SEND) and read on conn, with
+ * load (SCRIPT LOAD) in all[0] first when not NULL: the script and the
+ * calls again in one write, as Redis runs one client's commands of one
+ * read back to back, so that another SCRIPT FLUSH cannot come between
+ * them.  How many calls have their reply; -1 when SCRIPT LOAD's own reply
+ * was wrong: then the calls have failed and conn is dropped.
+ */
+static int rrl_batch_send(request_rec *r, rrl_backend_t *be,
+                          rrl_node_t *node, rrl_conn_t *conn,
+                          rrl_call_t **all, int n, rrl_call_t *load, int how,
+                          const char **errp, int *stale)
+{
+    const rrl_reply_t *lr;
+    int got;
+
+    if (how & RRL_SEND) {
+        rrl_count_sent(n + (load != NULL));
+    }
+    if (!load) {
+        return rrl_redis_pipe_roundtrip(r->pool, be, conn->c, all + 1, n,
+                                        how, errp, stale);
+    }
+    all[0] = load;
+    got = rrl_redis_pipe_roundtrip(r->pool, be, conn->c, all, n + 1, how,
+                                   errp, stale) - 1;
+    lr = load->rep;
+    if (got >= 0 && (lr->type != REDIS_REPLY_STRING || lr->bad
+                     || strcmp(lr->str, rrl_script_sha) != 0)) {
+        apr_reslist_invalidate(node->pool, conn);
+        rrl_calls_fail(all + 1, n, RRL_REDIS_WRONG, 0,
+                       apr_psprintf(r->pool, "SCRIPT LOAD: %s",
+                                    lr->type == REDIS_REPLY_ERROR
+                                    ? lr->str : "an unexpected reply"));
+        return -1;
+    }
+    if (got < 0) {
+        *errp = apr_psprintf(r->pool, "SCRIPT LOAD: %s", *errp);
+        return 0;
+    }
+    return got;
+}
+
+/*
+ * What the replies of the first got calls say.  Those answered are done;
+ * those to go again stay in calls, in their order (*n of them): the ones
+ * without a reply, NOSCRIPT (*nos counts them; not once the script was
+ * loaded in this batch) and, under Sentinel, a master that is one no more
+ * (*master_lost, its reply in *errp).  1 when a reply was malformed (the
+ * connection must go).
+ */
+static int rrl_batch_sort(request_rec *r, rrl_backend_t *be,
+                          rrl_call_t **calls, int *n, int got, int loaded,
+                          int *nos, int *master_lost, const char **errp)
+{
+    int sentinel = be->u->kind == RRL_REDIS_SENTINEL;
+    apr_time_t now = apr_time_now();
+    int i, again = 0, drop = 0;
+
+    *nos = *master_lost = 0;
+    for (i = 0; i < *n; i++) {
+        rrl_call_t *c = calls[i];
+
+        if (i < got && !loaded && c->rep->type == REDIS_REPLY_ERROR
+            && strncmp(c->rep->str, "NOSCRIPT", 8) == 0
+            && strcmp(c->what, "EVALSHA") == 0) {
+            rrl_counters_count(RRL_CTR_NOSCRIPT);
+            (*nos)++;
+        }
+        else if (i < got && sentinel && rrl_redis_pipe_not_master(c->rep)) {
+            if (!*master_lost) {
+                *errp = apr_pstrdup(r->pool, c->rep->str);
+            }
+            *master_lost = 1;
+        }
+        else if (i < got) {
+            c->rc = RRL_REDIS_OK;
+            drop = drop || c->rep->bad;
+            rrl_counters_latency(now - c->queued);
+            continue;
+        }
+        calls[again++] = c;
+    }
+    *n = again;
+    return drop;
+}
+
 /*
  * The calls of one round trip, on a pooled connection of node, by the
  * pool's rules: calls on a connection that went stale go again once on a
  * fresh one (so do calls a Sentinel master turned replica answered, after
  * asking the Sentinels again); EVALSHA that meets NOSCRIPT loads the
- * script and goes once more.  Every call ends with its rc and its reply
- * or its err.  sent: the calls were sent on this pooled connection
- * already.  The connection goes back to the pool when all went well, or
- * to *keep, for the next round trip, when keep is not NULL.  batch is
- * left as it is: the caller wakes every call in it.
+ * script and goes once more, on the same connection.  Every call ends
+ * with its rc and its reply or its err.  sent: the calls were sent on
+ * this pooled connection already.  The connection goes back to the pool
+ * when all went well, or to *keep, for the next round trip, when keep is
+ * not NULL.  batch is left as it is: the caller wakes every call in it.
  */
 static void rrl_redis_batch(request_rec *r, rrl_backend_t *be,
                             rrl_node_t *node, rrl_call_t *const *batch,
                             int n, rrl_conn_t *sent, rrl_conn_t **keep)
 {
-    int sentinel = be->u->kind == RRL_REDIS_SENTINEL, loaded = 0;
-    int attempt;
     /* all[0]: SCRIPT LOAD, when the script must go first; calls: those
      * still to be answered */
     rrl_call_t *all[RRL_PIPE_MAX + 1], **calls = all + 1, load;
     rrl_reply_t load_rep;
+    rrl_conn_t *conn = sent;
+    int how = sent ? RRL_RECEIVE : RRL_SEND | RRL_RECEIVE;
+    int fresh = 0;                /* retrying, on a fresh connection */
+    int loaded = 0;               /* the script went in this batch */
+    int with_load = 0;            /* it goes in the next write */
 
     memcpy(calls, batch, sizeof(*calls) * (apr_size_t)n);
-
-    for (attempt = 0; n > 0; attempt++) {
-        rrl_conn_t *conn = sent;
+    while (n > 0) {
         const char *err = NULL;
-        int i, got, stale, nagain, nos, master_lost, retry, drop;
-        int how = sent ? RRL_RECEIVE : RRL_SEND | RRL_RECEIVE;
-        apr_time_t now;
+        int got, stale = 0, nos, master_lost, drop;
 
-        sent = NULL;
-        if (conn) {
-            goto send;
-        }
-        if (apr_reslist_acquire(node->pool, (void **)&conn) != APR_SUCCESS) {
-            rrl_calls_fail(calls, n, RRL_REDIS_DOWN, 0, "no connection free "
-                           "in the pool (RateLimitRedisPool)");
+        if (!conn && !(conn = rrl_batch_conn(r, be, node, fresh, calls, n))) {
             return;
         }
-        if (attempt > 0
-            || (conn->c && conn->gen != apr_atomic_read32(&node->gen))) {
-            rrl_redis_conn_close(be, conn);  /* a retry gets a fresh one */
+        got = rrl_batch_send(r, be, node, conn, all, n,
+                             with_load ? &load : NULL, how, &err, &stale);
+        if (got < 0) {
+            return;
         }
-        if (!conn->c) {
-            conn->served = 0;
-            if (!(conn->c = rrl_redis_conn_connect(be, node, r->pool, &conn->gen,
-                                              &err))) {
-                apr_reslist_invalidate(node->pool, conn);
-                rrl_calls_fail(calls, n, RRL_REDIS_DOWN, 0, err);
-                return;
-            }
-        }
-    send:
-        if (how & RRL_SEND) {
-            rrl_count_sent(n + (loaded == 1));
-        }
-        if (loaded == 1) {
-            /* the script and the calls again, in one write: Redis runs
-             * one client's commands of one read back to back, so another
-             * SCRIPT FLUSH cannot come between them */
-            got = rrl_redis_pipe_roundtrip(r->pool, be, conn->c, all, n + 1, how,
-                                     &err, &stale) - 1;
-            loaded = 2;
-            if (got >= 0 && (load_rep.type != REDIS_REPLY_STRING
-                             || load_rep.bad
-                             || strcmp(load_rep.str, rrl_script_sha) != 0)) {
-                apr_reslist_invalidate(node->pool, conn);
-                rrl_calls_fail(calls, n, RRL_REDIS_WRONG, 0,
-                               apr_psprintf(r->pool, "SCRIPT LOAD: %s",
-                                            load_rep.type
-                                            == REDIS_REPLY_ERROR
-                                            ? load_rep.str
-                                            : "an unexpected reply"));
-                return;
-            }
-            if (got < 0) {
-                got = 0;
-                err = apr_psprintf(r->pool, "SCRIPT LOAD: %s", err);
-            }
-        }
-        else {
-            got = rrl_redis_pipe_roundtrip(r->pool, be, conn->c, calls, n, how,
-                                     &err, &stale);
-        }
+        loaded = loaded || with_load;
+        with_load = 0;
         how = RRL_SEND | RRL_RECEIVE;
-        now = apr_time_now();
-
-        /* the calls answered are done, but those to send again: calls
-         * below nagain, in their order */
-        nagain = nos = master_lost = drop = 0;
-        for (i = 0; i < n; i++) {
-            rrl_call_t *c = calls[i];
-
-            if (i < got && !loaded && c->rep->type == REDIS_REPLY_ERROR
-                && strncmp(c->rep->str, "NOSCRIPT", 8) == 0
-                && strcmp(c->what, "EVALSHA") == 0) {
-                rrl_counters_count(RRL_CTR_NOSCRIPT);
-                nos++;
-            }
-            else if (i < got && sentinel && rrl_redis_pipe_not_master(c->rep)) {
-                if (!master_lost) {
-                    err = apr_pstrdup(r->pool, c->rep->str);
-                }
-                master_lost = 1;
-            }
-            else if (i < got) {
-                c->rc = RRL_REDIS_OK;
-                drop = drop || c->rep->bad;
-                rrl_counters_latency(now - c->queued);
-                continue;
-            }
-            calls[nagain++] = c;
-        }
-        n = nagain;
+        drop = rrl_batch_sort(r, be, calls, &n, got, loaded, &nos,
+                              &master_lost, &err);
 
         if (err || master_lost) {
             /* worth one retry on a fresh connection: a pooled one the
              * server had closed, or a master that is one no more */
-            retry = attempt == 0 && (conn->served || master_lost)
-                    && (stale || master_lost);
-            if (sentinel) {
+            int retry = !fresh && (conn->served || master_lost)
+                        && (stale || master_lost);
+
+            if (be->u->kind == RRL_REDIS_SENTINEL) {
                 rrl_redis_conn_forget_master(be, node, conn->gen);
             }
             apr_reslist_invalidate(node->pool, conn);
+            conn = NULL;
             if (!retry) {
                 rrl_calls_fail(calls, n, RRL_REDIS_DOWN, 1, err);
                 return;
@@ -296,9 +344,9 @@ static void rrl_redis_batch(request_rec *r, rrl_backend_t *be,
             ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RRL_LOGNO(00012)
                           "%s: a pooled connection went stale (%s); "
                           "retrying on a fresh one", be->u->masked, err);
-            continue;
+            fresh = 1;
         }
-        if (nos) {
+        else if (nos) {
             /* every call left met NOSCRIPT: load the script, send again */
             ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RRL_LOGNO(00011)
                           "%s: the script was missing (NOSCRIPT) and is "
@@ -308,22 +356,21 @@ static void rrl_redis_batch(request_rec *r, rrl_backend_t *be,
             load.len = rrl_script_load_len;
             load.asking = 0;
             load.rep = &load_rep;
-            all[0] = &load;
-            loaded = 1;
-            goto send;
-        }
-        if (drop) {
-            apr_reslist_invalidate(node->pool, conn);
-        }
-        else if (keep) {
-            conn->served = 1;
-            *keep = conn;
+            with_load = 1;
         }
         else {
             conn->served = 1;
-            apr_reslist_release(node->pool, conn);
+            if (drop) {
+                apr_reslist_invalidate(node->pool, conn);
+            }
+            else if (keep) {
+                *keep = conn;
+            }
+            else {
+                apr_reslist_release(node->pool, conn);
+            }
+            return;
         }
-        return;
     }
 }
 
@@ -341,6 +388,105 @@ static int rrl_pipe_take(rrl_node_t *node, rrl_call_t **calls)
         node->pipe_tail = &node->pipe_head;
     }
     return n;
+}
+
+#ifdef RRL_FAULTS
+/* Fault injection, in a build with -DRRL_FAULTS only (the tests' faults/
+ * copy of the module): RRL_FAULTS=lose-wakeups in httpd's environment
+ * drops every wake-up of the pipeline, so that only the backstop of
+ * rrl_pipe_wait ends a wait */
+static int rrl_post(sem_t *s)
+{
+    static int lose = -1;
+
+    if (lose < 0) {
+        const char *f = getenv("RRL_FAULTS");
+
+        lose = f && strstr(f, "lose-wakeups") != NULL;
+    }
+    return lose ? 0 : sem_post(s);
+}
+#else
+#define rrl_post sem_post
+#endif
+
+/* Take me out of node's queue, if it is there (pipe_mx held) */
+static int rrl_pipe_unlink(rrl_node_t *node, rrl_call_t *me)
+{
+    rrl_call_t **q;
+
+    for (q = &node->pipe_head; *q; q = &(*q)->next) {
+        if (*q == me) {
+            *q = me->next;
+            if (!*q) {
+                node->pipe_tail = q;
+            }
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Wait until me is done or leads: RRL_CALL_DONE, or RRL_CALL_LEAD with
+ * pipe_mx held.  The wake-up comes within a round trip of the one under
+ * way, and every round trip is bounded (a connect, and each write and
+ * read by the command timeout); the wait is bounded too, a margin of one
+ * more command timeout past that.  Should a wake-up ever be lost, the
+ * backstop finds the call done or leading all the same (and says so), or
+ * still in the queue, which it leaves as a timeout; a call in a round
+ * trip under way waits for its end.  A wake-up that comes after the
+ * backstop was no longer waited for reaches a later call of this thread,
+ * which sees its state unchanged and waits on.
+ */
+static int rrl_pipe_wait(request_rec *r, rrl_backend_t *be,
+                         rrl_node_t *node, rrl_call_t *me, sem_t *wake)
+{
+    apr_interval_time_t bound = be->connect_timeout
+                                + 2 * be->command_timeout;
+    apr_time_t deadline = me->queued + bound;
+
+    for (;;) {
+        struct timespec ts;
+        int rv;
+
+        ts.tv_sec = (time_t)apr_time_sec(deadline);
+        ts.tv_nsec = (long)apr_time_usec(deadline) * 1000;
+        if ((rv = sem_timedwait(wake, &ts)) != 0 && errno == EINTR) {
+            continue;
+        }
+        pthread_mutex_lock(&node->pipe_mx);
+        if (me->state != RRL_CALL_QUEUED) {
+            if (rv != 0) {
+                ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                              RRL_LOGNO(00021) "%s: a request's wake-up in "
+                              "the pipeline did not come within %"
+                              APR_TIME_T_FMT " ms (a bug: please report it); "
+                              "it goes on", be->u->masked,
+                              apr_time_as_msec(bound));
+            }
+            if (me->state == RRL_CALL_DONE) {
+                pthread_mutex_unlock(&node->pipe_mx);
+                return RRL_CALL_DONE;
+            }
+            return RRL_CALL_LEAD;
+        }
+        if (rv == 0) {
+            /* a wake-up meant for an earlier call of this thread */
+            pthread_mutex_unlock(&node->pipe_mx);
+            continue;
+        }
+        if (rrl_pipe_unlink(node, me)) {
+            pthread_mutex_unlock(&node->pipe_mx);
+            me->rc = RRL_REDIS_DOWN;
+            apr_snprintf(me->err, sizeof(me->err), "%s: timed out waiting "
+                         "%" APR_TIME_T_FMT " ms for a round trip",
+                         me->what, apr_time_as_msec(bound));
+            return RRL_CALL_DONE;
+        }
+        pthread_mutex_unlock(&node->pipe_mx);
+        deadline = apr_time_now() + bound;
+    }
 }
 
 /*
@@ -386,12 +532,9 @@ static rrl_redis_rc_e rrl_pipe_call(request_rec *r, rrl_backend_t *be,
     node->pipe_tail = &me->next;
     if (node->pipe_busy) {
         pthread_mutex_unlock(&node->pipe_mx);
-        while (sem_wait(&wake) != 0 && errno == EINTR)
-            ;
-        if (me->state == RRL_CALL_DONE) {
+        if (rrl_pipe_wait(r, be, node, me, &wake) == RRL_CALL_DONE) {
             return me->rc;
         }
-        pthread_mutex_lock(&node->pipe_mx);     /* RRL_CALL_LEAD */
     }
     node->pipe_busy = 1;          /* this thread leads */
     if (node->nahead) {
@@ -434,47 +577,47 @@ static rrl_redis_rc_e rrl_pipe_call(request_rec *r, rrl_backend_t *be,
     }
     else if (node->pipe_head) {
         lead = node->pipe_head;
-    }
-    else {
-        node->pipe_tail = &node->pipe_head;   /* drained, if down */
-    }
-    if (lead) {
         lead->state = RRL_CALL_LEAD;
     }
     else {
+        node->pipe_tail = &node->pipe_head;   /* drained, if down */
         node->pipe_busy = 0;
     }
     pthread_mutex_unlock(&node->pipe_mx);
 
     /* after the unlock: a thread woken under it would only wait for it */
     for (i = 0; i < nwoken; i++) {
-        sem_post(woken[i]);
+        rrl_post(woken[i]);
     }
     if (conn && lead) {
-        /* the pipeline is this thread's until lead is woken */
+        /* the pipeline is this thread's until lead leads: it says so
+         * only once what it is to read has been sent */
         rrl_count_sent(node->nahead);
         if (rrl_redis_pipe_roundtrip(r->pool, be, conn->c, node->ahead,
-                               node->nahead, RRL_SEND, &err, &stale)
+                                     node->nahead, RRL_SEND, &err, &stale)
             != node->nahead) {
             apr_reslist_invalidate(node->pool, conn);
             node->ahead_conn = NULL;      /* lead starts afresh */
         }
+        pthread_mutex_lock(&node->pipe_mx);
+        lead->state = RRL_CALL_LEAD;
+        pthread_mutex_unlock(&node->pipe_mx);
     }
     else if (conn) {
         apr_reslist_release(node->pool, conn);
     }
     if (lead) {
-        sem_post(lead->wake);
+        rrl_post(lead->wake);
     }
     return me->rc;
 }
 
 /* One command to node through its pipeline: its reply in rep, or *errp */
 rrl_redis_rc_e rrl_redis_pipe_call(request_rec *r, rrl_backend_t *be,
-                                     rrl_node_t *node, const char *what,
-                                     const char *cmd, apr_size_t len,
-                                     int asking, rrl_reply_t *rep,
-                                     const char **errp)
+                                   rrl_node_t *node, const char *what,
+                                   const char *cmd, apr_size_t len,
+                                   int asking, rrl_reply_t *rep,
+                                   const char **errp)
 {
     rrl_call_t call;
     rrl_redis_rc_e rc;
@@ -493,10 +636,10 @@ rrl_redis_rc_e rrl_redis_pipe_call(request_rec *r, rrl_backend_t *be,
 /* One EVALSHA on a node decides every item: check all, then spend all.
  * redirect (Cluster only): a MOVED or ASK reply is copied there */
 rrl_redis_rc_e rrl_redis_pipe_eval(request_rec *r, rrl_backend_t *be,
-                                     rrl_node_t *node, int asking,
-                                     rrl_item_t *items, int n,
-                                     apr_int64_t *now, char *redirect,
-                                     const char **errp)
+                                   rrl_node_t *node, int asking,
+                                   rrl_item_t *items, int n,
+                                   apr_int64_t *now, char *redirect,
+                                   const char **errp)
 {
     static const char asking_resp[] = "*1\r\n$6\r\nASKING\r\n";
     apr_int64_t ints[2 + 4 * 8];
@@ -516,8 +659,8 @@ rrl_redis_rc_e rrl_redis_pipe_eval(request_rec *r, rrl_backend_t *be,
     rep.nints = 2 + 4 * (apr_size_t)n;
     rep.ints = rep.nints <= sizeof(ints) / sizeof(ints[0])
                ? ints : apr_palloc(r->pool, sizeof(*ints) * rep.nints);
-    if ((rc = rrl_redis_pipe_call(r, be, node, "EVALSHA", cmd, len, asking, &rep,
-                             errp)) != RRL_REDIS_OK) {
+    if ((rc = rrl_redis_pipe_call(r, be, node, "EVALSHA", cmd, len, asking,
+                                  &rep, errp)) != RRL_REDIS_OK) {
         return rc;
     }
     if (redirect && rep.type == REDIS_REPLY_ERROR

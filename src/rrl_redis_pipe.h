@@ -57,16 +57,16 @@ struct rrl_call {
 #define RRL_RECEIVE 2
 
 int rrl_redis_pipe_roundtrip(apr_pool_t *p, const rrl_backend_t *be,
-                       redisContext *c, rrl_call_t *const *calls, int n,
-                       int how, const char **errp, int *stale);
+                             redisContext *c, rrl_call_t *const *calls, int n,
+                             int how, const char **errp, int *stale);
 int rrl_redis_pipe_not_master(const rrl_reply_t *rep);
 rrl_redis_rc_e rrl_redis_pipe_call(request_rec *r, rrl_backend_t *be,
-                              rrl_node_t *node, const char *what,
-                              const char *cmd, apr_size_t len, int asking,
-                              rrl_reply_t *rep, const char **errp);
+                                   rrl_node_t *node, const char *what,
+                                   const char *cmd, apr_size_t len, int asking,
+                                   rrl_reply_t *rep, const char **errp);
 rrl_redis_rc_e rrl_redis_pipe_eval(request_rec *r, rrl_backend_t *be,
-                              rrl_node_t *node, int asking,
-                              rrl_item_t *items, int n, apr_int64_t *now,
-                              char *redirect, const char **errp);
+                                   rrl_node_t *node, int asking,
+                                   rrl_item_t *items, int n, apr_int64_t *now,
+                                   char *redirect, const char **errp);
 
 #endif /* RRL_REDIS_PIPE_H */

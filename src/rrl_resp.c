@@ -118,7 +118,7 @@ char *rrl_resp_put_bulk(char *o, const char *s, apr_size_t len)
 
 /* "*N" then N bulk strings; room: 16 + sum(len + 26) */
 char *rrl_resp_put_command(char *o, int argc, const char *const *argv,
-                             const apr_size_t *lens)
+                           const apr_size_t *lens)
 {
     int i;
 

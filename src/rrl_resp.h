@@ -42,8 +42,8 @@ extern redisReplyObjectFunctions rrl_resp_reply_fns;
 
 char *rrl_resp_put_bulk(char *o, const char *s, apr_size_t len);
 char *rrl_resp_put_command(char *o, int argc, const char *const *argv,
-                      const apr_size_t *lens);
+                           const apr_size_t *lens);
 const char *rrl_resp_format(apr_pool_t *p, int argc, const char *const *argv,
-                     const apr_size_t *lens, apr_size_t *lenp);
+                            const apr_size_t *lens, apr_size_t *lenp);
 
 #endif /* RRL_RESP_H */

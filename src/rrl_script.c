@@ -31,7 +31,7 @@ static void rrl_script_commands(apr_pool_t *p)
     char *o;
 
     rrl_script_load = rrl_resp_format(p, 3, load, NULL,
-                                    &rrl_script_load_len);
+                                      &rrl_script_load_len);
     o = apr_palloc(p, 64);
     rrl_script_evalsha_head = o;
     o = rrl_resp_put_bulk(o, "EVALSHA", 7);
@@ -42,7 +42,7 @@ static void rrl_script_commands(apr_pool_t *p)
 /* A limit's part of the script's ARGV, formatted once: algorithm, count,
  * period, burst, interval, unit, cost (the mode follows per request) */
 static const char *rrl_script_limit_args(apr_pool_t *p, const rrl_limit_t *l,
-                                  apr_size_t *lenp)
+                                         apr_size_t *lenp)
 {
     const char *argv[7];
     char *o;
@@ -68,7 +68,7 @@ void rrl_script_init(apr_pool_t *p)
     int i;
 
     rrl_script_sha = rrl_util_sha1_hex(p, rrl_lua_ratelimit,
-                                  sizeof(rrl_lua_ratelimit) - 1);
+                                       sizeof(rrl_lua_ratelimit) - 1);
     rrl_script_commands(p);
     for (i = 0; all && i < all->nelts; i++) {
         rrl_limit_t *l = APR_ARRAY_IDX(all, i, rrl_limit_t *);
@@ -79,7 +79,7 @@ void rrl_script_init(apr_pool_t *p)
 
 /* EVALSHA sha n KEY... "" ARGS... for the items, in the request's pool */
 const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
-                                    int n, apr_size_t *lenp)
+                               int n, apr_size_t *lenp)
 {
     static const char *const modes[] = {
         "$1\r\n0\r\n", "$1\r\n1\r\n", "$1\r\n2\r\n"
@@ -98,7 +98,8 @@ const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
     *o++ = '\n';
     memcpy(o, rrl_script_evalsha_head, rrl_script_evalsha_head_len);
     o += rrl_script_evalsha_head_len;
-    o = rrl_resp_put_bulk(o, num, rrl_util_put_uint(num, (apr_uint64_t)n) - num);
+    o = rrl_resp_put_bulk(o, num,
+                          rrl_util_put_uint(num, (apr_uint64_t)n) - num);
     for (i = 0; i < n; i++) {
         o = rrl_resp_put_bulk(o, items[i].key, items[i].keylen);
     }
@@ -115,8 +116,8 @@ const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
 
 /* The script's reply into the items: { all, now, then 4 per limit } */
 const char *rrl_script_reply(apr_pool_t *p, const rrl_reply_t *rep,
-                                   rrl_item_t *items, int n,
-                                   apr_int64_t *now)
+                             rrl_item_t *items, int n,
+                             apr_int64_t *now)
 {
     apr_size_t i;
 

@@ -23,8 +23,8 @@ extern apr_size_t rrl_script_load_len;
 
 void rrl_script_init(apr_pool_t *p);
 const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items, int n,
-                             apr_size_t *lenp);
+                               apr_size_t *lenp);
 const char *rrl_script_reply(apr_pool_t *p, const rrl_reply_t *rep,
-                            rrl_item_t *items, int n, apr_int64_t *now);
+                             rrl_item_t *items, int n, apr_int64_t *now);
 
 #endif /* RRL_SCRIPT_H */

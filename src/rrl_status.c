@@ -31,6 +31,11 @@ typedef enum {
     RRL_FMT_HEALTH
 } rrl_format_e;
 
+/* The query words that pick a format ("": HTML, the default) */
+static const char *const rrl_formats[] = {
+    "", "auto", "json", "metrics", "health", NULL
+};
+
 static const char *rrl_json_string(apr_pool_t *p, const char *s)
 {
     char *out = apr_palloc(p, 6 * strlen(s) + 3), *o = out;
@@ -128,7 +133,8 @@ static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
             rrl_backend_t *be = APR_ARRAY_IDX(rrl_redis_backends(), i,
                                               rrl_backend_t *);
             apr_time_t at;
-            const char *err = rrl_counters_last_error(r->pool, be->shared, &at);
+            const char *err = rrl_counters_last_error(r->pool, be->shared,
+                                                      &at);
 
             ap_rvputs(r, "<tr><td>", ap_escape_html(r->pool, be->u->masked),
                       "</td><td>", be->shared->down ? "<b>down</b>" : "up",
@@ -162,7 +168,8 @@ static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
     for (i = 0; i < RRL_LAT_BUCKETS; i++) {
         ap_rprintf(r, "<tr><td>%s</td><td>%" APR_UINT64_T_FMT "</td></tr>\n",
                    i < RRL_LAT_BUCKETS - 1
-                   ? apr_psprintf(r->pool, "%g ms", rrl_counters_lat_bounds[i] / 1e3)
+                   ? apr_psprintf(r->pool, "%g ms",
+                                  rrl_counters_lat_bounds[i] / 1e3)
                    : "more", sn->lat[i]);
     }
     ap_rputs("</table>\n\n<h2>Limits</h2>\n<table>\n<tr><th>Limit</th>"
@@ -203,7 +210,8 @@ static void rrl_status_auto(request_rec *r, const rrl_snapshot_t *sn)
     ap_rprintf(r, "LocalStoreKeys: %u\nLocalStoreEvictions: %"
                APR_UINT64_T_FMT "\n", keys, evictions);
     for (i = 0; i < rrl_redis_backends()->nelts; i++) {
-        rrl_backend_t *be = APR_ARRAY_IDX(rrl_redis_backends(), i, rrl_backend_t *);
+        rrl_backend_t *be = APR_ARRAY_IDX(rrl_redis_backends(), i,
+                                          rrl_backend_t *);
         apr_time_t at;
         const char *err = rrl_counters_last_error(r->pool, be->shared, &at);
 
@@ -256,7 +264,8 @@ static void rrl_status_json(request_rec *r, const rrl_snapshot_t *sn)
                apr_time_sec(apr_time_now() - rrl_counters_started()),
                bytes, keys, evictions);
     for (i = 0; i < rrl_redis_backends()->nelts; i++) {
-        rrl_backend_t *be = APR_ARRAY_IDX(rrl_redis_backends(), i, rrl_backend_t *);
+        rrl_backend_t *be = APR_ARRAY_IDX(rrl_redis_backends(), i,
+                                          rrl_backend_t *);
         apr_time_t at;
         const char *err = rrl_counters_last_error(r->pool, be->shared, &at);
 
@@ -325,7 +334,8 @@ static void rrl_prom_redis_gauge(request_rec *r, const char *name,
 
     rrl_prom_head(r, name, "gauge", help);
     for (i = 0; i < rrl_redis_backends()->nelts; i++) {
-        rrl_backend_t *be = APR_ARRAY_IDX(rrl_redis_backends(), i, rrl_backend_t *);
+        rrl_backend_t *be = APR_ARRAY_IDX(rrl_redis_backends(), i,
+                                          rrl_backend_t *);
         apr_int64_t v = what == 0 ? !apr_atomic_read32(&be->shared->down)
                       : what == 1 ? apr_time_sec(be->shared->since)
                       : apr_atomic_read32(&be->shared->connections);
@@ -337,18 +347,6 @@ static void rrl_prom_redis_gauge(request_rec *r, const char *name,
 
 static void rrl_status_metrics(request_rec *r, const rrl_snapshot_t *sn)
 {
-    static const struct {
-        rrl_counter_e c;
-        const char *result;
-    } results[] = {
-        { RRL_CTR_ALLOWED, "allowed" }, { RRL_CTR_DENIED, "denied" },
-        { RRL_CTR_EXEMPT, "exempt" },
-        { RRL_CTR_DRY_RUN_DENIED, "dry-run-denied" },
-        { RRL_CTR_FALLBACK_ALLOWED, "fallback-allowed" },
-        { RRL_CTR_FALLBACK_DENIED, "fallback-denied" },
-        { RRL_CTR_LOCAL_ALLOWED, "local-allowed" },
-        { RRL_CTR_LOCAL_DENIED, "local-denied" },
-    };
     apr_uint64_t cumulative = 0;
     int i;
 
@@ -363,15 +361,17 @@ static void rrl_status_metrics(request_rec *r, const rrl_snapshot_t *sn)
                apr_time_sec(rrl_counters_started()));
     rrl_prom_head(r, "requests_total", "counter", "Requests by how their "
                   "limits were decided (RATELIMIT_RESULT)");
-    for (i = 0; i < (int)(sizeof(results) / sizeof(results[0])); i++) {
-        ap_rprintf(r, RRL_PROM "requests_total{result=\"%s\"} %"
-                   APR_UINT64_T_FMT "\n", results[i].result,
-                   sn->n[results[i].c]);
+    for (i = 0; i < RRL_CTR_MAX; i++) {
+        if (rrl_counters_info[i].result) {
+            ap_rprintf(r, RRL_PROM "requests_total{result=\"%s\"} %"
+                       APR_UINT64_T_FMT "\n", rrl_counters_info[i].result,
+                       sn->n[i]);
+        }
     }
     for (i = 0; i < RRL_CTR_MAX; i++) {
         const char *name;
 
-        if (i >= RRL_CTR_ALLOWED && i <= RRL_CTR_LOCAL_DENIED) {
+        if (rrl_counters_info[i].result) {
             continue;                   /* in requests_total above */
         }
         name = apr_pstrcat(r->pool, i == RRL_CTR_CHECKED ? "requests_checked"
@@ -435,32 +435,10 @@ static int rrl_status_health(request_rec *r, const rrl_srv_conf_t *sc)
 
     ap_set_content_type(r, "text/plain; charset=utf-8");
     if (be) {
-        apr_time_t at;
+        const rrl_dir_conf_t *dc = ap_get_module_config(
+            r->per_dir_config, &redis_ratelimit_module);
 
-        switch (rrl_redis_breaker_gate(be, apr_time_now())) {
-        case RRL_GATE_OPEN:
-            /* a child that is leaving Redis alone answers at once */
-            err = apr_pstrcat(r->pool, "no answer lately (",
-                              rrl_counters_last_error(r->pool, be->shared, &at), ")",
-                              NULL);
-            break;
-        case RRL_GATE_CLOSED:
-        case RRL_GATE_PROBE:
-            switch (rrl_redis_ping(r, be, &err)) {
-            case RRL_REDIS_OK:
-                rrl_redis_breaker_success(r, be);
-                break;
-            case RRL_REDIS_DOWN:
-                rrl_counters_count(RRL_CTR_REDIS_ERRORS);
-                rrl_redis_breaker_failure(r, be, ap_get_module_config(
-                    r->per_dir_config, &redis_ratelimit_module), err);
-                break;
-            case RRL_REDIS_WRONG:
-                rrl_redis_breaker_success(r, be);
-                break;
-            }
-            break;
-        }
+        rrl_redis_health(r, be, rrl_config_on_error_name(dc), &err);
     }
     if (err) {
         r->status = HTTP_SERVICE_UNAVAILABLE;
@@ -490,17 +468,10 @@ int rrl_status_handler(request_rec *r)
     args = apr_pstrdup(r->pool, r->args ? r->args : "");
     for (tok = apr_strtok(args, "&;", &state); tok;
          tok = apr_strtok(NULL, "&;", &state)) {
-        if (strcasecmp(tok, "auto") == 0) {
-            fmt = RRL_FMT_AUTO;
-        }
-        else if (strcasecmp(tok, "json") == 0) {
-            fmt = RRL_FMT_JSON;
-        }
-        else if (strcasecmp(tok, "metrics") == 0) {
-            fmt = RRL_FMT_METRICS;
-        }
-        else if (strcasecmp(tok, "health") == 0) {
-            fmt = RRL_FMT_HEALTH;
+        int f = rrl_util_keyword(rrl_formats, tok);
+
+        if (f > 0) {
+            fmt = f;
         }
         else if (strncasecmp(tok, "refresh=", 8) == 0) {
             apr_int64_t t;

@@ -152,116 +152,100 @@ static const char *rrl_parse_hostport(apr_pool_t *p, const char *url,
     return NULL;
 }
 
-const char *rrl_url_parse(apr_pool_t *p, const char *url,
-                                       rrl_redis_url_t **out)
+/* unix:/PATH[?db=N&user=U&password=P] */
+static const char *rrl_url_unix(apr_pool_t *p, const char *url,
+                                rrl_redis_url_t *u)
 {
-    rrl_redis_url_t *u = apr_pcalloc(p, sizeof(*u));
-    const char *rest, *end, *at, *hostport, *err = NULL;
+    const char *q = strchr(url + 5, '?'), *err;
 
-    u->url = url;
-    if (strncasecmp(url, "redis://", 8) == 0) {
-        u->kind = RRL_REDIS_TCP;
-        rest = url + 8;
+    u->path = q ? apr_pstrmemdup(p, url + 5, q - (url + 5)) : url + 5;
+    if (u->path[0] != '/' || u->path[1] == '\0') {
+        return apr_psprintf(p, "'%s': the socket path must be absolute; "
+                            "expected %s", url, RRL_URL_FORMS);
     }
-    else if (strncasecmp(url, "rediss://", 9) == 0) {
-#ifndef HAVE_HIREDIS_SSL
-        return apr_psprintf(p, "'%s': rediss:// needs TLS, and the hiredis "
-                            "this module was built with has none (no "
-                            "hiredis_ssl); build it against hiredis 1.0 or "
-                            "later with TLS, or reach Redis over redis:// "
-                            "on a trusted network or unix:", url);
-#else
-        u->kind = RRL_REDIS_TLS;
-        rest = url + 9;
-#endif
+    if (q && (err = rrl_url_query(p, q + 1, u)) != NULL) {
+        return apr_psprintf(p, "'%s': %s", url, err);
     }
-    else if (strncasecmp(url, "redis-sentinel://", 17) == 0) {
-        u->kind = RRL_REDIS_SENTINEL;
-        rest = url + 17;
-    }
-    else if (strncasecmp(url, "redis-cluster://", 16) == 0) {
-        u->kind = RRL_REDIS_CLUSTER;
-        rest = url + 16;
-    }
-    else if (strncasecmp(url, "unix:", 5) == 0) {
-        const char *q = strchr(url + 5, '?');
+    u->masked = u->password
+        ? apr_pstrcat(p, "unix:", u->path, "?password=****", NULL)
+        : url;
+    return NULL;
+}
 
-        u->kind = RRL_REDIS_UNIX;
-        u->path = q ? apr_pstrmemdup(p, url + 5, q - (url + 5)) : url + 5;
-        if (u->path[0] != '/' || u->path[1] == '\0') {
-            return apr_psprintf(p, "'%s': the socket path must be absolute; "
-                                "expected %s", url, RRL_URL_FORMS);
+/* [USER:PASSWORD@] at rest, before end: *at is its @ (NULL: none) */
+static const char *rrl_url_userinfo(apr_pool_t *p, const char *url,
+                                    const char *rest, const char *end,
+                                    rrl_redis_url_t *u, const char **at)
+{
+    const char *c, *colon;
+
+    *at = NULL;
+    for (c = rest; c < end; c++) {
+        if (*c == '@') {
+            *at = c;                     /* the last @ ends the userinfo */
         }
-        if (q && (err = rrl_url_query(p, q + 1, u)) != NULL) {
-            return apr_psprintf(p, "'%s': %s", url, err);
-        }
-        u->masked = u->password
-            ? apr_pstrcat(p, "unix:", u->path, "?password=****", NULL)
-            : url;
-        *out = u;
+    }
+    if (!*at) {
         return NULL;
     }
-    else {
-        return apr_psprintf(p, "'%s' is not a Redis URL; expected %s", url,
+    if (!(colon = memchr(rest, ':', *at - rest))) {
+        return apr_psprintf(p, "'%s': a user needs a password: expected "
+                            "USER:PASSWORD@ or :PASSWORD@", url);
+    }
+    if (colon > rest
+        && !(u->user = rrl_url_unescape(p, rest, colon - rest))) {
+        return apr_psprintf(p, "'%s': bad %%-escape in the user", url);
+    }
+    u->password = rrl_url_unescape(p, colon + 1, *at - colon - 1);
+    if (!u->password || !*u->password) {
+        return apr_psprintf(p, "'%s': the password is empty or has a bad "
+                            "%%-escape", url);
+    }
+    return NULL;
+}
+
+/* HOST[:PORT], or for Sentinel and Cluster HOST:PORT[,HOST:PORT...], from
+ * hostport to end */
+static const char *rrl_url_hosts(apr_pool_t *p, const char *url,
+                                 const char *hostport, const char *end,
+                                 rrl_redis_url_t *u)
+{
+    const char *err;
+
+    if (u->kind != RRL_REDIS_SENTINEL && u->kind != RRL_REDIS_CLUSTER) {
+        return rrl_parse_hostport(p, url, hostport, end - hostport, 6379,
+                                  &u->host, &u->port);
+    }
+    u->addrs = apr_array_make(p, 3, sizeof(rrl_addr_t));
+    while (hostport < end) {
+        const char *comma = memchr(hostport, ',', end - hostport);
+        rrl_addr_t *a = apr_array_push(u->addrs);
+
+        comma = comma ? comma : end;
+        if ((err = rrl_parse_hostport(p, url, hostport, comma - hostport,
+                                      u->kind == RRL_REDIS_SENTINEL
+                                      ? 26379 : 6379,
+                                      &a->host, &a->port)) != NULL) {
+            return err;
+        }
+        hostport = comma + (comma < end);
+    }
+    if (!u->addrs->nelts) {
+        return apr_psprintf(p, "'%s' names no host; expected %s", url,
                             RRL_URL_FORMS);
     }
+    u->host = APR_ARRAY_IDX(u->addrs, 0, rrl_addr_t).host;
+    u->port = APR_ARRAY_IDX(u->addrs, 0, rrl_addr_t).port;
+    return NULL;
+}
 
-    /* [USER:PASSWORD@]HOST[:PORT][/DB][?TLS-OPTIONS] */
-    end = rest + strcspn(rest, "/?");
-    at = NULL;
-    for (hostport = rest; hostport < end; hostport++) {
-        if (*hostport == '@') {
-            at = hostport;               /* the last @ ends the userinfo */
-        }
-    }
-    hostport = rest;
-    if (at) {
-        const char *colon = memchr(rest, ':', at - rest);
+/* What follows the hosts: [/MASTERNAME] (Sentinel), [/DB], [?OPTIONS] */
+static const char *rrl_url_path(apr_pool_t *p, const char *url,
+                                const char *end, rrl_redis_url_t *u)
+{
+    const char *err;
 
-        if (!colon) {
-            return apr_psprintf(p, "'%s': a user needs a password: expected "
-                                "USER:PASSWORD@ or :PASSWORD@", url);
-        }
-        if (colon > rest
-            && !(u->user = rrl_url_unescape(p, rest, colon - rest))) {
-            return apr_psprintf(p, "'%s': bad %%-escape in the user", url);
-        }
-        u->password = rrl_url_unescape(p, colon + 1, at - colon - 1);
-        if (!u->password || !*u->password) {
-            return apr_psprintf(p, "'%s': the password is empty or has a "
-                                "bad %%-escape", url);
-        }
-        hostport = at + 1;
-    }
-    if (u->kind == RRL_REDIS_SENTINEL || u->kind == RRL_REDIS_CLUSTER) {
-        /* HOST:PORT,HOST:PORT... */
-        u->addrs = apr_array_make(p, 3, sizeof(rrl_addr_t));
-        while (hostport < end) {
-            const char *comma = memchr(hostport, ',', end - hostport);
-            rrl_addr_t *a = apr_array_push(u->addrs);
-
-            comma = comma ? comma : end;
-            if ((err = rrl_parse_hostport(p, url, hostport, comma - hostport,
-                                          u->kind == RRL_REDIS_SENTINEL
-                                          ? 26379 : 6379,
-                                          &a->host, &a->port)) != NULL) {
-                return err;
-            }
-            hostport = comma + (comma < end);
-        }
-        if (!u->addrs->nelts) {
-            return apr_psprintf(p, "'%s' names no host; expected %s", url,
-                                RRL_URL_FORMS);
-        }
-        u->host = APR_ARRAY_IDX(u->addrs, 0, rrl_addr_t).host;
-        u->port = APR_ARRAY_IDX(u->addrs, 0, rrl_addr_t).port;
-    }
-    else if ((err = rrl_parse_hostport(p, url, hostport, end - hostport,
-                                       6379, &u->host, &u->port)) != NULL) {
-        return err;
-    }
     if (u->kind == RRL_REDIS_SENTINEL) {
-        /* /MASTERNAME[/DB] */
         const char *name = end + (*end == '/'), *slash;
 
         slash = name + strcspn(name, "/?");
@@ -301,10 +285,68 @@ const char *rrl_url_parse(apr_pool_t *p, const char *url,
             return apr_psprintf(p, "'%s': %s", url, err);
         }
     }
-    u->masked = !u->password ? url
-        : apr_pstrcat(p, apr_pstrmemdup(p, url, rest - url),
-                      u->user ? u->user : "", ":****@",
-                      apr_pstrmemdup(p, at + 1, strlen(at + 1)), NULL);
+    return NULL;
+}
+
+static const struct {
+    const char *scheme;
+    rrl_redis_kind_e kind;
+} rrl_schemes[] = {
+    { "redis://", RRL_REDIS_TCP },
+    { "rediss://", RRL_REDIS_TLS },
+    { "redis-sentinel://", RRL_REDIS_SENTINEL },
+    { "redis-cluster://", RRL_REDIS_CLUSTER },
+    { "unix:", RRL_REDIS_UNIX },
+    { NULL, 0 }
+};
+
+const char *rrl_url_parse(apr_pool_t *p, const char *url,
+                          rrl_redis_url_t **out)
+{
+    rrl_redis_url_t *u = apr_pcalloc(p, sizeof(*u));
+    const char *rest, *end, *at, *err;
+    int i;
+
+    for (i = 0; rrl_schemes[i].scheme; i++) {
+        if (strncasecmp(url, rrl_schemes[i].scheme,
+                        strlen(rrl_schemes[i].scheme)) == 0) {
+            break;
+        }
+    }
+    if (!rrl_schemes[i].scheme) {
+        return apr_psprintf(p, "'%s' is not a Redis URL; expected %s", url,
+                            RRL_URL_FORMS);
+    }
+    u->url = url;
+    u->kind = rrl_schemes[i].kind;
+#ifndef HAVE_HIREDIS_SSL
+    if (u->kind == RRL_REDIS_TLS) {
+        return apr_psprintf(p, "'%s': rediss:// needs TLS, and the hiredis "
+                            "this module was built with has none (no "
+                            "hiredis_ssl); build it against hiredis 1.0 or "
+                            "later with TLS, or reach Redis over redis:// "
+                            "on a trusted network or unix:", url);
+    }
+#endif
+    if (u->kind == RRL_REDIS_UNIX) {
+        err = rrl_url_unix(p, url, u);
+    }
+    else {
+        /* [USER:PASSWORD@]HOSTS[/...][?...] */
+        rest = url + strlen(rrl_schemes[i].scheme);
+        end = rest + strcspn(rest, "/?");
+        if (!(err = rrl_url_userinfo(p, url, rest, end, u, &at))
+            && !(err = rrl_url_hosts(p, url, at ? at + 1 : rest, end, u))) {
+            err = rrl_url_path(p, url, end, u);
+        }
+        u->masked = !u->password ? url
+            : apr_pstrcat(p, apr_pstrmemdup(p, url, rest - url),
+                          u->user ? u->user : "", ":****@",
+                          apr_pstrmemdup(p, at + 1, strlen(at + 1)), NULL);
+    }
+    if (err) {
+        return err;
+    }
     *out = u;
     return NULL;
 }

@@ -45,6 +45,6 @@ typedef struct {
 extern const rrl_redis_url_t rrl_url_off;
 
 const char *rrl_url_parse(apr_pool_t *p, const char *url,
-                                rrl_redis_url_t **out);
+                          rrl_redis_url_t **out);
 
 #endif /* RRL_URL_H */

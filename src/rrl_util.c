@@ -19,7 +19,7 @@
 
 /* A whole decimal number in [min, max]; "10x", "1e9", "+5", overflow fail */
 int rrl_util_parse_int(const char *s, apr_int64_t min, apr_int64_t max,
-                         apr_int64_t *out)
+                       apr_int64_t *out)
 {
     char *end;
     apr_int64_t v;
@@ -36,8 +36,21 @@ int rrl_util_parse_int(const char *s, apr_int64_t min, apr_int64_t max,
     return 1;
 }
 
+/* The index of s among the NULL-terminated words, case aside; -1 if none */
+int rrl_util_keyword(const char *const *words, const char *s)
+{
+    int i;
+
+    for (i = 0; words[i]; i++) {
+        if (strcasecmp(s, words[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
 const char *rrl_util_sha1_hex(apr_pool_t *p, const char *data,
-                                apr_size_t len)
+                              apr_size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char digest[APR_SHA1_DIGESTSIZE];
@@ -91,7 +104,7 @@ static apr_uint64_t rrl_le64(const unsigned char *b)
  * share a slot only if 128 bits collide.  A tenth of MD5's cost.
  */
 void rrl_util_siphash128(const unsigned char k[16], const char *key,
-                           apr_size_t len, apr_uint64_t h[2])
+                         apr_size_t len, apr_uint64_t h[2])
 {
     const unsigned char *in = (const unsigned char *)key;
     const unsigned char *end = in + (len & ~(apr_size_t)7);

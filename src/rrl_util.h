@@ -17,11 +17,12 @@
 #include "rrl.h"
 
 int rrl_util_parse_int(const char *s, apr_int64_t min, apr_int64_t max,
-                  apr_int64_t *out);
+                       apr_int64_t *out);
+int rrl_util_keyword(const char *const *words, const char *s);
 const char *rrl_util_sha1_hex(apr_pool_t *p, const char *data, apr_size_t len);
 apr_uint64_t rrl_util_fnv1a(const char *s);
 void rrl_util_siphash128(const unsigned char k[16], const char *key,
-                    apr_size_t len, apr_uint64_t h[2]);
+                         apr_size_t len, apr_uint64_t h[2]);
 const char *rrl_util_i64(apr_pool_t *p, apr_int64_t v);
 
 /* The first word of the module's shared memory regions */

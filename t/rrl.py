@@ -487,6 +487,8 @@ class Httpd:
         self.with_module = with_module           # False: a baseline httpd
         self.load_modules = list(LOAD_MODULES)   # besides the MPM
         self.with_access_log = with_access_log   # False: for benchmarks
+        self.module = None         # another build of the module (a path)
+        self.env: dict[str, str] = {}   # more environment for httpd
         self.checker_proc = None   # httpd -X under valgrind (RRL_CHECKER)
         self.checker_log = None
         self._skip = []            # error-log byte ranges of failed starts
@@ -500,7 +502,7 @@ class Httpd:
 
     def _template_vars(self, mpm: str, extra: dict) -> dict:
         v = {"root": str(self.root), "docroot": str(self.docroot),
-             "logs": str(self.logs), "module": module_path(),
+             "logs": str(self.logs), "module": self.module or module_path(),
              "port": str(self.port), "port6": str(self.port6), "mpm": mpm,
              "repo": str(REPO)}
         v.update(self.vars)
@@ -537,13 +539,15 @@ class Httpd:
     def _write_load_file(self):
         """The repo's .load file, its LoadModule path pointing at the build."""
         text = (REPO / "conf" / "redis_ratelimit.load").read_text()
-        text = re.sub(r"^(\s*LoadModule\s+\S+\s+)\S+", lambda m: m.group(1) + f'"{module_path()}"',
+        module = self.module or module_path()
+        text = re.sub(r"^(\s*LoadModule\s+\S+\s+)\S+", lambda m: m.group(1) + f'"{module}"',
                       text, flags=re.M)
         (self.conf_dir / "redis_ratelimit.load").write_text(text)
 
     def _run(self, args, conf: Path, timeout: float = 30):
         env = {k: v for k, v in os.environ.items() if not k.startswith("APACHE_")}
         env["LANG"] = env["LC_ALL"] = "C"
+        env.update(self.env)
         if os.environ.get("RRL_LD_PRELOAD"):   # e.g. the ASan runtime
             env["LD_PRELOAD"] = os.environ["RRL_LD_PRELOAD"]
         p = subprocess.run([httpd_binary(), "-d", str(self.root), "-f", str(conf),
@@ -618,6 +622,7 @@ class Httpd:
         """httpd -X under valgrind, in the foreground: a Popen, not -k."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("APACHE_")}
         env["LANG"] = env["LC_ALL"] = "C"
+        env.update(self.env)
         self.checker_log = self.logs / f"valgrind.{time.monotonic_ns()}.log"
         out = open(self.logs / "checker.out", "ab")
         self.checker_proc = subprocess.Popen(

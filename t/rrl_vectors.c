@@ -49,12 +49,7 @@ int main(void)
             present = 0;
             have = 0;
             cost = c;
-            for (a = 0; rrl_algo_names[a]; a++) {
-                if (strcmp(alg, rrl_algo_names[a]) == 0) {
-                    break;
-                }
-            }
-            if (!rrl_algo_names[a]) {
+            if ((a = rrl_util_keyword(rrl_algo_names, alg)) < 0) {
                 printf("ERROR unknown algorithm %s\n", alg);
                 fflush(stdout);
                 continue;

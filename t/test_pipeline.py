@@ -5,6 +5,7 @@ queue for certain; then the decisions must be exact, one EVALSHA each, in
 a handful of writes, on one connection, and every fault must end every
 queued request quickly and as RateLimitOnError says."""
 import json
+import os
 import threading
 import time
 
@@ -39,6 +40,10 @@ def counters(httpd):
 
 
 cmdstats = rrl.cmdstats
+
+# the module built with -DRRL_FAULTS (make check's faults/, check-asan's
+# asan/): fault injection that the environment switches on
+FAULTS_MODULE = os.environ.get("RRL_FAULTS_MODULE")
 
 
 class Burst:
@@ -208,3 +213,31 @@ def test_pipeline_06_calls_answered_apart_in_one_round_trip(httpd,
     # and the threads are in order after it: many requests, all answered
     assert httpd.hammer(60, "/small.txt", concurrency=16, timeout=10) \
         == [200] * 60
+
+
+@pytest.mark.skipif(not FAULTS_MODULE, reason="needs the module built with "
+                    "-DRRL_FAULTS (make check gives RRL_FAULTS_MODULE)")
+def test_pipeline_07_a_lost_wakeup_ends_at_the_backstop(httpd_factory,
+                                                         redis_server, env):
+    """Should the pipeline ever lose a wake-up (a bug), a waiting request
+    still ends, within a round trip and a margin of its joining, with the
+    answer Redis gave it.  Here every wake-up is lost (RRL_FAULTS=
+    lose-wakeups): without the backstop the queued requests would wait for
+    ever; with it, each finds its call done (or its turn to lead) when its
+    wait runs out, and the decisions stay exact."""
+    env.expect_log("RRL00021")
+    h = httpd_factory("faults")
+    h.module = FAULTS_MODULE
+    h.env["RRL_FAULTS"] = "lose-wakeups"
+    # the bound: connect 1 s + 2 x command 1 s = 3 s
+    h.start(conf("RateLimit 12/h name=lost", command="1s"),
+            mpm_conf=ONE_CHILD)
+    assert h.get("/small.txt").status == 200   # alone: no wake-up needed
+    paused(redis_server, 300)
+    with Burst(h, 16) as b:
+        pass
+    assert None not in b.results, "a request never ended"
+    assert b.statuses() == [200] * 11 + [429] * 5
+    assert b.slowest() < 10 * rrl.SLOW, b.slowest()
+    assert {e["result"] for e in h.access_log(17)} == {"allowed", "denied"}
+    assert any("RRL00021" in line for line in h.error_log_lines())

@@ -1,6 +1,7 @@
 /*
- * libFuzzer: RateLimitExempt (rrl_config_cmd_exempt, on apr_ipsubnet_create) and
- * the test of a client against the list (rrl_config_is_exempt).
+ * libFuzzer: RateLimitExempt (rrl_config_cmd_exempt, on
+ * apr_ipsubnet_create) and the test of a client against the list
+ * (rrl_config_is_exempt).
  *
  * Input: lines.  "@" and 4 or 16 raw bytes: a client address to test (IPv4
  * or IPv6); any other line: one RateLimitExempt argument.  Each accepted

@@ -1,8 +1,8 @@
 /*
  * libFuzzer: the RateLimit directive (rrl_limit_cmd: RATE, then
- * rrl_algo_parse_rate, every option, rrl_algo_check_params, default names from the
- * enclosing sections), and the algorithms (rrl_algo_decide) at the parameters it
- * accepts.
+ * rrl_algo_parse_rate, every option, rrl_algo_check_params, default names
+ * from the enclosing sections), and the algorithms (rrl_algo_decide) at
+ * the parameters it accepts.
  *
  * Input: lines.  "<" C ARGS adds an enclosing section, outermost first: C
  * picks the kind from the list below, ARGS are its arguments as httpd keeps

@@ -6,11 +6,10 @@
  *
  * Input: byte 0: bits 0-3 the number of limits less one (1-16; above 8 the
  * integers go to the pool, as in rrl_redis_pipe_eval), bit 4: through
- * rrl_redis_pipe_roundtrip on a socketpair (the replies, then EOF) for 1-8 calls
- * (bits 0-2 of byte 1), bit 5: with ASKING first (a reply read before each
- * one that counts); otherwise byte 1 is the size of the pieces fed in the
- * second reading.  The rest: what Redis
- * sends.  Read directly, every reply in it is decoded twice, all at once
+ * rrl_redis_pipe_roundtrip on a socketpair (the replies, then EOF) for 1-8
+ * calls (bits 0-2 of byte 1), bit 5: with ASKING first (a reply read
+ * before each one that counts); otherwise byte 1 is the size of the pieces
+ * fed in the second reading.  The rest: what Redis sends.  Read directly, every reply in it is decoded twice, all at once
  * and in pieces, with other garbage in the integer buffer: the outcomes
  * must be the same.
  */
