@@ -1,6 +1,8 @@
 """The harness itself: no RateLimit directive needed, only a module that loads."""
 
+import os
 import re
+import subprocess
 
 import pytest
 
@@ -163,3 +165,158 @@ def test_harness_13_redis_auth_and_unixsocket(redis_factory):
 def test_harness_14_redis_url_in_snippet(httpd, redis_server):
     httpd.start('Header always set X-Redis "${redis_url}"')
     assert httpd.get("/").headers["X-Redis"] == redis_server.url()
+
+
+# ---- make check-asan's reports, decided by the stack (no httpd needed) ----
+
+LSAN_HEAD = """\
+=================================================================
+==4711==ERROR: LeakSanitizer: detected memory leaks
+"""
+
+# seen with Apache 2.4.68 (issue 18): httpd's own, at a graceful stop
+LEAK_HTTPD_MPM = """\
+Direct leak of 200 byte(s) in 1 object(s) allocated from:
+    #0 0x7f3968cb83b7 in __interceptor_calloc ../../../../src/libsanitizer/asan/asan_malloc_linux.cpp:77
+    #1 0x7f3968b1c139 in apr_allocator_create (/lib/x86_64-linux-gnu/libapr-1.so.0+0x22139)
+    #2 0x7f3967f0b504  (/usr/lib/apache2/modules/mod_mpm_event.so+0xb504)
+    #3 0x7f39688a2043 in start_thread nptl/pthread_create.c:442
+"""
+
+# seen with Apache 2.4.71: in every child, from the configuration
+LEAK_HTTPD_REGEX = """\
+Indirect leak of 179 byte(s) in 1 object(s) allocated from:
+    #0 0x7f3968cb89cf in __interceptor_malloc ../../../../src/libsanitizer/asan/asan_malloc_linux.cpp:69
+    #1 0x7f3968b73819 in pcre2_compile_8 (/lib/x86_64-linux-gnu/libpcre2-8.so.0+0xd819)
+    #2 0x55cf32936067 in ap_regcomp (/usr/sbin/apache2+0x46067)
+    #3 0x55cf3293233d in ap_pregcomp (/usr/sbin/apache2+0x4233d)
+    #4 0x7f3967fd4aa2  (/usr/lib/apache2/modules/mod_setenvif.so+0x1aa2)
+    #5 0x55cf32954544 in ap_build_config (/usr/sbin/apache2+0x64544)
+    #6 0x55cf32955dd1 in ap_read_config (/usr/sbin/apache2+0x65dd1)
+    #7 0x55cf3292b08e in main (/usr/sbin/apache2+0x3b08e)
+    #8 0x55cf3292b2c0 in _start (/usr/sbin/apache2+0x3b2c0)
+"""
+
+# the module's, by symbol: a malloc per request in the access hook
+LEAK_MODULE_HOOK = """\
+Direct leak of 64 byte(s) in 3 object(s) allocated from:
+    #0 0x7f3968cb89cf in __interceptor_malloc ../../../../src/libsanitizer/asan/asan_malloc_linux.cpp:69
+    #1 0x7f39673a1b2c in rrl_hook_access /work/wt18/mod_redis_ratelimit.c:4590
+    #2 0x55cf32959d1e in ap_run_access_checker (/usr/sbin/apache2+0x69d1e)
+    #3 0x55cf3295c2f0 in ap_process_request_internal (/usr/sbin/apache2+0x6c2f0)
+    #4 0x7f39688a2043 in start_thread nptl/pthread_create.c:442
+"""
+
+# the module's, by symbol, in a file of src/: a callback under APR
+LEAK_MODULE_CLEANUP = """\
+Direct leak of 32 byte(s) in 1 object(s) allocated from:
+    #0 0x7f3968cb89cf in __interceptor_malloc ../../../../src/libsanitizer/asan/asan_malloc_linux.cpp:69
+    #1 0x7f39673a2d10 in rrl_node_cleanup /work/main/src/rrl_pipeline.c:210
+    #2 0x7f3968b1e7a1 in run_cleanups (/lib/x86_64-linux-gnu/libapr-1.so.0+0x247a1)
+    #3 0x7f3968b1f0f5 in apr_pool_destroy (/lib/x86_64-linux-gnu/libapr-1.so.0+0x250f5)
+    #4 0x7f3967f0a9d2  (/usr/lib/apache2/modules/mod_mpm_event.so+0xa9d2)
+    #5 0x7f39688a2043 in start_thread nptl/pthread_create.c:442
+"""
+
+# the module's, known only by the path of its .so
+LEAK_MODULE_SO = """\
+Direct leak of 48 byte(s) in 1 object(s) allocated from:
+    #0 0x7f3968cb83b7 in __interceptor_calloc ../../../../src/libsanitizer/asan/asan_malloc_linux.cpp:77
+    #1 0x7f3968b1c139 in apr_allocator_create (/lib/x86_64-linux-gnu/libapr-1.so.0+0x22139)
+    #2 0x7f39673a5e41  (/work/wt18/asan/.libs/mod_redis_ratelimit.so+0x2ee41)
+    #3 0x55cf3295c2f0 in ap_process_request_internal (/usr/sbin/apache2+0x6c2f0)
+    #4 0x7f39688a2043 in start_thread nptl/pthread_create.c:442
+"""
+
+# a parent's, after httpd unloaded the libraries it came through
+LEAK_UNLOADED = """\
+Direct leak of 16 byte(s) in 1 object(s) allocated from:
+    #0 0x7f3968cb89cf in __interceptor_malloc ../../../../src/libsanitizer/asan/asan_malloc_linux.cpp:69
+    #1 0x7f39673a2d10  (<unknown module>)
+    #2 0x7f3968b1e7a1 in run_cleanups (/lib/x86_64-linux-gnu/libapr-1.so.0+0x247a1)
+    #3 0x55cf3292b08e in main (/usr/sbin/apache2+0x3b08e)
+"""
+
+
+def lsan(*leaks: str, summary: str = "729 byte(s) leaked in 4 allocation(s)") -> str:
+    """A LeakSanitizer report as a process writes it at exit."""
+    return (LSAN_HEAD + "\n" + "\n".join(leaks)
+            + f"\nSUMMARY: AddressSanitizer: {summary}.\n")
+
+
+def test_harness_15_httpd_leak_fails_nothing():
+    kept, httpd = rrl.SanitizerReports.split_leaks(lsan(LEAK_HTTPD_MPM).strip())
+    assert kept == ""
+    assert httpd == [LEAK_HTTPD_MPM.strip()]
+
+
+def test_harness_16_module_leak_by_symbol_fails():
+    for leak in (LEAK_MODULE_HOOK, LEAK_MODULE_CLEANUP):
+        report = lsan(leak).strip()
+        assert rrl.SanitizerReports.split_leaks(report) == (report, [])
+
+
+def test_harness_17_module_leak_by_so_path_fails():
+    report = lsan(LEAK_MODULE_SO).strip()
+    assert rrl.SanitizerReports.split_leaks(report) == (report, [])
+
+
+def test_harness_18_mixed_report_keeps_the_module_leaks():
+    report = lsan(LEAK_HTTPD_MPM, LEAK_MODULE_HOOK, LEAK_HTTPD_REGEX,
+                  LEAK_MODULE_SO).strip()
+    kept, httpd = rrl.SanitizerReports.split_leaks(report)
+    assert kept == lsan(LEAK_MODULE_HOOK, LEAK_MODULE_SO).strip()
+    assert httpd == [LEAK_HTTPD_MPM.strip(), LEAK_HTTPD_REGEX.strip()]
+
+
+def test_harness_19_undecided_leak_fails_saying_why():
+    kept, httpd = rrl.SanitizerReports.split_leaks(lsan(LEAK_UNLOADED))
+    assert httpd == [] and "a frame in a library no longer loaded" in kept
+    assert LEAK_UNLOADED.strip() in kept
+    # 9 frames, all LeakSanitizer keeps at malloc_context_size=9
+    kept, httpd = rrl.SanitizerReports.split_leaks(lsan(LEAK_HTTPD_REGEX), 9)
+    assert httpd == [] and "cut off at malloc_context_size=9" in kept
+    kept, httpd = rrl.SanitizerReports.split_leaks(lsan(LEAK_HTTPD_REGEX), 10)
+    assert (kept, httpd) == ("", [LEAK_HTTPD_REGEX.strip()])
+
+
+def test_harness_20_other_reports_fail_as_they_are():
+    ubsan = ("/work/wt18/mod_redis_ratelimit.c:812:17: runtime error: "
+             "signed integer overflow: 9223372036854775807 + 1 cannot be "
+             "represented in type 'long int'")
+    kept, httpd = rrl.SanitizerReports.split_leaks(ubsan + "\n" + lsan(LEAK_HTTPD_MPM))
+    assert (kept, len(httpd)) == (ubsan, 1)
+    asan = ("=================================================================\n"
+            "==4711==ERROR: AddressSanitizer: heap-use-after-free on address "
+            "0x602000000010 at pc 0x7f39673a1b2c bp 0x7ffd sp 0x7ffd\n"
+            "READ of size 8 at 0x602000000010 thread T3\n"
+            "    #0 0x7f39673a1b2c in rrl_hook_access /work/wt18/mod_redis_ratelimit.c:4590\n"
+            "\n"
+            "SUMMARY: AddressSanitizer: heap-use-after-free "
+            "/work/wt18/mod_redis_ratelimit.c:4590 in rrl_hook_access")
+    assert rrl.SanitizerReports.split_leaks(asan) == (asan, [])
+
+
+def test_harness_21_httpd_leaks_counted_and_listed(tmp_path, monkeypatch):
+    # the reports' directory goes into the options httpd would inherit
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+    reports = rrl.SanitizerReports(tmp_path / "sanitizer")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    for pid, text in ((gone.pid, lsan(LEAK_HTTPD_MPM, LEAK_HTTPD_REGEX)),
+                      (gone.pid + 1, lsan(LEAK_HTTPD_REGEX, LEAK_MODULE_SO))):
+        (reports.dir / f"asan.{pid}").write_text("\n" + text)
+    [failing] = reports.new()
+    assert failing.startswith(f"--- {reports.dir}/asan.{gone.pid + 1} ---\n")
+    assert LEAK_MODULE_SO.strip() in failing and "ap_regcomp" not in failing
+    assert reports.new() == []
+    listing = tmp_path / "tmp" / "httpd-leaks.txt"
+    line = reports.write_httpd_leaks(listing)
+    assert line == (f"3 httpd leaks not from the module ignored "
+                    f"(2 distinct; the first of each: {listing})")
+    text = listing.read_text()
+    assert f"in 2 report(s), the first asan.{gone.pid}:\n{LEAK_HTTPD_REGEX.strip()}" in text
+    assert f"in 1 report(s), the first asan.{gone.pid}:\n{LEAK_HTTPD_MPM.strip()}" in text
+    reports.httpd_leaks.clear()
+    assert reports.write_httpd_leaks(listing) == "" and not listing.exists()
