@@ -719,7 +719,7 @@ class Httpd:
                              r"definitely lost|Mismatched free|overlap",
                              b[0]):
                 continue
-            if any("mod_redis_ratelimit" in ln or "rrl_" in ln for ln in b):
+            if any(MODULE_FRAME_RE.search(ln) for ln in b):
                 bad.append(f"{self.name}: memcheck: " + "\n    ".join(b))
         return bad
 
