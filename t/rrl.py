@@ -288,7 +288,8 @@ class SanitizerReports:
         module as its parent exits), or as many frames as LeakSanitizer keeps
         (depth, its malloc_context_size): those fail too, saying why.  A
         report left without leaks loses its header and summary lines.  All
-        else (ASan errors, UBSan) fails as it is."""
+        else (ASan errors, UBSan) fails as it is; the count of httpd's leaks
+        left out ends what fails."""
         paras = re.split(r"\n[ \t]*\n", text)
         out, httpd = [], []
         for p in paras:
@@ -308,7 +309,10 @@ class SanitizerReports:
                            f"be cut off at malloc_context_size={depth})")
             else:
                 httpd.append(p)
-        if httpd and not any(cls.LEAK_RE.match(p) for p in out):
+        if httpd and any(cls.LEAK_RE.match(p) for p in out):
+            out.append(f"({len(httpd)} more, with no frame of the module: "
+                       f"httpd's, not shown)")
+        elif httpd:
             out = [cls.LSAN_HEAD_TAIL_RE.sub("", p) for p in out]
         return "\n\n".join(p.strip("\n") for p in out if p.strip()), httpd
 
