@@ -196,9 +196,9 @@ def check_error_log(lines, expected=()) -> list[str]:
 # A stack frame of the module: in its .so (a frame without a symbol is known
 # by its path: "(/build/asan/.libs/mod_redis_ratelimit.so+0x1234)"), in its
 # sources (mod_redis_ratelimit.c, src/rrl_*.c) or in one of its functions
-# (rrl_*, also t/rrl_vectors', which are the module's).  The functions it
-# hands to others count: a pool cleanup, a reslist constructor or a hiredis
-# reader function runs as a frame of the module under APR's or hiredis'.
+# (rrl_*; t/rrl_vectors is built from them).  The functions it hands to
+# others count: a pool cleanup, a reslist constructor or a hiredis reader
+# function runs as a frame of the module under APR's or hiredis'.
 MODULE_FRAME_RE = re.compile(r"\bmod_redis_ratelimit\.(?:so|c)\b|\brrl_\w")
 
 
@@ -217,9 +217,9 @@ class SanitizerReports:
     FRAME_RE = re.compile(r"^\s*#\d+ (0x[0-9a-f]+) (.*)$", re.M)
     LEAK_RE = re.compile(r"(Direct|Indirect) leak of ")
     # a LeakSanitizer report's lines around its leaks
-    LSAN_HEAD_TAIL_RE = re.compile(r"^(?:=+\n)?==\d+==ERROR: LeakSanitizer: .*\n?|"
-                               r"^SUMMARY: \w+Sanitizer: \d+ byte\(s\) leaked .*\n?",
-                               re.M)
+    LSAN_HEAD_TAIL_RE = re.compile(
+        r"^(?:=+\n)?==\d+==ERROR: LeakSanitizer: .*\n?|"
+        r"^SUMMARY: \w+Sanitizer: \d+ byte\(s\) leaked .*\n?", re.M)
 
     def __init__(self, directory: Path):
         self.dir = make_dir(Path(directory), 0o1777)   # children are www-data
@@ -334,9 +334,9 @@ class SanitizerReports:
         make_dir(path.parent)
         path.write_text(
             f"{n} leaks of httpd, none with a frame of the module, in "
-            f"{len(kinds)} stacks; the first of each:\n\n" + "\n\n".join(
-                f"in {c} report(s), the first {f.name}:\n{leak}" for c, f, leak in kinds)
-            + "\n")
+            f"{len(kinds)} stacks; the first of each:\n\n"
+            + "\n\n".join(f"in {c} report(s), the first {f.name}:\n{leak}"
+                          for c, f, leak in kinds) + "\n")
         return (f"{n} httpd leaks not from the module ignored "
                 f"({len(kinds)} distinct; the first of each: {path})")
 
