@@ -193,32 +193,46 @@ def check_error_log(lines, expected=()) -> list[str]:
 
 # ---- sanitizer reports (make check-asan) ----
 
+# A stack frame of the module: in its .so (a frame without a symbol is known
+# by its path: "(/build/asan/.libs/mod_redis_ratelimit.so+0x1234)"), in its
+# sources (mod_redis_ratelimit.c, src/rrl_*.c) or in one of its functions
+# (rrl_*; t/rrl_vectors is built from them).  The functions it hands to
+# others count: a pool cleanup, a reslist constructor or a hiredis reader
+# function runs as a frame of the module under APR's or hiredis'.
+MODULE_FRAME_RE = re.compile(r"\bmod_redis_ratelimit\.(?:so|c)\b|\brrl_\w")
+
+
 class SanitizerReports:
     """ASan and LeakSanitizer reports of every process the tests start, one
     file per process (asan.PID, or ubsan.PID once UBSan has set the path) in
     directory: log_path is added to this process's ASAN_OPTIONS and
     UBSAN_OPTIONS, which httpd and t/rrl_vectors inherit.  new() gives what
-    was written since the last call; any of it fails the test.  What reaches
-    httpd's stderr instead, its error log, fails it through FATAL_RE."""
+    was written since the last call; any of it fails the test, but for the
+    leaks that are httpd's (split_leaks), which it counts in httpd_leaks
+    instead (write_httpd_leaks() lists them).  What reaches httpd's stderr,
+    its error log, fails the test through FATAL_RE."""
 
     SETTLE = 0.2   # seconds a live process's report must rest to be read
     SHOWN = 300    # lines of a report in the failure message
-    # Leaks of httpd, not of the module, found at every exit: APR's pools
-    # are mmap'd, which LeakSanitizer does not scan, so what is malloc'd and
-    # pointed to only from a pool never destroyed (the configuration pool,
-    # in a child) looks lost.  No pattern applies to a leak whose stack
-    # names the module.
-    HTTPD_LEAKS = [
-        re.compile(r" in ap_thread_main_create "),   # the main thread's allocator
-        re.compile(r" in pcre2_compile_8 .*\n.* in ap_regcomp "),   # config regexes
-    ]
+    FRAME_RE = re.compile(r"^\s*#\d+ (0x[0-9a-f]+) (.*)$", re.M)
+    LEAK_RE = re.compile(r"(Direct|Indirect) leak of ")
+    # a LeakSanitizer report's lines around its leaks
+    LSAN_HEAD_TAIL_RE = re.compile(
+        r"^(?:=+\n)?==\d+==ERROR: LeakSanitizer: .*\n?|"
+        r"^SUMMARY: \w+Sanitizer: \d+ byte\(s\) leaked .*\n?", re.M)
 
     def __init__(self, directory: Path):
         self.dir = make_dir(Path(directory), 0o1777)   # children are www-data
         for var, prefix in (("ASAN_OPTIONS", "asan"), ("UBSAN_OPTIONS", "ubsan")):
             opts = [o for o in os.environ.get(var, "").split(":") if o]
             os.environ[var] = ":".join(opts + [f"log_path={self.dir / prefix}"])
+        # frames LeakSanitizer keeps of a stack (its default is 30)
+        sizes = re.findall(r"(?:^|:)malloc_context_size=(\d+)",
+                           os.environ["ASAN_OPTIONS"])
+        self.depth = int(sizes[-1]) if sizes else 30
         self.seen: dict[str, tuple[int, int]] = {}   # name -> (mtime_ns, size)
+        # httpd's leaks by stack: [count, first report's file, its paragraph]
+        self.httpd_leaks: dict[str, list] = {}
 
     def new(self) -> list[str]:
         """Report text written since the last call, one string per file."""
@@ -249,25 +263,82 @@ class SanitizerReports:
             with open(p, "rb") as f:
                 f.seek(start)
                 text = f.read().decode("utf-8", "replace").strip()
-            lines = self._without_httpd_leaks(text).splitlines()
+            text, httpd = self.split_leaks(text, self.depth)
+            for leak in httpd:
+                seen = self.httpd_leaks.setdefault(self._stack(leak), [0, p, leak])
+                seen[0] += 1
+            lines = text.splitlines()
             if len(lines) > self.SHOWN:
                 lines[self.SHOWN:] = [f"... ({len(lines) - self.SHOWN} more lines)"]
             if lines:
                 reports.append(f"--- {p} ---\n" + "\n".join(lines))
         return reports
 
-    def _without_httpd_leaks(self, text: str) -> str:
-        """A LeakSanitizer report without the leaks of HTTPD_LEAKS; "" when
-        nothing else is left.  Other reports as they are."""
-        if "ERROR: LeakSanitizer" not in text:
-            return text
-        paras = text.split("\n\n")
-        leaks = [p for p in paras if re.match(r"(Direct|Indirect) leak", p)]
-        kept = [p for p in leaks if "mod_redis_ratelimit" in p
-                or not any(rx.search(p) for rx in self.HTTPD_LEAKS)]
-        if not kept:
+    @classmethod
+    def split_leaks(cls, text: str, depth: int = 30) -> tuple[str, list[str]]:
+        """(what of a report fails, the leaks in it that are httpd's).
+
+        Each leak of a LeakSanitizer report (a "Direct leak" or "Indirect
+        leak" paragraph) is decided by its stack: with a frame of the module
+        (MODULE_FRAME_RE) it fails; without, it is httpd's (its pools are
+        mmap'd, which LeakSanitizer does not scan, so what is malloc'd and
+        pointed to only from a pool never destroyed looks lost), unless the
+        stack cannot show that no frame is the module's: a frame in a library
+        unloaded before the report ("<unknown module>": httpd unloads the
+        module as its parent exits), or as many frames as LeakSanitizer keeps
+        (depth, its malloc_context_size): those fail too, saying why.  A
+        report left without leaks loses its header and summary lines.  All
+        else (ASan errors, UBSan) fails as it is; the count of httpd's leaks
+        left out ends what fails."""
+        paras = re.split(r"\n[ \t]*\n", text)
+        out, httpd = [], []
+        for p in paras:
+            if not cls.LEAK_RE.match(p):
+                out.append(p)
+                continue
+            frames = cls.FRAME_RE.findall(p)
+            pcs = [pc for i, (pc, _) in enumerate(frames)   # inlined: one pc
+                   if i == 0 or pc != frames[i - 1][0]]
+            if any(MODULE_FRAME_RE.search(f) for _, f in frames):
+                out.append(p)
+            elif any("(<unknown module>)" in f for _, f in frames):
+                out.append(p + "\n    (not shown to be httpd's: a frame in a "
+                           "library no longer loaded may be the module's)")
+            elif len(pcs) >= depth:
+                out.append(p + f"\n    (not shown to be httpd's: the stack may "
+                           f"be cut off at malloc_context_size={depth})")
+            else:
+                httpd.append(p)
+        if httpd and any(cls.LEAK_RE.match(p) for p in out):
+            out.append(f"({len(httpd)} more, with no frame of the module: "
+                       f"httpd's, not shown)")
+        elif httpd:
+            out = [cls.LSAN_HEAD_TAIL_RE.sub("", p) for p in out]
+        return "\n\n".join(p.strip("\n") for p in out if p.strip()), httpd
+
+    @classmethod
+    def _stack(cls, leak: str) -> str:
+        """A leak's stack without addresses: the same for the same leak in
+        any process (offsets in a library stay)."""
+        return "\n".join(f for _, f in cls.FRAME_RE.findall(leak))
+
+    def write_httpd_leaks(self, path: Path) -> str:
+        """The leaks that were httpd's, the first of each stack with how
+        often it was seen, written to path; a line that says so ("" when
+        there were none, and path is removed)."""
+        if not self.httpd_leaks:
+            path.unlink(missing_ok=True)
             return ""
-        return "\n\n".join(p for p in paras if p not in leaks or p in kept)
+        n = sum(c for c, _, _ in self.httpd_leaks.values())
+        kinds = sorted(self.httpd_leaks.values(), key=lambda v: -v[0])
+        make_dir(path.parent)
+        path.write_text(
+            f"{n} leaks of httpd, none with a frame of the module, in "
+            f"{len(kinds)} stacks; the first of each:\n\n"
+            + "\n\n".join(f"in {c} report(s), the first {f.name}:\n{leak}"
+                          for c, f, leak in kinds) + "\n")
+        return (f"{n} httpd leaks not from the module ignored "
+                f"({len(kinds)} distinct; the first of each: {path})")
 
 
 # ---- HTTP ----
@@ -657,7 +728,7 @@ class Httpd:
                              r"definitely lost|Mismatched free|overlap",
                              b[0]):
                 continue
-            if any("mod_redis_ratelimit" in ln or "rrl_" in ln for ln in b):
+            if any(MODULE_FRAME_RE.search(ln) for ln in b):
                 bad.append(f"{self.name}: memcheck: " + "\n    ".join(b))
         return bad
 
