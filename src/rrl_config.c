@@ -17,6 +17,7 @@
 
 #include "rrl_private.h"
 #include "rrl_config.h"
+#include "rrl_tls.h"
 #include "rrl_util.h"
 
 const char *const rrl_config_on_error_names[] = {
@@ -351,6 +352,11 @@ const char *rrl_config_cmd_redis(cmd_parms *cmd, void *dummy, const char *arg)
     }
     if ((err = rrl_url_parse(cmd->pool, arg, &u)) != NULL) {
         return apr_pstrcat(cmd->pool, "RateLimitRedis: ", err, NULL);
+    }
+    /* TLS files: read now, so that apachectl -t says what is wrong */
+    if (u->tls && (err = rrl_tls_check(cmd->temp_pool, u)) != NULL) {
+        return apr_psprintf(cmd->pool, "RateLimitRedis: '%s': %s", u->masked,
+                            err);
     }
     sc->redis = u;
     return NULL;

@@ -57,7 +57,9 @@ typedef struct {
     X(BREAKER_OPENINGS, NULL, "BreakerOpenings", "breaker_openings", \
       "Times a child stopped asking a failing Redis for a while") \
     X(REDIS_WRITES, NULL, "RedisWrites", "redis_writes", \
-      "Writes to Redis, each carrying the commands queued in a child")
+      "Writes to Redis, each carrying the commands queued in a child") \
+    X(TLS_RESUMED, NULL, "RedisTlsResumed", "redis_tls_resumed", \
+      "TLS connections to Redis that resumed an earlier session")
 
 typedef enum {
 #define RRL_CTR_ENUM(e, result, key, json, help) RRL_CTR_##e,

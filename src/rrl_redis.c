@@ -293,13 +293,6 @@ static rrl_backend_t *rrl_backend_for(apr_pool_t *pconf, apr_hash_t *seen,
     return be;
 }
 
-#ifdef HAVE_HIREDIS_SSL
-static apr_status_t rrl_free_ssl(void *ctx)
-{
-    redisFreeSSLContext(ctx);
-    return APR_SUCCESS;
-}
-#endif
 
 /* The Redis each server uses, one backend per distinct URL and settings
  * (max= defaults to ThreadsPerChild), and its slot on the status page */
@@ -307,6 +300,7 @@ int rrl_redis_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
                           server_rec *s)
 {
     apr_hash_t *seen = apr_hash_make(ptemp);
+    const char *err;
     server_rec *vs;
     int threads = 1, i;
 
@@ -326,27 +320,19 @@ int rrl_redis_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
         rrl_backend_t *be = APR_ARRAY_IDX(rrl_backends, i, rrl_backend_t *);
 
         be->shared = rrl_counters_backend(be->u);
-#ifdef HAVE_HIREDIS_SSL
-        if (be->u->kind == RRL_REDIS_TLS) {
-            redisSSLContextError e = REDIS_SSL_CTX_NONE;
-
-            if (i == 0) {
-                redisInitOpenSSL();
-            }
-            be->ssl = redisCreateSSLContext(
-                be->u->cacert ? be->u->cacert
-                              : "/etc/ssl/certs/ca-certificates.crt",
-                NULL, be->u->cert, be->u->key, be->u->host, &e);
-            if (!be->ssl) {
-                ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, RRL_LOGNO(00014)
-                             "%s: cannot set up TLS: %s", be->u->masked,
-                             redisSSLContextGetError(e));
-                return HTTP_INTERNAL_SERVER_ERROR;
-            }
-            apr_pool_cleanup_register(pconf, be->ssl, rrl_free_ssl,
-                                      apr_pool_cleanup_null);
+        if (be->u->tls && (err = rrl_tls_create(pconf, be->u, &be->tls))) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, RRL_LOGNO(00014)
+                         "%s: cannot set up TLS: %s", be->u->masked, err);
+            return HTTP_INTERNAL_SERVER_ERROR;
         }
-#endif
+        if (be->u->tls && !be->u->verify) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RRL_LOGNO(00040)
+                         "%s: verify=off: the server's certificate and name "
+                         "are not checked, so whoever is on the way to it "
+                         "can read and change what the module sends and "
+                         "hears; give the server's CA with cacert= instead",
+                         be->u->masked);
+        }
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, RRL_LOGNO(00015)
                      "limits kept in %s (connect %" APR_TIME_T_FMT " ms, "
                      "command %" APR_TIME_T_FMT " ms, up to %d connections "

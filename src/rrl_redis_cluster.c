@@ -100,15 +100,17 @@ const char *rrl_redis_cluster_refresh(rrl_backend_t *be, apr_pool_t *p)
     apr_array_cat(ask, u->addrs);
     for (i = 0; i < ask->nelts; i++) {
         const rrl_addr_t *a = &APR_ARRAY_IDX(ask, i, rrl_addr_t);
-        redisContext *c = rrl_redis_conn_open(be, p, a->host, a->port, 0,
-                                              &err);
+        const char *argv[2] = { "CLUSTER", "SLOTS" };
         redisReply *reply;
         int learnt = 0;
+        rrl_sock_t s;
 
-        if (!c) {
+        if ((err = rrl_redis_conn_open(be, p, a->host, a->port, 0, NULL,
+                                       &s)) != NULL) {
             continue;
         }
-        if ((reply = redisCommand(c, "CLUSTER SLOTS")) != NULL) {
+        if ((reply = rrl_redis_conn_command(be, p, &s, 2, argv, &err))
+            != NULL) {
             apr_thread_mutex_lock(be->mutex);
             learnt = rrl_redis_cluster_learn(be, reply, a->host);
             apr_thread_mutex_unlock(be->mutex);
@@ -121,9 +123,9 @@ const char *rrl_redis_cluster_refresh(rrl_backend_t *be, apr_pool_t *p)
         }
         else {
             err = apr_psprintf(p, "CLUSTER SLOTS on %s:%d: %s", a->host,
-                               a->port, c->errstr);
+                               a->port, err);
         }
-        redisFree(c);
+        rrl_sock_close(&s);
         if (learnt) {
             return NULL;
         }

@@ -12,6 +12,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "http_main.h"
 
@@ -20,90 +21,124 @@
 #include "rrl_resp.h"
 #include "rrl_util.h"
 
-static struct timeval rrl_timeval(apr_interval_time_t t)
+/*
+ * One command on s and its whole reply, built by hiredis' own reader (a
+ * redisReply the caller frees with freeReplyObject): for what is asked
+ * once a connection (AUTH, SELECT, ROLE, SENTINEL, CLUSTER SLOTS), never
+ * on a pooled connection's pipeline.  NULL and *errp on failure.
+ */
+redisReply *rrl_redis_conn_command(rrl_backend_t *be, apr_pool_t *p,
+                                   rrl_sock_t *s, int argc,
+                                   const char **argv, const char **errp)
 {
-    struct timeval tv;
+    redisReader *reader;
+    struct iovec iov;
+    void *reply = NULL;
+    apr_size_t len;
+    char buf[RRL_READ_BUF];
+    int stale;
 
-    tv.tv_sec = (long)apr_time_sec(t);
-    tv.tv_usec = (long)apr_time_usec(t);
-    return tv;
+    iov.iov_base = (void *)rrl_resp_format(p, argc, argv, NULL, &len);
+    iov.iov_len = len;
+    if (!rrl_sock_writev(p, s, &iov, 1, be->command_timeout, errp, &stale)) {
+        *errp = apr_psprintf(p, "%s: %s", argv[0], *errp);
+        return NULL;
+    }
+    if (!(reader = redisReaderCreate())) {
+        *errp = "out of memory";
+        return NULL;
+    }
+    while (redisReaderGetReply(reader, &reply) == REDIS_OK && !reply) {
+        apr_size_t n = rrl_sock_read(p, s, buf, sizeof(buf),
+                                     be->command_timeout, errp, &stale);
+
+        if (!n) {
+            break;
+        }
+        redisReaderFeed(reader, buf, n);
+    }
+    if (!reply) {
+        *errp = apr_psprintf(p, "%s: %s", argv[0],
+                             reader->err ? reader->errstr : *errp);
+    }
+    redisReaderFree(reader);
+    return reply;
 }
 
 /* AUTH or SELECT on a new connection: NULL, or what went wrong */
-static const char *rrl_redis_setup(apr_pool_t *p, redisContext *c, int argc,
+static const char *rrl_redis_setup(rrl_backend_t *be, apr_pool_t *p,
+                                   rrl_sock_t *s, int argc,
                                    const char **argv)
 {
-    redisReply *reply = redisCommandArgv(c, argc, argv, NULL);
     const char *err = NULL;
+    redisReply *reply = rrl_redis_conn_command(be, p, s, argc, argv, &err);
 
-    if (!reply) {
-        return apr_psprintf(p, "%s: %s", argv[0], c->errstr);
-    }
-    if (reply->type == REDIS_REPLY_ERROR) {
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
         err = apr_psprintf(p, "%s: %s", argv[0], reply->str);
     }
-    freeReplyObject(reply);
+    if (reply) {
+        freeReplyObject(reply);
+    }
     return err;
 }
 
 /*
- * Connect to one server: timeouts, keepalive, AUTH; SELECT where asked.
- * host NULL: the URL's unix socket.  Replies on the context are hiredis'
- * own until rrl_redis_conn_connect switches them to rrl_reply_t.
+ * Connect s to one server within the connect timeout, TLS included when
+ * the URL says so (ts: the node's session slot, or NULL), then AUTH, and
+ * SELECT where asked.  host NULL: the URL's unix socket.  NULL, or what
+ * went wrong.
  */
-redisContext *rrl_redis_conn_open(const rrl_backend_t *be, apr_pool_t *p,
-                                  const char *host, int port, int db,
-                                  const char **errp)
+const char *rrl_redis_conn_open(rrl_backend_t *be, apr_pool_t *p,
+                                const char *host, int port, int db,
+                                rrl_tls_session_t *ts, rrl_sock_t *s)
 {
     const rrl_redis_url_t *u = be->u;
-    struct timeval tv = rrl_timeval(be->connect_timeout);
-    const char *err = NULL;
-    redisContext *c;
+    rrl_sock_to_t to;
+    const char *err;
+    int resumed;
 
-    c = !host ? redisConnectUnixWithTimeout(u->path, tv)
-              : redisConnectWithTimeout(host, port, tv);
-    if (!c) {
-        *errp = "connect: out of memory";
-        return NULL;
+    to.host = host;
+    to.port = port;
+    to.path = u->path;
+    to.timeout = be->connect_timeout;
+    to.tls = u->tls ? be->tls : NULL;
+    to.tls_name = u->sni ? u->sni : host;
+    to.session = ts;
+    if ((err = rrl_sock_connect(p, s, &to, &resumed)) != NULL) {
+        return apr_psprintf(p, "connect to %s:%d: %s", host ? host : u->path,
+                            port, err);
     }
-    if (c->err) {
-        err = apr_psprintf(p, "connect to %s:%d: %s", host ? host : u->path,
-                           port, c->errstr);
+    if (resumed) {
+        rrl_counters_count(RRL_CTR_TLS_RESUMED);
     }
-#ifdef HAVE_HIREDIS_SSL
-    else if (u->kind == RRL_REDIS_TLS
-             && redisInitiateSSLWithContext(c, be->ssl) != REDIS_OK) {
-        err = apr_psprintf(p, "TLS: %s", c->errstr);
-    }
-#endif
-    else if (redisSetTimeout(c, rrl_timeval(be->command_timeout))
-             != REDIS_OK) {
-        err = apr_psprintf(p, "setting the timeout: %s", c->errstr);
-    }
-    else {
-        if (host) {
-            redisEnableKeepAlive(c);     /* best effort */
-        }
-        if (u->password) {
-            const char *auth[3] = { "AUTH", u->user, u->password };
+    if (u->tls && !u->password) {
+        /* TLS 1.3 servers refuse a client certificate after the
+         * handshake: a round trip says so now (AUTH is one already) */
+        const char *ping[1] = { "PING" };
 
-            if (!u->user) {
-                auth[1] = u->password;
-            }
-            err = rrl_redis_setup(p, c, u->user ? 3 : 2, auth);
+        if ((err = rrl_redis_setup(be, p, s, 1, ping)) != NULL) {
+            rrl_sock_close(s);
+            return apr_psprintf(p, "connect to %s:%d: TLS: %s",
+                                host ? host : u->path, port, err);
         }
-        if (!err && db) {
-            const char *sel[2] = { "SELECT", apr_itoa(p, db) };
+    }
+    if (u->password) {
+        const char *auth[3] = { "AUTH", u->user, u->password };
 
-            err = rrl_redis_setup(p, c, 2, sel);
+        if (!u->user) {
+            auth[1] = u->password;
         }
+        err = rrl_redis_setup(be, p, s, u->user ? 3 : 2, auth);
+    }
+    if (!err && db) {
+        const char *sel[2] = { "SELECT", apr_itoa(p, db) };
+
+        err = rrl_redis_setup(be, p, s, 2, sel);
     }
     if (err) {
-        redisFree(c);
-        *errp = err;
-        return NULL;
+        rrl_sock_close(s);
     }
-    return c;
+    return err;
 }
 
 /* Sentinel: forget the master known as generation gen (it failed or says
@@ -142,17 +177,16 @@ static const char *rrl_sentinel_master(rrl_backend_t *be, rrl_node_t *node,
     }
     for (i = 0; i < u->addrs->nelts; i++) {
         const rrl_addr_t *a = &APR_ARRAY_IDX(u->addrs, i, rrl_addr_t);
-        redisContext *c = rrl_redis_conn_open(be, p, a->host, a->port, 0,
-                                              &err);
         redisReply *reply;
+        rrl_sock_t s;
 
-        if (!c) {
+        if ((err = rrl_redis_conn_open(be, p, a->host, a->port, 0, NULL,
+                                       &s)) != NULL) {
             continue;
         }
-        reply = redisCommandArgv(c, 3, argv, NULL);
-        if (!reply) {
+        if (!(reply = rrl_redis_conn_command(be, p, &s, 3, argv, &err))) {
             err = apr_psprintf(p, "Sentinel %s:%d: %s", a->host, a->port,
-                               c->errstr);
+                               err);
         }
         else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
                  || reply->element[0]->type != REDIS_REPLY_STRING
@@ -194,7 +228,7 @@ static const char *rrl_sentinel_master(rrl_backend_t *be, rrl_node_t *node,
         if (reply) {
             freeReplyObject(reply);
         }
-        redisFree(c);
+        rrl_sock_close(&s);
         if (!err) {
             return NULL;
         }
@@ -202,14 +236,15 @@ static const char *rrl_sentinel_master(rrl_backend_t *be, rrl_node_t *node,
     return err;
 }
 
-/* Is the server on c the master?  NULL, or why not */
-static const char *rrl_redis_role(apr_pool_t *p, redisContext *c)
+/* Is the server on s the master?  NULL, or why not */
+static const char *rrl_redis_role(rrl_backend_t *be, apr_pool_t *p,
+                                  rrl_sock_t *s)
 {
-    redisReply *reply = redisCommand(c, "ROLE");
-    const char *err = NULL;
+    const char *argv[1] = { "ROLE" }, *err = NULL;
+    redisReply *reply = rrl_redis_conn_command(be, p, s, 1, argv, &err);
 
     if (!reply) {
-        return apr_psprintf(p, "ROLE: %s", c->errstr);
+        return err;
     }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1
         || reply->element[0]->type != REDIS_REPLY_STRING
@@ -221,55 +256,65 @@ static const char *rrl_redis_role(apr_pool_t *p, redisContext *c)
     return err;
 }
 
-/* The one connect function for commands: a node's address (a Sentinel's
- * master found first), then rrl_redis_conn_open; *gen is the master's
- * generation the connection belongs to */
-redisContext *rrl_redis_conn_connect(rrl_backend_t *be, rrl_node_t *node,
-                                     apr_pool_t *p, apr_uint32_t *gen,
-                                     const char **errp)
+/* The one connect function for pooled connections: a node's address (a
+ * Sentinel's master found first, and checked), then rrl_redis_conn_open,
+ * and the connection's reader of replies into rrl_reply_t; conn->gen is
+ * the master's generation the connection belongs to.  NULL, or what went
+ * wrong */
+const char *rrl_redis_conn_connect(rrl_backend_t *be, rrl_node_t *node,
+                                   apr_pool_t *p, rrl_conn_t *conn)
 {
     const rrl_redis_url_t *u = be->u;
     char host[sizeof(node->host)];
     int port = node->port;
-    redisContext *c;
+    const char *err;
 
-    *gen = 0;
+    conn->gen = 0;
     if (u->kind == RRL_REDIS_SENTINEL) {
-        if ((*errp = rrl_sentinel_master(be, node, p, host, &port, gen))
+        if ((err = rrl_sentinel_master(be, node, p, host, &port, &conn->gen))
             != NULL) {
-            return NULL;
+            return err;
         }
     }
     else {
         apr_cpystrn(host, node->host, sizeof(host));
     }
-    c = rrl_redis_conn_open(be, p, u->kind == RRL_REDIS_UNIX ? NULL : host,
-                            port, u->db, errp);
+    err = rrl_redis_conn_open(be, p, u->kind == RRL_REDIS_UNIX ? NULL : host,
+                              port, u->db, u->tls ? &node->tls : NULL,
+                              &conn->sock);
     if (u->kind == RRL_REDIS_SENTINEL
-        && (!c || (*errp = rrl_redis_role(p, c)) != NULL)) {
-        if (c) {
-            redisFree(c);
-        }
-        rrl_redis_conn_forget_master(be, node, *gen);
-        return NULL;
+        && (err || (err = rrl_redis_role(be, p, &conn->sock)) != NULL)) {
+        rrl_sock_close(&conn->sock);
+        rrl_redis_conn_forget_master(be, node, conn->gen);
+        return err;
     }
-    if (!c) {
-        return NULL;
+    if (err) {
+        return err;
     }
-    /* from here on, replies are read into rrl_reply_t
-     * (rrl_redis_pipe_roundtrip) */
-    c->reader->fn = &rrl_resp_reply_fns;
+    if (!(conn->reader = redisReaderCreate())) {
+        rrl_sock_close(&conn->sock);
+        return "out of memory";
+    }
+    conn->reader->fn = &rrl_resp_reply_fns;
     rrl_counters_count(RRL_CTR_CONNECTIONS);
     apr_atomic_inc32(&be->shared->connections);
-    return c;
+    return NULL;
+}
+
+int rrl_redis_conn_connected(const rrl_conn_t *conn)
+{
+    return conn->sock.fd >= 0;
 }
 
 void rrl_redis_conn_close(const rrl_backend_t *be, rrl_conn_t *conn)
 {
-    if (conn->c) {
-        redisFree(conn->c);
-        conn->c = NULL;
+    if (conn->sock.fd >= 0) {
+        rrl_sock_close(&conn->sock);
         apr_atomic_dec32(&be->shared->connections);
+    }
+    if (conn->reader) {
+        redisReaderFree(conn->reader);
+        conn->reader = NULL;
     }
 }
 
@@ -284,6 +329,7 @@ static apr_status_t rrl_conn_make(void **resource, void *params,
     if (!conn) {
         return APR_ENOMEM;
     }
+    conn->sock.fd = -1;
     *resource = conn;
     return APR_SUCCESS;
 }
@@ -317,6 +363,10 @@ apr_status_t rrl_redis_conn_node_create(rrl_backend_t *be, apr_pool_t *p,
     node->port = port;
     node->pipe_tail = &node->pipe_head;
     if ((rv = pthread_mutex_init(&node->pipe_mx, NULL)) != 0) {
+        return rv;
+    }
+    if (be->u->tls && (rv = rrl_tls_session_init(&node->tls, p))
+                      != APR_SUCCESS) {
         return rv;
     }
     rv = apr_reslist_create(&node->pool, 0, be->pool_keep, be->pool_max,

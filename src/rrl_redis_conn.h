@@ -7,7 +7,9 @@
  * The bottom of the Redis stack: a backend (one Redis as this server uses
  * it), its nodes (the servers it sends commands to, each with a pool of
  * connections per child) and the one connect function: TCP or unix,
- * TLS, AUTH, SELECT, and for Sentinel the master the Sentinels name.
+ * TLS, AUTH, SELECT, and for Sentinel the master the Sentinels name; a
+ * command and its whole reply, for what is asked once a connection
+ * (hiredis' reader builds the reply; the I/O is rrl_sock's).
  */
 
 #ifndef RRL_REDIS_CONN_H
@@ -19,13 +21,11 @@
 #include <pthread.h>
 
 #include <hiredis/hiredis.h>
-#ifdef HAVE_HIREDIS_SSL
-#include <hiredis/hiredis_ssl.h>
-#endif
 
 #include "rrl.h"
 #include "rrl_counters.h"
 #include "rrl_key.h"
+#include "rrl_sock.h"
 #include "rrl_url.h"
 
 #define RRL_MAX_NODES 64          /* of one Redis Cluster */
@@ -44,6 +44,7 @@ typedef struct rrl_node {
     char last_host[256];          /* sentinel: the master last logged */
     int last_port;
     volatile apr_uint32_t gen;    /* sentinel: bumped when it is forgotten */
+    rrl_tls_session_t tls;        /* TLS: the session to resume */
     apr_reslist_t *pool;
     pthread_mutex_t pipe_mx;      /* guards the pipeline: */
     int pipe_busy;                /* a round trip is under way */
@@ -80,28 +81,30 @@ typedef struct rrl_backend {
      * taking the mutex */
     volatile apr_uint64_t quiet_until;
     rrl_shared_backend_t *shared; /* set in post_config */
-#ifdef HAVE_HIREDIS_SSL
-    redisSSLContext *ssl;
-#endif
+    rrl_tls_t *tls;               /* rediss: its TLS, set in post_config */
 } rrl_backend_t;
 
 /* A pooled connection: made empty, connected on first use (so no network
  * I/O happens under the pool's lock), dropped after any error */
 typedef struct rrl_conn {
-    redisContext *c;
+    rrl_sock_t sock;       /* fd -1: not connected */
+    redisReader *reader;   /* its replies, read into rrl_reply_t */
     int served;            /* answered before: a failure now may be
                             * staleness */
     apr_uint32_t gen;      /* sentinel: of the master it was made for */
 } rrl_conn_t;
 
-redisContext *rrl_redis_conn_open(const rrl_backend_t *be, apr_pool_t *p,
-                                  const char *host, int port, int db,
-                                  const char **errp);
+const char *rrl_redis_conn_open(rrl_backend_t *be, apr_pool_t *p,
+                                const char *host, int port, int db,
+                                rrl_tls_session_t *ts, rrl_sock_t *s);
+redisReply *rrl_redis_conn_command(rrl_backend_t *be, apr_pool_t *p,
+                                   rrl_sock_t *s, int argc,
+                                   const char **argv, const char **errp);
 void rrl_redis_conn_forget_master(rrl_backend_t *be, rrl_node_t *node,
                                   apr_uint32_t gen);
-redisContext *rrl_redis_conn_connect(rrl_backend_t *be, rrl_node_t *node,
-                                     apr_pool_t *p, apr_uint32_t *gen,
-                                     const char **errp);
+const char *rrl_redis_conn_connect(rrl_backend_t *be, rrl_node_t *node,
+                                   apr_pool_t *p, rrl_conn_t *conn);
+int rrl_redis_conn_connected(const rrl_conn_t *conn);
 void rrl_redis_conn_close(const rrl_backend_t *be, rrl_conn_t *conn);
 apr_status_t rrl_redis_conn_node_create(rrl_backend_t *be, apr_pool_t *p,
                                         const char *host, int port,

@@ -15,7 +15,6 @@
 #include <time.h>
 #include <semaphore.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "rrl_private.h"
@@ -23,29 +22,21 @@
 #include "rrl_counters.h"
 #include "rrl_script.h"
 
-/* A socket error that says the server closed the connection (Redis
- * restarted, idle timeout, CLIENT KILL), which a fresh one may not have; a
- * timeout is not such a failure: a retry would only double the wait */
-static int rrl_stale_errno(int err)
-{
-    return err == ECONNRESET || err == EPIPE || err == ENOTCONN
-           || err == ECONNABORTED;
-}
-
 /*
  * Send the calls' commands in one write (RRL_SEND) and read their replies,
- * in order, into the calls' rep (RRL_RECEIVE).  The number of calls that
- * have their reply (n once sent, when only sending): when fewer than n,
- * *errp says what went wrong and *stale whether it looks like a
+ * in order, into the calls' rep (RRL_RECEIVE), on conn.  The number of
+ * calls that have their reply (n once sent, when only sending): when fewer
+ * than n, *errp says what went wrong and *stale whether it looks like a
  * connection gone stale.
  */
 int rrl_redis_pipe_roundtrip(apr_pool_t *p, const rrl_backend_t *be,
-                             redisContext *c, rrl_call_t *const *calls,
+                             rrl_conn_t *conn, rrl_call_t *const *calls,
                              int n, int how, const char **errp, int *stale)
 {
-    struct iovec iov[RRL_PIPE_MAX];
-    void *reply = NULL;
-    int i, k, err;
+    struct iovec iov[RRL_PIPE_MAX + 1];
+    redisReader *reader = conn->reader;
+    char buf[RRL_READ_BUF];
+    int i, k;
 
     *stale = 0;
     *errp = NULL;
@@ -53,81 +44,55 @@ int rrl_redis_pipe_roundtrip(apr_pool_t *p, const rrl_backend_t *be,
         calls[i]->rep->type = 0;
         calls[i]->rep->bad = 0;
     }
-    if (!(how & RRL_SEND)) {
-        /* sent already */
-    }
-    else if (be->u->kind == RRL_REDIS_TLS) {
-        for (i = 0; i < n; i++) {
-            if (redisAppendFormattedCommand(c, calls[i]->cmd, calls[i]->len)
-                != REDIS_OK) {
-                *errp = apr_psprintf(p, "write: %s", c->errstr);
-                return 0;
-            }
-        }
-    }
-    else {
-        struct msghdr msg;
-
-        memset(&msg, 0, sizeof(msg));
+    if (how & RRL_SEND) {
         for (i = 0; i < n; i++) {
             iov[i].iov_base = (void *)calls[i]->cmd;
             iov[i].iov_len = calls[i]->len;
         }
-        msg.msg_iov = iov;
-        msg.msg_iovlen = (size_t)n;
-        while (msg.msg_iovlen > 0) {
-            ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
-
-            if (w < 0 && errno == EINTR) {
-                continue;
-            }
-            if (w <= 0) {
-                err = w < 0 ? errno : EPIPE;
-                *stale = rrl_stale_errno(err);
-                *errp = apr_psprintf(p, "write: %s",
-                                     err == EAGAIN || err == EWOULDBLOCK
-                                     ? "timed out" : strerror(err));
-                return 0;
-            }
-            while (msg.msg_iovlen > 0
-                   && (size_t)w >= msg.msg_iov->iov_len) {
-                w -= (ssize_t)msg.msg_iov->iov_len;
-                msg.msg_iov++;
-                msg.msg_iovlen--;
-            }
-            if (msg.msg_iovlen > 0) {
-                msg.msg_iov->iov_base = (char *)msg.msg_iov->iov_base + w;
-                msg.msg_iov->iov_len -= (size_t)w;
-            }
-        }
-    }
-    for (k = 0; (how & RRL_RECEIVE) && k < n; k++) {
-        rrl_reply_t *rep = calls[k]->rep;
-
-        c->reader->privdata = rep;
-        if (calls[k]->asking) {
-            /* cmd began with ASKING (a Cluster slot being migrated): +OK */
-            if (redisGetReply(c, &reply) != REDIS_OK || reply != rep) {
-                break;
-            }
-            if (rep->type != REDIS_REPLY_STATUS || rep->bad) {
-                *errp = "ASKING: an unexpected reply";
-                return k;
-            }
-            rep->type = 0;
-        }
-        if (redisGetReply(c, &reply) != REDIS_OK || reply != rep) {
-            break;
+        if (!rrl_sock_writev(p, &conn->sock, iov, n, be->command_timeout,
+                             errp, stale)) {
+            return 0;
         }
     }
     if (!(how & RRL_RECEIVE)) {
         return n;
     }
-    if (k < n) {
-        err = errno;
-        *stale = c->err == REDIS_ERR_EOF
-                 || (c->err == REDIS_ERR_IO && rrl_stale_errno(err));
-        *errp = apr_pstrdup(p, c->err ? c->errstr : "no reply");
+    /* a reply for each call, and before it +OK of ASKING where it began
+     * with ASKING (a Cluster slot being migrated) */
+    for (k = 0; k < n && !*errp; k++) {
+        rrl_reply_t *rep = calls[k]->rep;
+        int replies = calls[k]->asking ? 2 : 1;
+
+        reader->privdata = rep;
+        while (replies > 0 && !*errp) {
+            void *reply = NULL;
+
+            if (redisReaderGetReply(reader, &reply) != REDIS_OK) {
+                *errp = apr_pstrdup(p, reader->errstr);
+            }
+            else if (!reply) {
+                apr_size_t got = rrl_sock_read(p, &conn->sock, buf,
+                                               sizeof(buf),
+                                               be->command_timeout, errp,
+                                               stale);
+
+                if (got) {
+                    redisReaderFeed(reader, buf, got);
+                }
+            }
+            else if (reply != rep) {
+                *errp = "a reply not read into its call";
+            }
+            else if (--replies == 1) {
+                if (rep->type != REDIS_REPLY_STATUS || rep->bad) {
+                    *errp = "ASKING: an unexpected reply";
+                }
+                rep->type = 0;
+            }
+        }
+        if (replies > 0) {
+            break;
+        }
     }
     return k;
 }
@@ -180,13 +145,13 @@ static rrl_conn_t *rrl_batch_conn(request_rec *r, rrl_backend_t *be,
                        "the pool (RateLimitRedisPool)");
         return NULL;
     }
-    if (fresh || (conn->c && conn->gen != apr_atomic_read32(&node->gen))) {
+    if (fresh || (rrl_redis_conn_connected(conn)
+                  && conn->gen != apr_atomic_read32(&node->gen))) {
         rrl_redis_conn_close(be, conn);
     }
-    if (!conn->c) {
+    if (!rrl_redis_conn_connected(conn)) {
         conn->served = 0;
-        if (!(conn->c = rrl_redis_conn_connect(be, node, r->pool, &conn->gen,
-                                               &err))) {
+        if ((err = rrl_redis_conn_connect(be, node, r->pool, conn)) != NULL) {
             apr_reslist_invalidate(node->pool, conn);
             rrl_calls_fail(calls, n, RRL_REDIS_DOWN, 0, err);
             return NULL;
@@ -215,11 +180,11 @@ static int rrl_batch_send(request_rec *r, rrl_backend_t *be,
         rrl_count_sent(n + (load != NULL));
     }
     if (!load) {
-        return rrl_redis_pipe_roundtrip(r->pool, be, conn->c, all + 1, n,
+        return rrl_redis_pipe_roundtrip(r->pool, be, conn, all + 1, n,
                                         how, errp, stale);
     }
     all[0] = load;
-    got = rrl_redis_pipe_roundtrip(r->pool, be, conn->c, all, n + 1, how,
+    got = rrl_redis_pipe_roundtrip(r->pool, be, conn, all, n + 1, how,
                                    errp, stale) - 1;
     lr = load->rep;
     if (got >= 0 && (lr->type != REDIS_REPLY_STRING || lr->bad
@@ -593,7 +558,7 @@ static rrl_redis_rc_e rrl_pipe_call(request_rec *r, rrl_backend_t *be,
         /* the pipeline is this thread's until lead leads: it says so
          * only once what it is to read has been sent */
         rrl_count_sent(node->nahead);
-        if (rrl_redis_pipe_roundtrip(r->pool, be, conn->c, node->ahead,
+        if (rrl_redis_pipe_roundtrip(r->pool, be, conn, node->ahead,
                                      node->nahead, RRL_SEND, &err, &stale)
             != node->nahead) {
             apr_reslist_invalidate(node->pool, conn);

@@ -57,7 +57,7 @@ struct rrl_call {
 #define RRL_RECEIVE 2
 
 int rrl_redis_pipe_roundtrip(apr_pool_t *p, const rrl_backend_t *be,
-                             redisContext *c, rrl_call_t *const *calls, int n,
+                             rrl_conn_t *conn, rrl_call_t *const *calls, int n,
                              int how, const char **errp, int *stale);
 int rrl_redis_pipe_not_master(const rrl_reply_t *rep);
 rrl_redis_rc_e rrl_redis_pipe_call(request_rec *r, rrl_backend_t *be,

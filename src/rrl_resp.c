@@ -33,11 +33,10 @@ static void *rrl_reply_string(const redisReadTask *task, char *s,
     return rep;
 }
 
-#if defined(HIREDIS_MAJOR) && HIREDIS_MAJOR >= 1
-static void *rrl_reply_array(const redisReadTask *task, size_t len)
-#else
-static void *rrl_reply_array(const redisReadTask *task, int len)
-#endif
+/* RRL_HIREDIS_ARRAY_LEN: what configure found hiredis passes (0.14: int,
+ * 1.x: size_t) */
+static void *rrl_reply_array(const redisReadTask *task,
+                             RRL_HIREDIS_ARRAY_LEN len)
 {
     rrl_reply_t *rep = task->privdata;
 
@@ -96,11 +95,12 @@ static void rrl_reply_free(void *obj)
 }
 
 redisReplyObjectFunctions rrl_resp_reply_fns = {
-    rrl_reply_string, rrl_reply_array, rrl_reply_integer, rrl_reply_nil,
-#if defined(HIREDIS_MAJOR) && HIREDIS_MAJOR >= 1
-    NULL, NULL,                   /* doubles and booleans: RESP3 only */
-#endif
-    rrl_reply_free
+    .createString = rrl_reply_string,
+    .createArray = rrl_reply_array,
+    .createInteger = rrl_reply_integer,
+    .createNil = rrl_reply_nil,
+    .freeObject = rrl_reply_free
+    /* hiredis 1.x: createDouble, createBool, RESP3 only, never asked */
 };
 
 char *rrl_resp_put_bulk(char *o, const char *s, apr_size_t len)

@@ -48,16 +48,84 @@ static char *rrl_url_unescape(apr_pool_t *p, const char *s, apr_size_t len)
 }
 
 #define RRL_URL_FORMS "redis://[USER:PASSWORD@]HOST[:PORT][/DB] " \
-                      "(IPv6 as [::1]), rediss://... with TLS, " \
+                      "(IPv6 as [::1]), " \
                       "unix:/PATH[?db=N&user=U&password=P], " \
                       "redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTERNAME" \
-                      "[/DB] or redis-cluster://HOST:PORT[,HOST:PORT...]"
+                      "[/DB], redis-cluster://HOST:PORT[,HOST:PORT...], " \
+                      "or rediss://, rediss-sentinel://, rediss-cluster:// " \
+                      "for the same over TLS, with ?cacert=FILE, " \
+                      "cert=FILE&key=FILE, sni=NAME, verify=off"
 
-/* A query string's NAME=VALUE pairs into the URL (unix: and rediss:) */
+/*
+ * The URL as messages, logs and pages show it: the password of
+ * [USER:]PASSWORD@ and of password= replaced by ****, whatever else is
+ * wrong with the URL.
+ */
+const char *rrl_url_mask(apr_pool_t *p, const char *url)
+{
+    const char *auth = strstr(url, "://"), *end, *at = NULL, *colon, *c;
+    char *out;
+
+    if (auth) {
+        auth += 3;
+        end = auth + strcspn(auth, "/?");
+        for (c = auth; c < end; c++) {
+            if (*c == '@') {
+                at = c;
+            }
+        }
+        if (at && (colon = memchr(auth, ':', at - auth)) != NULL) {
+            url = apr_pstrcat(p, apr_pstrmemdup(p, url, colon + 1 - url),
+                              "****", at, NULL);
+        }
+    }
+    /* password=... of the query: up to its & */
+    if ((c = strchr(url, '?')) != NULL
+        && (c = strstr(c, "password=")) != NULL
+        && (c[-1] == '?' || c[-1] == '&')) {
+        out = apr_pstrmemdup(p, url, c + 9 - url);
+        url = apr_pstrcat(p, out, "****", c + 9 + strcspn(c + 9, "&"), NULL);
+    }
+    return url;
+}
+
+/* A TLS option into the URL: 1 if name is one */
+static int rrl_url_tls_option(apr_pool_t *p, rrl_redis_url_t *u,
+                              const char *name, const char *v,
+                              const char **errp)
+{
+    if (strcmp(name, "cacert") == 0) {
+        u->cacert = v;
+    }
+    else if (strcmp(name, "cert") == 0) {
+        u->cert = v;
+    }
+    else if (strcmp(name, "key") == 0) {
+        u->key = v;
+    }
+    else if (strcmp(name, "sni") == 0) {
+        u->sni = v;
+    }
+    else if (strcmp(name, "verify") == 0) {
+        if (strcasecmp(v, "off") != 0 && strcasecmp(v, "on") != 0) {
+            *errp = apr_psprintf(p, "verify=%s is not accepted; expected "
+                                 "verify=off (no certificate or name check) "
+                                 "or verify=on (the default)", v);
+        }
+        u->verify = strcasecmp(v, "off") != 0;
+    }
+    else {
+        return 0;
+    }
+    return 1;
+}
+
+/* A query string's NAME=VALUE pairs into the URL (unix: and TLS ones) */
 static const char *rrl_url_query(apr_pool_t *p, const char *q,
                                  rrl_redis_url_t *u)
 {
     char *list = apr_pstrdup(p, q), *pair, *state;
+    const char *err = NULL;
 
     for (pair = apr_strtok(list, "&", &state); pair;
          pair = apr_strtok(NULL, "&", &state)) {
@@ -73,38 +141,35 @@ static const char *rrl_url_query(apr_pool_t *p, const char *q,
             return apr_psprintf(p, "%s= has no value or a bad %%-escape",
                                 pair);
         }
-        if (strcmp(pair, "db") == 0) {
+        if (u->kind == RRL_REDIS_UNIX && strcmp(pair, "db") == 0) {
             if (!rrl_util_parse_int(v, 0, 1 << 30, &db)) {
                 return apr_psprintf(p, "db=%s is not a database number", v);
             }
             u->db = (int)db;
         }
-        else if (strcmp(pair, "user") == 0 && u->kind == RRL_REDIS_UNIX) {
+        else if (u->kind == RRL_REDIS_UNIX && strcmp(pair, "user") == 0) {
             u->user = v;
         }
-        else if (strcmp(pair, "password") == 0
-                 && u->kind == RRL_REDIS_UNIX) {
+        else if (u->kind == RRL_REDIS_UNIX && strcmp(pair, "password") == 0) {
             u->password = v;
         }
-        else if (strcmp(pair, "cacert") == 0 && u->kind == RRL_REDIS_TLS) {
-            u->cacert = v;
-        }
-        else if (strcmp(pair, "cert") == 0 && u->kind == RRL_REDIS_TLS) {
-            u->cert = v;
-        }
-        else if (strcmp(pair, "key") == 0 && u->kind == RRL_REDIS_TLS) {
-            u->key = v;
-        }
-        else {
+        else if (!u->tls || !rrl_url_tls_option(p, u, pair, v, &err)) {
             return apr_psprintf(p, "'%s' is not a parameter of this URL "
-                                "(unix: takes db, user, password; rediss: "
-                                "takes cacert, cert, key)", pair);
+                                "(unix: takes db, user, password; rediss://, "
+                                "rediss-sentinel:// and rediss-cluster:// "
+                                "take cacert, cert, key, sni, verify)", pair);
         }
+        if (err) {
+            return err;
+        }
+    }
+    if ((u->cert == NULL) != (u->key == NULL)) {
+        return "a client certificate needs both cert=FILE and key=FILE";
     }
     return NULL;
 }
 
-/* HOST[:PORT] or [IPV6][:PORT]: the len bytes at s of url */
+/* HOST[:PORT] or [IPV6][:PORT]: the len bytes at s (url: for messages) */
 static const char *rrl_parse_hostport(apr_pool_t *p, const char *url,
                                       const char *s, apr_size_t len,
                                       int default_port, const char **hostp,
@@ -161,14 +226,11 @@ static const char *rrl_url_unix(apr_pool_t *p, const char *url,
     u->path = q ? apr_pstrmemdup(p, url + 5, q - (url + 5)) : url + 5;
     if (u->path[0] != '/' || u->path[1] == '\0') {
         return apr_psprintf(p, "'%s': the socket path must be absolute; "
-                            "expected %s", url, RRL_URL_FORMS);
+                            "expected %s", u->masked, RRL_URL_FORMS);
     }
     if (q && (err = rrl_url_query(p, q + 1, u)) != NULL) {
-        return apr_psprintf(p, "'%s': %s", url, err);
+        return apr_psprintf(p, "'%s': %s", u->masked, err);
     }
-    u->masked = u->password
-        ? apr_pstrcat(p, "unix:", u->path, "?password=****", NULL)
-        : url;
     return NULL;
 }
 
@@ -277,12 +339,12 @@ static const char *rrl_url_path(apr_pool_t *p, const char *url,
         end = q ? q : end + strlen(end);
     }
     if (*end == '?') {
-        if (u->kind != RRL_REDIS_TLS) {
+        if (!u->tls) {
             return apr_psprintf(p, "'%s': redis:// URLs take no parameters; "
-                                "expected %s", url, RRL_URL_FORMS);
+                                "expected %s", u->masked, RRL_URL_FORMS);
         }
         if ((err = rrl_url_query(p, end + 1, u)) != NULL) {
-            return apr_psprintf(p, "'%s': %s", url, err);
+            return apr_psprintf(p, "'%s': %s", u->masked, err);
         }
     }
     return NULL;
@@ -291,13 +353,16 @@ static const char *rrl_url_path(apr_pool_t *p, const char *url,
 static const struct {
     const char *scheme;
     rrl_redis_kind_e kind;
+    int tls;
 } rrl_schemes[] = {
-    { "redis://", RRL_REDIS_TCP },
-    { "rediss://", RRL_REDIS_TLS },
-    { "redis-sentinel://", RRL_REDIS_SENTINEL },
-    { "redis-cluster://", RRL_REDIS_CLUSTER },
-    { "unix:", RRL_REDIS_UNIX },
-    { NULL, 0 }
+    { "redis://", RRL_REDIS_TCP, 0 },
+    { "rediss://", RRL_REDIS_TCP, 1 },
+    { "redis-sentinel://", RRL_REDIS_SENTINEL, 0 },
+    { "rediss-sentinel://", RRL_REDIS_SENTINEL, 1 },
+    { "redis-cluster://", RRL_REDIS_CLUSTER, 0 },
+    { "rediss-cluster://", RRL_REDIS_CLUSTER, 1 },
+    { "unix:", RRL_REDIS_UNIX, 0 },
+    { NULL, 0, 0 }
 };
 
 const char *rrl_url_parse(apr_pool_t *p, const char *url,
@@ -313,21 +378,15 @@ const char *rrl_url_parse(apr_pool_t *p, const char *url,
             break;
         }
     }
-    if (!rrl_schemes[i].scheme) {
-        return apr_psprintf(p, "'%s' is not a Redis URL; expected %s", url,
-                            RRL_URL_FORMS);
-    }
     u->url = url;
-    u->kind = rrl_schemes[i].kind;
-#ifndef HAVE_HIREDIS_SSL
-    if (u->kind == RRL_REDIS_TLS) {
-        return apr_psprintf(p, "'%s': rediss:// needs TLS, and the hiredis "
-                            "this module was built with has none (no "
-                            "hiredis_ssl); build it against hiredis 1.0 or "
-                            "later with TLS, or reach Redis over redis:// "
-                            "on a trusted network or unix:", url);
+    u->masked = rrl_url_mask(p, url);
+    if (!rrl_schemes[i].scheme) {
+        return apr_psprintf(p, "'%s' is not a Redis URL; expected %s",
+                            u->masked, RRL_URL_FORMS);
     }
-#endif
+    u->kind = rrl_schemes[i].kind;
+    u->tls = rrl_schemes[i].tls;
+    u->verify = 1;
     if (u->kind == RRL_REDIS_UNIX) {
         err = rrl_url_unix(p, url, u);
     }
@@ -335,14 +394,12 @@ const char *rrl_url_parse(apr_pool_t *p, const char *url,
         /* [USER:PASSWORD@]HOSTS[/...][?...] */
         rest = url + strlen(rrl_schemes[i].scheme);
         end = rest + strcspn(rest, "/?");
-        if (!(err = rrl_url_userinfo(p, url, rest, end, u, &at))
-            && !(err = rrl_url_hosts(p, url, at ? at + 1 : rest, end, u))) {
-            err = rrl_url_path(p, url, end, u);
+        /* messages show the URL masked */
+        if (!(err = rrl_url_userinfo(p, u->masked, rest, end, u, &at))
+            && !(err = rrl_url_hosts(p, u->masked, at ? at + 1 : rest, end,
+                                     u))) {
+            err = rrl_url_path(p, u->masked, end, u);
         }
-        u->masked = !u->password ? url
-            : apr_pstrcat(p, apr_pstrmemdup(p, url, rest - url),
-                          u->user ? u->user : "", ":****@",
-                          apr_pstrmemdup(p, at + 1, strlen(at + 1)), NULL);
     }
     if (err) {
         return err;

@@ -4,8 +4,9 @@
  */
 
 /*
- * RateLimitRedis URLs: redis://, rediss://, unix:, redis-sentinel://,
- * redis-cluster://, parsed once at startup.  APR only.
+ * RateLimitRedis URLs: redis://, unix:, redis-sentinel://, redis-cluster://
+ * and the same over TLS (rediss://, rediss-sentinel://, rediss-cluster://),
+ * parsed once at startup.  APR only.
  */
 
 #ifndef RRL_URL_H
@@ -14,7 +15,7 @@
 #include "rrl.h"
 
 typedef enum {
-    RRL_REDIS_TCP = 0, RRL_REDIS_UNIX, RRL_REDIS_TLS,
+    RRL_REDIS_TCP = 0, RRL_REDIS_UNIX,
     RRL_REDIS_SENTINEL,           /* the master that Sentinels name */
     RRL_REDIS_CLUSTER             /* slots routed to the nodes that own them */
 } rrl_redis_kind_e;
@@ -30,15 +31,21 @@ typedef struct {
     const char *url;              /* as configured */
     const char *masked;           /* the password replaced: for logs, pages */
     rrl_redis_kind_e kind;
-    const char *host;             /* tcp, tls */
+    const char *host;             /* tcp; the first of sentinels, seeds */
     int port;
     const char *path;             /* unix */
     const char *user;             /* ACL user, or NULL */
     const char *password;         /* or NULL */
     int db;
-    const char *cacert, *cert, *key;   /* tls */
     apr_array_header_t *addrs;    /* rrl_addr_t: sentinels, cluster seeds */
     const char *master;           /* sentinel: the master's name */
+    /* rediss://, rediss-sentinel://, rediss-cluster://: every connection
+     * over TLS */
+    int tls;
+    const char *cacert;           /* NULL: the system's CA bundle */
+    const char *cert, *key;       /* a client certificate, or NULL */
+    const char *sni;              /* name sent and verified; NULL: host's */
+    int verify;                   /* 0: verify=off, no check at all */
 } rrl_redis_url_t;
 
 /* "RateLimitRedis off": the local store, whatever the main server says */
@@ -46,5 +53,6 @@ extern const rrl_redis_url_t rrl_url_off;
 
 const char *rrl_url_parse(apr_pool_t *p, const char *url,
                           rrl_redis_url_t **out);
+const char *rrl_url_mask(apr_pool_t *p, const char *url);
 
 #endif /* RRL_URL_H */

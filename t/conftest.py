@@ -6,6 +6,7 @@ redis_server    the session's Redis, running and flushed for this test
 redis_factory   redis_factory(*args, **kw) -> a further Redis (started), stopped at test end
 sentinel_factory  sentinel_factory(**kw) -> a started deploy.SentinelSet, stopped at test end
 cluster_factory   cluster_factory(**kw) -> a started deploy.Cluster, stopped at test end
+tls_files       rrl.TlsFiles: a CA and certificates for TLS tests (session)
 env             the error-log check every test gets; env.expect_log(regex)
                 and, where a process was built with sanitizers, any report fails
                 (but httpd's own leaks: counted, listed in t/tmp/httpd-leaks.txt)
@@ -229,6 +230,12 @@ def redis_factory(base_dir):
     yield make
     for r in made:
         r.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_files(base_dir):
+    """Certificates for TLS tests (rrl.TlsFiles), made once."""
+    return rrl.TlsFiles(base_dir / "tls")
 
 
 @pytest.fixture

@@ -96,17 +96,20 @@ class Sentinel(rrl.Redis):
     READY_LINE = "Sentinel ID is"   # sentinel mode logs no "Ready to accept"
 
     def __init__(self, base_dir: Path, conf: str, name: str = "sentinel",
-                 password: str | None = None):
-        super().__init__(base_dir, name=name, password=password)
+                 password: str | None = None, tls: rrl.TlsFiles | None = None):
+        super().__init__(base_dir, name=name, password=password, tls=tls)
         self.conf = self.dir / "sentinel.conf"
         self.conf.write_text(conf)
 
     def command(self) -> list[str]:
-        binary = (["redis-sentinel", str(self.conf)] if shutil.which("redis-sentinel")
-                  else ["redis-server", str(self.conf), "--sentinel"])
-        cmd = binary + ["--port", str(self.port), "--bind", "127.0.0.1",
+        sentinel = rrl.redis_tool("sentinel")
+        binary = ([sentinel, str(self.conf)] if shutil.which(sentinel)
+                  else [rrl.REDIS_SERVER, str(self.conf), "--sentinel"])
+        cmd = binary + [*self.listen(), "--bind", "127.0.0.1",
                         "--daemonize", "no", "--dir", str(self.dir),
                         "--logfile", str(self.logfile)]
+        if self.tls:   # and to the data nodes
+            cmd += ["--tls-replication", "yes"]
         if self.password:
             cmd += ["--requirepass", self.password]
         return cmd + self.args
@@ -118,7 +121,8 @@ class SentinelSet:
 
     SentinelSet(base_dir, master_name="mymaster", password=None, replicas=1,
                 sentinels=3, quorum=2, down_after_ms=1000,
-                failover_timeout_ms=5000)
+                failover_timeout_ms=5000, tls=None)
+                      tls (rrl.TlsFiles): every node and sentinel TLS only
     start() -> self   all running, sentinels knowing the replicas and each other
     stop()            every process, by PID
     url(master=None, db=None, password=None) -> "redis-sentinel://[:PASS@]
@@ -143,8 +147,10 @@ class SentinelSet:
     def __init__(self, base_dir: Path, master_name: str = "mymaster",
                  password: str | None = None, replicas: int = 1,
                  sentinels: int = 3, quorum: int = 2,
-                 down_after_ms: int = 1000, failover_timeout_ms: int = 5000):
+                 down_after_ms: int = 1000, failover_timeout_ms: int = 5000,
+                 tls: rrl.TlsFiles | None = None):
         self.base_dir = Path(base_dir)
+        self.tls = tls
         self.master_name = master_name
         self.password = password
         self.n_replicas, self.n_sentinels, self.quorum = replicas, sentinels, quorum
@@ -160,6 +166,8 @@ class SentinelSet:
     def _data_args(self, master: rrl.Redis | None) -> list[str]:
         # a full sync at once, not after the default 5 s wait for more replicas
         args = ["--repl-diskless-sync-delay", "0"]
+        if self.tls:
+            args += ["--tls-replication", "yes"]
         if self.password:
             args += ["--masterauth", self.password]
         if master is not None:
@@ -170,11 +178,13 @@ class SentinelSet:
         self.stop()
         try:
             first = rrl.Redis(self.base_dir, *self._data_args(None),
-                              name="sent-data", password=self.password)
+                              name="sent-data", password=self.password,
+                              tls=self.tls)
             self.nodes = [first.start()]
             for _ in range(self.n_replicas):
                 r = rrl.Redis(self.base_dir, *self._data_args(first),
-                              name="sent-data", password=self.password)
+                              name="sent-data", password=self.password,
+                              tls=self.tls)
                 self.nodes.append(r.start())
             # replicas online before the sentinels' first INFO of the master:
             # they learn of them at once (else at the next INFO, 10 s later)
@@ -182,7 +192,8 @@ class SentinelSet:
                          SETTLE_WAIT, f"replicas of {first} online")
             for i in range(self.n_sentinels):
                 s = Sentinel(self.base_dir, self._sentinel_conf(first),
-                             name="sentinel", password=self.password)
+                             name="sentinel", password=self.password,
+                             tls=self.tls)
                 self.sentinels.append(s.start())
             self.wait_stable()
         except BaseException:
@@ -214,8 +225,10 @@ class SentinelSet:
         password = password or self.password
         auth = f":{password}@" if password else ""
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return (f"redis-sentinel://{auth}{hosts}/{master or self.master_name}"
-                + (f"/{db}" if db is not None else ""))
+        return (f"{'rediss' if self.tls else 'redis'}-sentinel://{auth}{hosts}"
+                f"/{master or self.master_name}"
+                + (f"/{db}" if db is not None else "")
+                + self.nodes[0].tls_query())
 
     def sentinel_client(self, i: int = 0, **kw) -> redis_py.Redis:
         return self.sentinels[i].client(**kw)
@@ -417,8 +430,9 @@ class ClusterNode(rrl.Redis):
     port (not port + 10000, which may be taken or beyond 65535)."""
 
     def __init__(self, base_dir: Path, *args: str, name: str = "cluster",
-                 password: str | None = None):
-        super().__init__(base_dir, *args, name=name, password=password)
+                 password: str | None = None, tls: rrl.TlsFiles | None = None):
+        super().__init__(base_dir, *args, name=name, password=password,
+                         tls=tls)
         self.bus_port = None
         self._bus_for = None   # the port bus_port was picked with
 
@@ -437,7 +451,8 @@ class ClusterNode(rrl.Redis):
 class Cluster:
     """masters=3 cluster masters, no replicas, created by redis-cli --cluster.
 
-    Cluster(base_dir, masters=3, password=None, node_timeout_ms=2000)
+    Cluster(base_dir, masters=3, password=None, node_timeout_ms=2000, tls=None)
+                       tls (rrl.TlsFiles): every node TLS only, its bus too
     start() -> self    created, every node cluster_state:ok and agreeing
     stop()             every node, by PID
     url(nodes=None, password=None) -> "redis-cluster://[:PASS@]127.0.0.1:P1,..."
@@ -462,8 +477,10 @@ class Cluster:
     BATCH = 100   # keys per MIGRATE
 
     def __init__(self, base_dir: Path, masters: int = 3,
-                 password: str | None = None, node_timeout_ms: int = 2000):
+                 password: str | None = None, node_timeout_ms: int = 2000,
+                 tls: rrl.TlsFiles | None = None):
         self.base_dir = Path(base_dir)
+        self.tls = tls
         self.n = masters
         self.password = password
         self.node_timeout_ms = node_timeout_ms
@@ -479,15 +496,23 @@ class Cluster:
                 "--cluster-node-timeout", str(self.node_timeout_ms)]
         if self.password:
             args += ["--masterauth", self.password]
+        tls_cli = []
+        if self.tls:
+            args += ["--tls-cluster", "yes", "--tls-replication", "yes"]
+            tls_cli = ["--tls", "--cacert", self.tls.ca,
+                       "--cert", self.tls.pem("client"),
+                       "--key", self.tls.key("client")]
         try:
             for _ in range(self.n):
-                node = ClusterNode(self.base_dir, *args, password=self.password)
+                node = ClusterNode(self.base_dir, *args, password=self.password,
+                                   tls=self.tls)
                 self.nodes.append(node.start())
             env = dict(os.environ)
             if self.password:
                 env["REDISCLI_AUTH"] = self.password
             p = subprocess.run(
-                ["redis-cli", "--cluster", "create", *(n.addr() for n in self.nodes),
+                [rrl.redis_tool("cli"), *tls_cli, "--cluster", "create",
+                 *(n.addr() for n in self.nodes),
                  "--cluster-replicas", "0", "--cluster-yes"],
                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, text=True, timeout=SETTLE_WAIT)
@@ -510,13 +535,19 @@ class Cluster:
     def url(self, nodes=None, password: str | None = None) -> str:
         password = password or self.password
         auth = f":{password}@" if password else ""
-        return "redis-cluster://" + auth + ",".join(
-            n.addr() for n in (nodes if nodes is not None else self.nodes))
+        return (f"{'rediss' if self.tls else 'redis'}-cluster://" + auth
+                + ",".join(n.addr() for n in (nodes if nodes is not None
+                                              else self.nodes))
+                + self.nodes[0].tls_query())
 
     def client(self, **kw) -> redis.cluster.RedisCluster:
         kw.setdefault("password", self.password)
         kw.setdefault("socket_timeout", 10)
         n = next(n for n in self.nodes if n.running())
+        if self.tls:
+            kw.update(ssl=True, ssl_cert_reqs="none",
+                      ssl_certfile=self.tls.pem("client"),
+                      ssl_keyfile=self.tls.key("client"))
         return redis.cluster.RedisCluster(host="127.0.0.1", port=n.port, **kw)
 
     keyslot = staticmethod(keyslot)

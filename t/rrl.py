@@ -48,6 +48,14 @@ START_TRIES = 3      # a start that fails (port race) is retried whole
 # are made dumpable (CoreDumpDirectory): else, once setuid, they cannot
 # read /proc/self/environ, where the sanitizers look for their options.
 SANITIZED = bool(os.environ.get("RRL_LD_PRELOAD"))
+# The Redis the tests run (RRL_REDIS_SERVER=valkey-server runs them on
+# Valkey); its sentinel and its cli are found beside it
+REDIS_SERVER = os.environ.get("RRL_REDIS_SERVER", "redis-server")
+
+
+def redis_tool(tool: str) -> str:
+    """redis-sentinel, redis-cli, ... of the server the tests run."""
+    return re.sub(r"-server$", f"-{tool}", REDIS_SERVER)
 
 
 # ---- locating httpd and the module ----
@@ -1031,11 +1039,67 @@ class Httpd:
 
 # ---- redis ----
 
+class TlsFiles:
+    """Certificates for TLS tests, made once with openssl in directory:
+    a CA (ca) and another (other-ca); certificates NAME with .pem and .key:
+    server (localhost, 127.0.0.1, ::1), dns-only (localhost), other-name
+    (other.example), expired (as server, expired yesterday), client, all by
+    ca, and other-client by other-ca.  EC P-256 keys: quick to make."""
+
+    SERVERS = {"server": "DNS:localhost,IP:127.0.0.1,IP:::1",
+               "dns-only": "DNS:localhost",
+               "other-name": "DNS:other.example",
+               "expired": "DNS:localhost,IP:127.0.0.1,IP:::1"}
+
+    def __init__(self, directory: Path):
+        self.dir = make_dir(Path(directory))
+        for ca in ("ca", "other-ca"):
+            self._openssl("req", "-x509", "-new", "-key", self._key(ca),
+                          "-out", self.pem(ca), "-days", "30",
+                          "-subj", f"/CN=rrl test {ca}")
+        for name, san in self.SERVERS.items():
+            self._signed(name, "ca", san, expired=name == "expired")
+        self._signed("client", "ca", None)
+        self._signed("other-client", "other-ca", None)
+        self.ca = self.pem("ca")
+
+    def pem(self, name: str) -> str:
+        return str(self.dir / f"{name}.pem")
+
+    def key(self, name: str) -> str:
+        return str(self.dir / f"{name}.key")
+
+    def _openssl(self, *args: str):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    def _key(self, name: str) -> str:
+        self._openssl("genpkey", "-algorithm", "EC", "-pkeyopt",
+                      "ec_paramgen_curve:P-256", "-out", self.key(name))
+        Path(self.key(name)).chmod(0o644)
+        return self.key(name)
+
+    def _signed(self, name: str, ca: str, san: str | None, expired=False):
+        csr = str(self.dir / f"{name}.csr")
+        ext = self.dir / f"{name}.ext"
+        ext.write_text((f"subjectAltName={san}\n" if san else "")
+                       + "extendedKeyUsage="
+                       + ("serverAuth,clientAuth" if san else "clientAuth")
+                       + "\n")
+        self._openssl("req", "-new", "-key", self._key(name), "-out", csr,
+                      "-subj", f"/CN={name}")
+        self._openssl("x509", "-req", "-in", csr, "-CA", self.pem(ca),
+                      "-CAkey", self.key(ca), "-CAcreateserial",
+                      "-out", self.pem(name), "-days",
+                      "-1" if expired else "30", "-extfile", str(ext))
+
+
 class Redis:
     """One redis-server (foreground child) on 127.0.0.1 with its own --dir.
 
     Redis(base_dir, *args, name="redis", password=None, username=None,
-          unixsocket=False)   args are extra redis-server arguments
+          unixsocket=False, tls=None, tls_cert="server",
+          tls_auth_clients=False)   args are extra redis-server arguments;
+          tls (TlsFiles): TLS only, on .port, with certificate tls_cert
     start(port=None)  stop() restart() flush() client() url() running()
     """
 
@@ -1043,8 +1107,11 @@ class Redis:
 
     def __init__(self, base_dir: Path, *args: str, name: str = "redis",
                  password: str | None = None, username: str | None = None,
-                 unixsocket: bool = False):
+                 unixsocket: bool = False, tls: TlsFiles | None = None,
+                 tls_cert: str = "server", tls_auth_clients: bool = False):
         self.name = name
+        self.tls, self.tls_cert = tls, tls_cert
+        self.tls_auth_clients = tls_auth_clients
         self.dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base_dir))
         self.dir.chmod(0o755)
         self.args = list(args)
@@ -1065,12 +1132,25 @@ class Redis:
         username = username or self.username
         if password:
             auth = f"{username or ''}:{password}@"
-        return f"redis://{auth}127.0.0.1:{self.port}" + (f"/{db}" if db is not None else "")
+        return (f"{'rediss' if self.tls else 'redis'}://{auth}127.0.0.1:"
+                f"{self.port}" + (f"/{db}" if db is not None else "")
+                + self.tls_query())
+
+    def tls_query(self, **opts) -> str:
+        """?cacert=... (the test CA) and opts for a TLS URL; "" without TLS."""
+        if not self.tls:
+            return ""
+        opts = {"cacert": self.tls.ca, **opts}
+        return "?" + "&".join(f"{k}={v}" for k, v in opts.items())
 
     def client(self, **kw) -> redis_py.Redis:
         kw.setdefault("password", self.password)
         kw.setdefault("username", self.username)
         kw.setdefault("socket_timeout", 10)
+        if self.tls:   # the tests' own client checks nothing, shows a cert
+            kw.update(ssl=True, ssl_cert_reqs="none",
+                      ssl_certfile=self.tls.pem("client"),
+                      ssl_keyfile=self.tls.key("client"))
         return redis_py.Redis(host="127.0.0.1", port=self.port, **kw)
 
     def running(self) -> bool:
@@ -1091,7 +1171,7 @@ class Redis:
 
     def command(self) -> list[str]:
         """The redis-server command line (t/deploy.py's Sentinel changes it)."""
-        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+        cmd = [REDIS_SERVER, *self.listen(), "--bind", "127.0.0.1",
                "--save", "", "--appendonly", "no", "--daemonize", "no",
                "--enable-debug-command", "local", "--dir", str(self.dir),
                "--logfile", str(self.logfile)]
@@ -1100,6 +1180,16 @@ class Redis:
         if self.password and not self.username:
             cmd += ["--requirepass", self.password]
         return cmd + self.args
+
+    def listen(self) -> list[str]:
+        """Where it listens: .port, plain or TLS only."""
+        if not self.tls:
+            return ["--port", str(self.port)]
+        return ["--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", self.tls.pem(self.tls_cert),
+                "--tls-key-file", self.tls.key(self.tls_cert),
+                "--tls-ca-cert-file", self.tls.ca,
+                "--tls-auth-clients", "yes" if self.tls_auth_clients else "no"]
 
     # the log line that proves this process, not a stranger, has the port
     READY_LINE = "Ready to accept connections"
@@ -1181,6 +1271,27 @@ class Redis:
 
 
 # ---- helpers shared by test files ----
+
+def one_child(threads: int) -> str:
+    """mpm_conf for one event child of threads threads: every request of a
+    test shares one child's pipeline and connections."""
+    return (f"StartServers 1\nServerLimit 1\nThreadsPerChild {threads}\n"
+            f"ThreadLimit {threads}\nMinSpareThreads 1\n"
+            f"MaxSpareThreads {threads}\nMaxRequestWorkers {threads}\n")
+
+
+# the status page where tests read the counters (counters())
+STATUS_LOCATION = """
+<Location "/rl-status">
+    SetHandler redis-ratelimit-status
+</Location>
+"""
+
+
+def counters(httpd) -> dict:
+    """The status page's counters (?json), at STATUS_LOCATION."""
+    return json.loads(httpd.get("/rl-status?json").body)["counters"]
+
 
 def cmdstats(client) -> dict:
     """calls per command from a Redis's INFO commandstats"""

@@ -4,7 +4,6 @@ in the next one.  Redis is held still with CLIENT PAUSE so that requests
 queue for certain; then the decisions must be exact, one EVALSHA each, in
 a handful of writes, on one connection, and every fault must end every
 queued request quickly and as RateLimitOnError says."""
-import json
 import os
 import threading
 import time
@@ -13,20 +12,8 @@ import pytest
 
 import rrl
 
-ONE_CHILD = """StartServers 1
-ServerLimit 1
-ThreadsPerChild 48
-ThreadLimit 48
-MinSpareThreads 1
-MaxSpareThreads 48
-MaxRequestWorkers 48
-"""
-
-STATUS = """
-<Location "/rl-status">
-    SetHandler redis-ratelimit-status
-</Location>
-"""
+ONE_CHILD = rrl.one_child(48)
+STATUS = rrl.STATUS_LOCATION
 
 
 def conf(limit, on_error="allow", command="5s"):
@@ -35,8 +22,7 @@ def conf(limit, on_error="allow", command="5s"):
             f"RateLimitOnError {on_error}\n{limit}\n{STATUS}")
 
 
-def counters(httpd):
-    return json.loads(httpd.get("/rl-status?json").body)["counters"]
+counters = rrl.counters
 
 
 cmdstats = rrl.cmdstats

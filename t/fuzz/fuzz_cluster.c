@@ -18,10 +18,12 @@
 #include "fuzz.h"
 
 static apr_pool_t *root;
+static const rrl_redis_url_t url = { .kind = RRL_REDIS_CLUSTER };
 static redisReplyObjectFunctions bounded;
-static void *(*create_array)(const redisReadTask *, int);
+static void *(*create_array)(const redisReadTask *, RRL_HIREDIS_ARRAY_LEN);
 
-static void *bounded_array(const redisReadTask *task, int len)
+static void *bounded_array(const redisReadTask *task,
+                           RRL_HIREDIS_ARRAY_LEN len)
 {
     return len > (1 << 20) ? NULL : create_array(task, len);
 }
@@ -56,6 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     apr_pool_create(&p, root);
     memset(&be, 0, sizeof(be));
+    be.u = &url;
     be.cpool = p;
     be.pool_max = 1;
     be.pool_ttl = apr_time_from_sec(60);

@@ -22,6 +22,7 @@
 #include "rrl_script.h"
 #include "fuzz.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -174,13 +175,14 @@ static void roundtrip(apr_pool_t *p, const char *data, size_t size, int n,
     rrl_backend_t be;
     rrl_call_t call[8], *calls[8];
     rrl_reply_t rep[8];
-    redisContext *c;
+    rrl_conn_t conn;
     const char *err;
     int fds[2], stale, got, i;
     size_t off = 0;
 
     memset(&be, 0, sizeof(be));
     be.u = &url;
+    be.command_timeout = apr_time_from_sec(1);
     RRL_FUZZ_ASSERT(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
     while (off < size) {
         ssize_t w = write(fds[1], data + off, size - off);
@@ -189,9 +191,12 @@ static void roundtrip(apr_pool_t *p, const char *data, size_t size, int n,
         off += (size_t)w;
     }
     shutdown(fds[1], SHUT_WR);
-    c = redisConnectFd(fds[0]);
-    RRL_FUZZ_ASSERT(c && !c->err);
-    c->reader->fn = &rrl_resp_reply_fns;    /* as rrl_redis_conn_connect */
+    /* a connection as rrl_redis_conn_connect makes it */
+    memset(&conn, 0, sizeof(conn));
+    conn.sock.fd = fds[0];
+    RRL_FUZZ_ASSERT(fcntl(fds[0], F_SETFL, O_NONBLOCK) == 0);
+    RRL_FUZZ_ASSERT((conn.reader = redisReaderCreate()) != NULL);
+    conn.reader->fn = &rrl_resp_reply_fns;
     for (i = 0; i < k; i++) {
         memset(&call[i], 0, sizeof(call[i]));
         call[i].cmd = RRL_RESP_PING;
@@ -202,8 +207,8 @@ static void roundtrip(apr_pool_t *p, const char *data, size_t size, int n,
         rep[i].ints = apr_palloc(p, sizeof(apr_int64_t) * rep[i].nints);
         calls[i] = &call[i];
     }
-    got = rrl_redis_pipe_roundtrip(p, &be, c, calls, k, RRL_SEND | RRL_RECEIVE,
-                             &err, &stale);
+    got = rrl_redis_pipe_roundtrip(p, &be, &conn, calls, k,
+                                   RRL_SEND | RRL_RECEIVE, &err, &stale);
     RRL_FUZZ_ASSERT(got >= 0 && got <= k);
     RRL_FUZZ_ASSERT((got < k) == (err != NULL));
     if (err) {
@@ -222,7 +227,8 @@ static void roundtrip(apr_pool_t *p, const char *data, size_t size, int n,
         }
         decode(p, &rep[i], n, &o);
     }
-    redisFree(c);                       /* closes fds[0] */
+    redisReaderFree(conn.reader);
+    close(fds[0]);
     close(fds[1]);
 }
 

@@ -34,13 +34,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     RRL_FUZZ_ASSERT(u && u->url == url && u->masked);
     RRL_FUZZ_ASSERT(u->db >= 0 && u->db <= (1 << 30));
+    /* TLS options only on TLS URLs; a client certificate whole */
+    RRL_FUZZ_ASSERT(u->tls || (!u->cacert && !u->cert && !u->key && !u->sni
+                               && u->verify));
+    RRL_FUZZ_ASSERT(!u->cert == !u->key);
     switch (u->kind) {
     case RRL_REDIS_UNIX:
         RRL_FUZZ_ASSERT(u->path && u->path[0] == '/' && u->path[1]);
         RRL_FUZZ_ASSERT(!u->addrs && !u->master);
         break;
     case RRL_REDIS_TCP:
-    case RRL_REDIS_TLS:
         check_host(u->host, u->port);
         RRL_FUZZ_ASSERT(!u->addrs && !u->master);
         break;
