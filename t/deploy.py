@@ -418,7 +418,13 @@ def keyslot(key) -> int:
 
 def redirect(err: Exception):
     """("ASK" | "MOVED", slot, port) of a redirection error as a plain
-    (non-cluster) redis-py client raises it; None for any other error."""
+    (non-cluster) redis-py client raises it: an AskError or MovedError
+    (redis-py 5 and later), a ResponseError saying so (4.x); None for any
+    other error."""
+    if isinstance(err, redis_py.exceptions.AskError):   # MovedError too
+        kind = "MOVED" if isinstance(err, redis_py.exceptions.MovedError) \
+            else "ASK"
+        return kind, int(err.slot_id), int(err.port)
     words = str(err).split()
     if len(words) == 3 and words[0] in ("ASK", "MOVED"):
         return words[0], int(words[1]), int(words[2].rsplit(":", 1)[1])

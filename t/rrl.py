@@ -1087,10 +1087,17 @@ class TlsFiles:
                        + "\n")
         self._openssl("req", "-new", "-key", self._key(name), "-out", csr,
                       "-subj", f"/CN={name}")
-        self._openssl("x509", "-req", "-in", csr, "-CA", self.pem(ca),
-                      "-CAkey", self.key(ca), "-CAcreateserial",
-                      "-out", self.pem(name), "-days",
-                      "-1" if expired else "30", "-extfile", str(ext))
+        sign = ["x509", "-req", "-in", csr, "-CA", self.pem(ca),
+                "-CAkey", self.key(ca), "-CAcreateserial",
+                "-out", self.pem(name), "-extfile", str(ext)]
+        if not expired:
+            self._openssl(*sign, "-days", "30")
+            return
+        try:   # OpenSSL 3.0 takes days back; 3.4 and later its dates only
+            self._openssl(*sign, "-days", "-1")
+        except subprocess.CalledProcessError:
+            self._openssl(*sign, "-not_before", "20200101000000Z",
+                          "-not_after", "20200102000000Z")
 
 
 class Redis:
