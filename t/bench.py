@@ -68,6 +68,8 @@ SCENARIOS = [
      "RateLimit 1000000/s key=%{HTTP:X-Client} name=one", None),
     ("4", "Redis, one limit, all allowed",
      REDIS + "RateLimit 1000000/s key=%{HTTP:X-Client} name=one", None),
+    ("4t", "Redis over TLS (rediss://), one limit, all allowed",
+     REDIS + "RateLimit 1000000/s key=%{HTTP:X-Client} name=one", "tls"),
     ("5", "Redis, three limits, all allowed",
      REDIS + "RateLimit 1000000/s key=%{HTTP:X-Client} name=one\n"
              "RateLimit 1000000/s name=ip\n"
@@ -83,6 +85,26 @@ SCENARIOS = [
      REDIS + "RateLimitOnError local\n"
              "RateLimit 1000000/s key=%{HTTP:X-Client} name=one", "down"),
 ]
+
+
+_tls_redis = {}
+
+
+def server_for(mode, redis, base_dir):
+    """The Redis a scenario runs on: a TLS-only one (made once, with the
+    tests' certificates) for mode "tls", else redis."""
+    if mode != "tls":
+        return redis
+    if "r" not in _tls_redis:
+        tls = rrl.TlsFiles(base_dir / "tls")
+        _tls_redis["r"] = rrl.Redis(base_dir, name="redis-tls",
+                                    tls=tls).start()
+    return _tls_redis["r"]
+
+
+def stop_tls_redis():
+    if "r" in _tls_redis:
+        _tls_redis.pop("r").stop()
 
 
 def wrk(port, seconds, script):
@@ -205,24 +227,26 @@ def main():
             continue
         if not redis.running():
             redis.start(port=redis.port)
-        client = redis.client()
+        srv = server_for(mode, redis, base_dir)
+        client = srv.client()
         client.flushall()
         scen = rrl.Httpd(base_dir, f"s{sid}", with_access_log=False,
                          with_module=mode != "control")
-        scen.vars["redis_url"] = redis.url()
+        scen.vars["redis_url"] = srv.url()
         scen.start(snippet, mpm_conf=MPM)
         wrk_script = str(flood if mode == "flood" else script)
         if mode == "down":
             redis.stop()
         wrk(scen.port, 1, wrk_script)            # warm up; the breaker opens
         wrk(base.port, 1, wrk_script)
-        rows = measure(base, scen, redis, wrk_script, mode)
+        rows = measure(base, scen, srv, wrk_script, mode)
         results.append((sid, title, rows))
         print_row(sid, title, rows, base_cpu)
         if sid == "4" and not pick:
             s4 = scen
         else:
             scen.stop()
+    stop_tls_redis()
     if not redis.running():
         redis.start(port=redis.port)
 

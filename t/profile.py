@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import rrl  # noqa: E402
-from bench import REDIS, SCENARIOS  # noqa: E402
+from bench import REDIS, SCENARIOS, server_for, stop_tls_redis  # noqa: E402
 
 REQUESTS = int(os.environ.get("PROFILE_REQUESTS", "2000"))
 WARMUP = 200
@@ -55,6 +55,7 @@ def callgrind_total(out):
 
 def run_once(base_dir, redis, sid, snippet, mode, with_module, n):
     """callgrind's total for WARMUP + n requests in a fresh httpd -X"""
+    redis = server_for(mode, redis, base_dir)
     h = rrl.Httpd(base_dir, f"p{sid}", with_module=with_module,
                   with_access_log=False)
     h.vars["redis_url"] = redis.url()
@@ -115,6 +116,7 @@ def main():
         print(f"{sid:>3} {title:<50} {per:9.0f} instr/req {extra}  {codes}"
               + (f"  {out}" if os.environ.get("PROFILE_KEEP") else ""),
               flush=True)
+    stop_tls_redis()
     redis.stop()
     if not os.environ.get("PROFILE_KEEP"):
         subprocess.run(["rm", "-rf", str(base_dir)])

@@ -364,3 +364,14 @@ def test_harness_21_httpd_leaks_counted_and_listed(tmp_path, monkeypatch):
     assert f"in 1 report(s), the first asan.{gone.pid}:\n{LEAK_HTTPD_MPM.strip()}" in text
     reports.httpd_leaks.clear()
     assert reports.write_httpd_leaks(listing) == "" and not listing.exists()
+
+
+def test_harness_22_the_redis_asked_for_runs(redis_server):
+    """RRL_REDIS_SERVER picks the server the suite runs on (Valkey on
+    Debian 13, .ci/debian13): the one that answers is that one."""
+    info = redis_server.client().info("server")
+    if "valkey" in rrl.REDIS_SERVER:
+        assert "valkey_version" in info, info
+    else:
+        assert "valkey_version" not in info and "redis_version" in info
+    assert redis_server.command()[0] == rrl.REDIS_SERVER
