@@ -396,41 +396,63 @@ static int rrl_pipe_unlink(rrl_node_t *node, rrl_call_t *me)
  * Wait until me is done or leads: RRL_CALL_DONE, or RRL_CALL_LEAD with
  * pipe_mx held.  The wake-up comes within a round trip of the one under
  * way, and every round trip is bounded (a connect, and each write and
- * read by the command timeout); the wait is bounded too, a margin of one
- * more command timeout past that.  Should a wake-up ever be lost, the
- * backstop finds the call done or leading all the same (and says so), or
- * still in the queue, which it leaves as a timeout; a call in a round
- * trip under way waits for its end.  A wake-up that comes after the
+ * read by the command timeout); the wait is bounded too, by twice a round
+ * trip with its retry.  Should a wake-up ever be lost, the
+ * backstop finds the call done or leading all the same (and says so when
+ * the wake-up does not come a command timeout later either), or still in
+ * the queue, which it leaves as a timeout; a call in a round trip under
+ * way waits for its end.  A wake-up that comes after the
  * backstop was no longer waited for reaches a later call of this thread,
  * which sees its state unchanged and waits on.
  */
+/* Wait on s until deadline: 0 when posted, -1 when the time is up */
+static int rrl_sem_wait_until(sem_t *s, apr_time_t deadline)
+{
+    struct timespec ts;
+
+    ts.tv_sec = (time_t)apr_time_sec(deadline);
+    ts.tv_nsec = (long)apr_time_usec(deadline) * 1000;
+    while (sem_timedwait(s, &ts) != 0) {
+        if (errno != EINTR) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int rrl_pipe_wait(request_rec *r, rrl_backend_t *be,
                          rrl_node_t *node, rrl_call_t *me, sem_t *wake)
 {
-    apr_interval_time_t bound = be->connect_timeout
-                                + 2 * be->command_timeout;
+    /* twice what a round trip with one retry may take: generous, for it
+     * is there for bugs, not for a slow Redis, which the round trip's own
+     * timeouts answer */
+    apr_interval_time_t bound = 2 * (be->connect_timeout
+                                     + 2 * be->command_timeout);
     apr_time_t deadline = me->queued + bound;
 
     for (;;) {
-        struct timespec ts;
-        int rv;
+        int rv = rrl_sem_wait_until(wake, deadline), state;
 
-        ts.tv_sec = (time_t)apr_time_sec(deadline);
-        ts.tv_nsec = (long)apr_time_usec(deadline) * 1000;
-        if ((rv = sem_timedwait(wake, &ts)) != 0 && errno == EINTR) {
-            continue;
-        }
         pthread_mutex_lock(&node->pipe_mx);
-        if (me->state != RRL_CALL_QUEUED) {
+        if ((state = me->state) != RRL_CALL_QUEUED) {
             if (rv != 0) {
-                ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
-                              RRL_LOGNO(00021) "%s: a request's wake-up in "
-                              "the pipeline did not come within %"
-                              APR_TIME_T_FMT " ms (a bug: please report it); "
-                              "it goes on", be->u->masked,
-                              apr_time_as_msec(bound));
+                /* done or leading, not woken: the wake-up may be on its
+                 * way (a leader posts after it unlocks, and may be held up
+                 * there, as under valgrind); lost if it does not come */
+                pthread_mutex_unlock(&node->pipe_mx);
+                if (rrl_sem_wait_until(wake, apr_time_now()
+                                             + be->command_timeout) != 0) {
+                    ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                                  RRL_LOGNO(00021) "%s: a request's wake-up "
+                                  "in the pipeline did not come within %"
+                                  APR_TIME_T_FMT " ms (a bug: please report "
+                                  "it); it goes on", be->u->masked,
+                                  apr_time_as_msec(bound
+                                                   + be->command_timeout));
+                }
+                pthread_mutex_lock(&node->pipe_mx);
             }
-            if (me->state == RRL_CALL_DONE) {
+            if (state == RRL_CALL_DONE) {
                 pthread_mutex_unlock(&node->pipe_mx);
                 return RRL_CALL_DONE;
             }
