@@ -255,14 +255,31 @@ const char *rrl_config_cmd_exempt(cmd_parms *cmd, void *dcfg, const char *arg)
         *mask++ = '\0';
     }
     if (!*ip || (mask && !*mask)
-        || (rv = apr_ipsubnet_create(&sub, ip, mask, cmd->pool))
+        || (rv = apr_ipsubnet_create(&sub, ip, mask && strcmp(mask, "0")
+                                               ? mask : NULL, cmd->pool))
            != APR_SUCCESS) {
         return apr_psprintf(cmd->pool, "RateLimitExempt: '%s' is not an IP "
                             "address or CIDR; expected forms such as "
-                            "192.0.2.7, 10.0.0.0/8 or 2001:db8::/32", arg);
+                            "192.0.2.7, 10.0.0.0/8, 2001:db8::/32 or "
+                            "0.0.0.0/0", arg);
     }
     if (!dc->exempt) {
         dc->exempt = apr_array_make(cmd->pool, 2, sizeof(apr_ipsubnet_t *));
+    }
+    if (mask && strcmp(mask, "0") == 0) {
+        /* APR takes no /0: every address of the family is its two
+         * halves, tested as APR tests any range of that family */
+        int v6 = strchr(ip, ':') != NULL;
+
+        if (apr_ipsubnet_create(&sub, v6 ? "::" : "0.0.0.0", "1",
+                                cmd->pool) != APR_SUCCESS) {
+            return "RateLimitExempt: cannot make the first half of /0";
+        }
+        APR_ARRAY_PUSH(dc->exempt, apr_ipsubnet_t *) = sub;
+        if (apr_ipsubnet_create(&sub, v6 ? "8000::" : "128.0.0.0", "1",
+                                cmd->pool) != APR_SUCCESS) {
+            return "RateLimitExempt: cannot make the second half of /0";
+        }
     }
     APR_ARRAY_PUSH(dc->exempt, apr_ipsubnet_t *) = sub;
     return NULL;

@@ -18,7 +18,8 @@ def line_of(httpd, text, needle):
 
 BAD_DIRECTIVES = [
     # (directive line, words the message must contain)
-    ("RateLimit 100/x", ["'100/x' is not a rate", "N/PERIOD", "100/h"]),
+    ("RateLimit 100/x", ["'100/x' is not a rate", "N/PERIOD", "100/h",
+                         "h, hr, hour"]),
     ("RateLimit 0/s", ["'0/s' is not a rate", "positive whole number"]),
     ("RateLimit -1/s", ["'-1/s' is not a rate"]),
     ("RateLimit 1e9/s", ["'1e9/s' is not a rate"]),
@@ -69,6 +70,9 @@ BAD_DIRECTIVES = [
                                      "or CIDR", "10.0.0.0/8"]),
     ("RateLimitExempt example.org", ["'example.org' is not an IP address"]),
     ("RateLimitExempt 10.0.0.0/", ["'10.0.0.0/' is not an IP address"]),
+    ("RateLimitExempt 10.0.0.0/00x", ["'10.0.0.0/00x' is not an IP"]),
+    ("RateLimitExempt ::/129", ["'::/129' is not an IP address",
+                                "0.0.0.0/0"]),
     ("RateLimitKeyPrefix 'a b'", ["'a b' is not accepted", "printable"]),
     ("RateLimitLocalSize 1K", ["'1K' is not accepted", "64K to 64G"]),
     ("RateLimitLocalSize lots", ["'lots' is not accepted"]),
@@ -182,6 +186,7 @@ RateLimit 5/second name=d
 RateLimit 5/m name=e algorithm=fixed-window
 RateLimit 5/minute name=f algorithm=sliding-window
 RateLimit 5/hour name=g
+RateLimit 5/hr name=o
 RateLimit 5/d name=h
 RateLimit 5/day name=i
 RateLimit 1000000/s name=j
@@ -192,7 +197,7 @@ RateLimit 10/min "key=%{REMOTE_ADDR} %{HTTP_HOST}" name=n
 RateLimitMode dry-run
 RateLimitStatus 503
 RateLimitHeaders both
-RateLimitExempt 127.0.0.1 10.0.0.0/8 ::1 2001:db8::/32
+RateLimitExempt 127.0.0.1 10.0.0.0/8 ::1 2001:db8::/32 0.0.0.0/0 ::/0
 RateLimitKeyPrefix shop:rl:
 RateLimitDenyCache off
 RateLimitLocalSize 16M

@@ -323,6 +323,26 @@ RateLimitExempt 127.0.0.0/8
         assert statuses(gets(httpd, 2, ipv6=True)) == [200, 429]
 
 
+def test_mode_06_exempt_a_whole_family(httpd):
+    """0.0.0.0/0 and ::/0 are CIDRs too: every client of that family"""
+    httpd.start("""
+RateLimit 1/min name=all
+<Location /dir>
+    RateLimitExempt 0.0.0.0/0
+</Location>
+<Location /small.txt>
+    RateLimitExempt ::/0
+</Location>
+""")
+    assert statuses(gets(httpd, 3, "/dir/")) == [200] * 3
+    assert {e["result"] for e in httpd.access_log(3)} == {"exempt"}
+    # ::/0 is IPv6 only: an IPv4 client is limited
+    assert statuses(gets(httpd, 2, "/small.txt")) == [200, 429]
+    if rrl.ipv6_usable():
+        assert statuses(gets(httpd, 3, "/small.txt", ipv6=True)) == [200] * 3
+        assert statuses(gets(httpd, 2, "/dir/", ipv6=True)) == [200, 429]
+
+
 def test_mode_03_exempt_accumulates_down_the_tree(httpd):
     httpd.start("""
 RateLimit 1/min name=ex
