@@ -198,13 +198,29 @@ int rrl_config_is_exempt(request_rec *r, const rrl_dir_conf_t *dc)
     return 0;
 }
 
+/*
+ * Every directive's first check.  None takes effect from .htaccess,
+ * whatever AllowOverride or AllowOverrideList say: a tenant must neither
+ * lift nor change the host's limits (nor write the server's settings at
+ * request time, nor make a limit that has no scope).  httpd answers 500
+ * for that directory and logs the file and this reason.  forbidden: where
+ * else it may not stand (ap_check_cmd_context).
+ */
+const char *rrl_config_context(cmd_parms *cmd, unsigned forbidden)
+{
+    return ap_check_cmd_context(cmd, NOT_IN_HTACCESS | forbidden);
+}
+
 const char *rrl_config_cmd_mode(cmd_parms *cmd, void *dcfg, const char *arg)
 {
     static const char *const modes[] = { "enforce", "dry-run", NULL };
     rrl_dir_conf_t *dc = dcfg;
-
     int mode = rrl_util_keyword(modes, arg);   /* in rrl_run_mode_e order */
+    const char *err = rrl_config_context(cmd, 0);
 
+    if (err) {
+        return err;
+    }
     if (mode < 0) {
         return apr_psprintf(cmd->pool, "RateLimitMode: '%s' is not a mode; "
                             "expected enforce or dry-run", arg);
@@ -217,7 +233,11 @@ const char *rrl_config_cmd_status(cmd_parms *cmd, void *dcfg, const char *arg)
 {
     rrl_dir_conf_t *dc = dcfg;
     apr_int64_t st;
+    const char *err = rrl_config_context(cmd, 0);
 
+    if (err) {
+        return err;
+    }
     if (!rrl_util_parse_int(arg, 400, 599, &st)) {
         return apr_psprintf(cmd->pool, "RateLimitStatus: '%s' is not "
                             "accepted; expected an HTTP status from 400 to "
@@ -234,7 +254,11 @@ const char *rrl_config_cmd_headers(cmd_parms *cmd, void *dcfg,
                                          NULL };   /* rrl_headers_e */
     rrl_dir_conf_t *dc = dcfg;
     int how = rrl_util_keyword(names, arg);
+    const char *err = rrl_config_context(cmd, 0);
 
+    if (err) {
+        return err;
+    }
     if (how < 0) {
         return apr_psprintf(cmd->pool, "RateLimitHeaders: '%s' is not "
                             "accepted; expected off, legacy, ietf or both",
@@ -250,7 +274,11 @@ const char *rrl_config_cmd_exempt(cmd_parms *cmd, void *dcfg, const char *arg)
     apr_ipsubnet_t *sub;
     char *ip = apr_pstrdup(cmd->temp_pool, arg), *mask;
     apr_status_t rv;
+    const char *err = rrl_config_context(cmd, 0);
 
+    if (err) {
+        return err;
+    }
     if ((mask = strchr(ip, '/')) != NULL) {
         *mask++ = '\0';
     }
@@ -290,9 +318,12 @@ const char *rrl_config_cmd_key_prefix(cmd_parms *cmd, void *dummy,
 {
     rrl_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config,
                                               &redis_ratelimit_module);
-    const char *c;
+    const char *c, *err = rrl_config_context(cmd, 0);
 
     (void)dummy;
+    if (err) {
+        return err;
+    }
     for (c = arg; *c; c++) {
         if (*c <= ' ' || *c > '~') {
             break;
@@ -313,7 +344,12 @@ const char *rrl_config_cmd_deny_cache(cmd_parms *cmd, void *dummy, int on)
     rrl_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config,
                                               &redis_ratelimit_module);
 
+    const char *err = rrl_config_context(cmd, 0);
+
     (void)dummy;
+    if (err) {
+        return err;
+    }
     sc->deny_cache = on;
     return NULL;
 }
@@ -323,7 +359,7 @@ const char *rrl_config_cmd_local_size(cmd_parms *cmd, void *dummy,
 {
     rrl_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config,
                                               &redis_ratelimit_module);
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *err = rrl_config_context(cmd, GLOBAL_ONLY);
     char *num = apr_pstrdup(cmd->temp_pool, arg);
     apr_size_t len = strlen(num);
     apr_int64_t v, mult = 1;
@@ -359,9 +395,12 @@ const char *rrl_config_cmd_redis(cmd_parms *cmd, void *dummy, const char *arg)
     rrl_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config,
                                               &redis_ratelimit_module);
     rrl_redis_url_t *u = NULL;
-    const char *err;
+    const char *err = rrl_config_context(cmd, 0);
 
     (void)dummy;
+    if (err) {
+        return err;
+    }
     if (strcasecmp(arg, "off") == 0) {
         sc->redis = &rrl_url_off;
         return NULL;
@@ -396,10 +435,13 @@ const char *rrl_config_cmd_redis_timeout(cmd_parms *cmd, void *dummy,
 {
     rrl_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config,
                                               &redis_ratelimit_module);
-    const char *args[2] = { a1, a2 }, *err;
+    const char *args[2] = { a1, a2 }, *err = rrl_config_context(cmd, 0);
     int i;
 
     (void)dummy;
+    if (err) {
+        return err;
+    }
     for (i = 0; i < 2 && args[i]; i++) {
         if (strncasecmp(args[i], "connect=", 8) == 0) {
             err = rrl_parse_duration(cmd, args[i], args[i] + 8,
@@ -427,9 +469,13 @@ const char *rrl_config_cmd_redis_pool(cmd_parms *cmd, void *dummy, int argc,
 {
     rrl_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config,
                                               &redis_ratelimit_module);
+    const char *ctx = rrl_config_context(cmd, 0);
     int i;
 
     (void)dummy;
+    if (ctx) {
+        return ctx;
+    }
     if (argc < 1 || argc > 3) {
         return "RateLimitRedisPool: expected [max=N] [keep=N] [ttl=DUR]";
     }
@@ -480,7 +526,11 @@ const char *rrl_config_cmd_on_error(cmd_parms *cmd, void *dcfg,
 {
     rrl_dir_conf_t *dc = dcfg;
     int i = rrl_util_keyword(rrl_config_on_error_names, how);
+    const char *err = rrl_config_context(cmd, 0);
 
+    if (err) {
+        return err;
+    }
     if (i < 0) {
         return apr_psprintf(cmd->pool, "RateLimitOnError: '%s' is not "
                             "accepted; expected allow, deny or local "

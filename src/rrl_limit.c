@@ -394,7 +394,7 @@ const char *rrl_limit_cmd(cmd_parms *cmd, void *dcfg, int argc,
     const char *err;
     unsigned given;
 
-    if ((err = ap_check_cmd_context(cmd, NOT_IN_LIMIT)) != NULL) {
+    if ((err = rrl_config_context(cmd, NOT_IN_LIMIT)) != NULL) {
         return err;
     }
     if (argc == 0) {

@@ -208,20 +208,74 @@ RateLimitLocalSize 16M
     assert "Syntax OK" in out
 
 
-def test_config_09_nothing_from_htaccess(httpd, env):
-    env.expect_log(r"\.htaccess: RateLimit(Status)? not allowed here")
-    httpd.start("""
+# a valid line of each directive of the command table
+HTACCESS_LINES = {
+    "RateLimit": "RateLimit 2/min",
+    "RateLimitRedis": "RateLimitRedis off",
+    "RateLimitRedisTimeout": "RateLimitRedisTimeout connect=50ms",
+    "RateLimitRedisPool": "RateLimitRedisPool max=2",
+    "RateLimitOnError": "RateLimitOnError allow",
+    "RateLimitMode": "RateLimitMode dry-run",
+    "RateLimitStatus": "RateLimitStatus 503",
+    "RateLimitHeaders": "RateLimitHeaders off",
+    "RateLimitExempt": "RateLimitExempt 127.0.0.1",
+    "RateLimitKeyPrefix": "RateLimitKeyPrefix tenant:",
+    "RateLimitDenyCache": "RateLimitDenyCache off",
+    "RateLimitLocalSize": "RateLimitLocalSize 1M",
+}
+
+
+def command_table() -> dict:
+    """{directive: its contexts} of the module's command table"""
+    main = (rrl.REPO / "mod_redis_ratelimit.c").read_text()
+    table = main[main.index("static const command_rec rrl_cmds[]"):]
+    table = table[:table.index("{ NULL }")]
+    return dict(re.findall(r'AP_INIT_\w+\(\s*"(\w+)",\s*\w+,\s*\w+,'
+                           r'\s*([A-Z_ |]+),', table))
+
+
+@pytest.mark.parametrize("override", ["AllowOverride All",
+                                      "AllowOverrideList"])
+def test_config_09_nothing_from_htaccess(httpd, env, override):
+    """SPEC 7a: whatever AllowOverride or AllowOverrideList say, no
+    directive of the module takes effect from .htaccess: a 500 for that
+    directory with the file and the reason logged, never a crashed child,
+    and the host's limits hold"""
+    table = command_table()
+    assert sorted(HTACCESS_LINES) == sorted(table)
+    env.expect_log(r"\.htaccess: RateLimit\w* (cannot occur within "
+                   r"htaccess files|not allowed here)")
+    listed = override == "AllowOverrideList"
+    if listed:
+        # httpd itself leaves out of the list (with a warning at startup)
+        # what is allowed in no directory
+        override = ("AllowOverride None\n    AllowOverrideList "
+                    + " ".join(HTACCESS_LINES))
+    httpd.start(f"""
 RateLimit 100/min name=host
-<Directory "${docroot}/dir">
-    AllowOverride All
+<Directory "${{docroot}}/dir">
+    {override}
 </Directory>
 """)
-    (httpd.docroot / "dir" / ".htaccess").write_text("RateLimit off\n")
+    htaccess = httpd.docroot / "dir" / ".htaccess"
+    left = 100
+    for directive, line in HTACCESS_LINES.items():
+        htaccess.write_text(line + "\n")
+        for _ in range(2):
+            assert httpd.get("/dir/").status == 500, line
+        why = ("cannot occur within htaccess files"
+               if listed and "ACCESS_CONF" in table[directive]
+               else "not allowed here")
+        httpd.wait_error_log(rf"{re.escape(str(htaccess))}: {directive} "
+                             + why)
+        # the host's limit holds, outside and inside that directory, and
+        # nothing of the server's settings changed
+        r = httpd.get("/small.txt")
+        left -= 1
+        assert r.status == 200
+        assert r.headers["X-RateLimit-Limit"] == "100"
+        assert r.headers["X-RateLimit-Remaining"] == str(left), line
+    htaccess.unlink()
     r = httpd.get("/dir/")
-    assert r.status == 500
-    httpd.wait_error_log("RateLimit not allowed here")
-    (httpd.docroot / "dir" / ".htaccess").write_text(
-        "RateLimitStatus 200\n")
-    assert httpd.get("/dir/").status == 500
-    # nor from the host's own .htaccess-less directories: the limit holds
-    assert httpd.get("/").headers["X-RateLimit-Limit"] == "100"
+    assert r.status == 200
+    assert r.headers["X-RateLimit-Remaining"] == str(left - 1)
