@@ -124,6 +124,7 @@ static int rrl_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (rrl_redis_post_config(pconf, ptemp, s) != OK) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    rrl_redis_startup_check(ptemp, s);
     ap_add_version_component(pconf, "mod_redis_ratelimit/" RRL_VERSION);
     return OK;
 }

@@ -125,6 +125,7 @@ void *rrl_config_merge_srv(apr_pool_t *p, void *basev, void *addv)
     RRL_MERGE_INT(deny_cache);
     n->local_size = base->local_size;    /* global only */
     n->redis = add->redis ? add->redis : base->redis;
+    n->redis_at = add->redis ? add->redis_at : base->redis_at;
     RRL_MERGE_INT(connect_timeout);
     RRL_MERGE_INT(command_timeout);
     RRL_MERGE_INT(pool_max);
@@ -401,6 +402,17 @@ const char *rrl_config_cmd_redis(cmd_parms *cmd, void *dummy, const char *arg)
     if (err) {
         return err;
     }
+    if (sc->redis) {
+        /* the server config and each virtual host has its own; the
+         * second line would silently win */
+        return apr_psprintf(cmd->pool, "RateLimitRedis: a second line in "
+                            "this %s (the first is at %s:%d); one scope "
+                            "keeps its limits in one Redis: remove one of "
+                            "them", cmd->server->is_virtual
+                            ? "virtual host" : "server config",
+                            sc->redis_at->filename, sc->redis_at->line_num);
+    }
+    sc->redis_at = cmd->directive;
     if (strcasecmp(arg, "off") == 0) {
         sc->redis = &rrl_url_off;
         return NULL;

@@ -48,6 +48,7 @@ typedef struct {
     int deny_cache;
     apr_int64_t local_size;       /* main server only */
     const rrl_redis_url_t *redis; /* NULL: unset; &rrl_url_off: off */
+    const ap_directive_t *redis_at;   /* its line, while parsing */
     apr_interval_time_t connect_timeout, command_timeout;
     int pool_max, pool_keep;
     apr_interval_time_t pool_ttl;

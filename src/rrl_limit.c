@@ -435,9 +435,18 @@ const char *rrl_limit_cmd(cmd_parms *cmd, void *dcfg, int argc,
         != NULL) {
         return apr_pstrcat(cmd->pool, "RateLimit: ", err, NULL);
     }
-    if (!(given & (1u << RRL_OPT_PHASE)) && l->key_text
-        && ap_strstr_c(l->key_text, "REMOTE_USER")) {
-        l->phase = RRL_PHASE_AUTH;     /* the user is known only then */
+    if (l->key_text && ap_strstr_c(l->key_text, "REMOTE_USER")) {
+        if (!(given & (1u << RRL_OPT_PHASE))) {
+            l->phase = RRL_PHASE_AUTH;     /* the user is known only then */
+        }
+        else if (l->phase == RRL_PHASE_ACCESS) {
+            return apr_psprintf(cmd->pool, "RateLimit: key=%s with "
+                                "phase=access is never known: the user is "
+                                "authenticated after the access phase, so "
+                                "the limit would never count; use "
+                                "phase=auth (the default for a key that "
+                                "names REMOTE_USER)", l->key_text);
+        }
     }
     if (!l->name) {
         l->name = rrl_default_name(cmd, ++dc->unnamed);

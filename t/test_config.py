@@ -58,6 +58,11 @@ BAD_DIRECTIVES = [
     ("RateLimit 10/s count=99", ["count=99 is not accepted"]),
     ("RateLimit 10/s key=%{HTTP:X", ["does not parse as an expression",
                                      "string expression"]),
+    ("RateLimit 10/min key=%{REMOTE_USER} phase=access",
+     ["key=%{REMOTE_USER} with phase=access is never known",
+      "use phase=auth"]),
+    ("RateLimit 10/min key=%{REMOTE_USER}-%{REMOTE_ADDR} phase=access",
+     ["with phase=access is never known"]),
     ("RateLimit off burst=1", ["RateLimit off takes no options"]),
     ("RateLimit", ["RateLimit: expected RATE"]),
     ("RateLimitMode off", ["'off' is not a mode", "enforce or dry-run"]),
@@ -279,3 +284,40 @@ RateLimit 100/min name=host
     r = httpd.get("/dir/")
     assert r.status == 200
     assert r.headers["X-RateLimit-Remaining"] == str(left - 1)
+
+
+def test_config_10_redis_twice_in_one_scope(httpd):
+    """SPEC 8: the second RateLimitRedis of a scope would silently win"""
+    snippet = """
+RateLimitRedis redis://127.0.0.1:6390
+RateLimitRedis redis://127.0.0.1:6391
+"""
+    rc, out = httpd.configtest(snippet)
+    assert rc != 0, out
+    text = httpd.render(snippet)
+    first = line_of(httpd, text, ":6390")
+    assert re.search(rf"Syntax error on line {first + 1} of \S+", out), out
+    assert re.search(rf"RateLimitRedis: a second line in this server config "
+                     rf"\(the first is at \S+\.conf:{first}\)", out), out
+    assert "remove one of them" in out
+    rc, out = httpd.configtest("""
+RateLimitRedis off
+<VirtualHost *:${port}>
+    ServerName a.test
+    RateLimitRedis redis://127.0.0.1:6390
+    RateLimitRedis off
+</VirtualHost>""")
+    assert rc != 0, out
+    assert "a second line in this virtual host" in out, out
+    # one in the server config, one in each virtual host: each its own
+    rc, out = httpd.configtest("""
+RateLimitRedis redis://127.0.0.1:6390
+<VirtualHost *:${port}>
+    ServerName a.test
+    RateLimitRedis off
+</VirtualHost>
+<VirtualHost *:${port}>
+    ServerName b.test
+    RateLimitRedis redis://127.0.0.1:6391
+</VirtualHost>""")
+    assert rc == 0, out

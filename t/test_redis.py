@@ -417,7 +417,7 @@ RateLimitOnError local instances=3
 
 
 def test_redis_20_password_never_in_the_log(httpd, redis_factory, env):
-    env.expect_log("RRL00013", "RRL00019")
+    env.expect_log("RRL00013", "RRL00019", "RRL00023")
     r = redis_factory(password="right-one")
     url = f"redis://:wrong-one@127.0.0.1:{r.port}"
     httpd.start(f"RateLimitRedis {url}\nRateLimit 2/min name=pw\n"
