@@ -120,7 +120,9 @@ static int rrl_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     rrl_script_init(pconf);
-    rrl_limit_post_config(pconf);
+    if (rrl_limit_post_config(pconf, ptemp, s) != APR_SUCCESS) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
     if (rrl_redis_post_config(pconf, ptemp, s) != OK) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
