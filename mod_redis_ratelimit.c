@@ -133,6 +133,7 @@ static int rrl_post_config(apr_pool_t *pconf, apr_pool_t *plog,
 
 static void rrl_child_init(apr_pool_t *pchild, server_rec *s)
 {
+    rrl_decide_child_init(pchild);
     /* the connection pools; the deny cache when any limit is in Redis */
     if (rrl_redis_child_init(pchild, s) > 0) {
         rrl_deny_child_init(pchild, s);

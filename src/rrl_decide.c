@@ -19,6 +19,7 @@
 #include "rrl_counters.h"
 #include "rrl_deny.h"
 #include "rrl_key.h"
+#include "rrl_limit.h"
 #include "rrl_local.h"
 #include "rrl_redis.h"
 #include "rrl_util.h"
@@ -42,6 +43,64 @@ static const char *const rrl_result_names[RRL_RES_MAX] = {
     RRL_RESULTS(RRL_RES_NAME)
 #undef RRL_RES_NAME
 };
+
+/*
+ * RRL00007 and RRL00008, a line per decision at info, would be a line per
+ * request of a flood: at most one a second per child, limit and kind,
+ * each saying how many it stands for.  One gate per (name, scope) pair and
+ * kind, made in child_init (per child).
+ */
+typedef struct {
+    volatile apr_uint32_t second;     /* of the last line */
+    volatile apr_uint32_t suppressed; /* since then */
+} rrl_log_gate_t;
+
+typedef enum { RRL_LOG_DENIED = 0, RRL_LOG_DRY_RUN, RRL_LOG_KINDS } rrl_log_e;
+
+static rrl_log_gate_t *rrl_log_gates;       /* per child */
+static int rrl_log_npairs;
+
+void rrl_decide_child_init(apr_pool_t *pchild)
+{
+    const apr_array_header_t *pairs = rrl_limit_pairs();
+
+    rrl_log_npairs = pairs ? pairs->nelts : 0;
+    rrl_log_gates = apr_pcalloc(pchild, sizeof(*rrl_log_gates)
+                                        * RRL_LOG_KINDS
+                                        * (rrl_log_npairs ? rrl_log_npairs
+                                                          : 1));
+}
+
+/* May this line be logged now?  *suppressed: how many were not since the
+ * last one */
+static int rrl_log_gate(const rrl_limit_t *l, rrl_log_e kind,
+                        apr_uint32_t *suppressed)
+{
+    apr_uint32_t sec = (apr_uint32_t)apr_time_sec(apr_time_now()), last;
+    rrl_log_gate_t *g;
+
+    *suppressed = 0;
+    if (!rrl_log_gates || l->pair < 0 || l->pair >= rrl_log_npairs) {
+        return 1;
+    }
+    g = &rrl_log_gates[l->pair * RRL_LOG_KINDS + kind];
+    last = apr_atomic_read32(&g->second);
+    if (last != sec && apr_atomic_cas32(&g->second, sec, last) == last) {
+        *suppressed = apr_atomic_xchg32(&g->suppressed, 0);
+        return 1;
+    }
+    apr_atomic_inc32(&g->suppressed);
+    return 0;
+}
+
+/* " (and N more ... since the last line)", or "" */
+static const char *rrl_log_more(request_rec *r, apr_uint32_t suppressed,
+                                const char *what)
+{
+    return suppressed ? apr_psprintf(r->pool, " (and %u more %s by this "
+                                     "limit in this child since the last "
+                                     "line)", suppressed, what) : "";
+}
 
 static rrl_req_t *rrl_req(request_rec *r)
 {
@@ -128,6 +187,7 @@ static int rrl_answer(request_rec *r, const rrl_dir_conf_t *dc, rrl_req_t *rq,
 {
     const rrl_item_t *shown = NULL;
     apr_int64_t retry = 0;
+    apr_uint32_t more;
     int i, allowed = 1;
 
     for (i = 0; i < n; i++) {
@@ -187,9 +247,14 @@ static int rrl_answer(request_rec *r, const rrl_dir_conf_t *dc, rrl_req_t *rq,
     if (rrl_config_mode(dc) == RRL_DRY_RUN) {
         rq->result = RRL_RES_DRY_RUN_DENIED;
         rrl_set_env(r, rq, &rq->env_added);
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RRL_LOGNO(00007)
-                      "RateLimit %s would deny this request (dry-run)",
-                      shown->limit->name);
+        if (APLOGrinfo(r)
+            && rrl_log_gate(shown->limit, RRL_LOG_DRY_RUN, &more)) {
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RRL_LOGNO(00007)
+                          "RateLimit %s would deny this request to %s "
+                          "(dry-run)%s", shown->limit->name,
+                          r->server->server_hostname,
+                          rrl_log_more(r, more, "such requests"));
+        }
         return DECLINED;
     }
     rq->result = src == RRL_BY_STORE ? RRL_RES_DENIED : RRL_RES_LOCAL_DENIED;
@@ -199,10 +264,13 @@ static int rrl_answer(request_rec *r, const rrl_dir_conf_t *dc, rrl_req_t *rq,
     apr_table_setn(r->err_headers_out, "Retry-After",
                    rrl_util_i64(r->pool, retry > RRL_USEC_PER_SEC
                                     ? rrl_ceil_sec(retry) : 1));
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RRL_LOGNO(00008)
-                  "RateLimit %s denies this request, retry in %"
-                  APR_INT64_T_FMT " ms", shown->limit->name,
-                  (retry + 999) / 1000);
+    if (APLOGrinfo(r) && rrl_log_gate(shown->limit, RRL_LOG_DENIED, &more)) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RRL_LOGNO(00008)
+                      "RateLimit %s denies this request to %s, retry in %"
+                      APR_INT64_T_FMT " ms%s", shown->limit->name,
+                      r->server->server_hostname, (retry + 999) / 1000,
+                      rrl_log_more(r, more, "denials"));
+    }
     return rrl_config_status(dc);
 }
 

@@ -15,6 +15,7 @@
 
 #include "rrl.h"
 
+void rrl_decide_child_init(apr_pool_t *pchild);
 int rrl_decide_access(request_rec *r);
 int rrl_decide_fixups(request_rec *r);
 int rrl_decide_log(request_rec *r);
