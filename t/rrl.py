@@ -356,6 +356,16 @@ MaxConnectionsPerChild 0
 """,
 }
 
+# event with one child: what a test that counts per child runs under
+ONE_CHILD = """StartServers 1
+ServerLimit 1
+ThreadsPerChild 8
+ThreadLimit 8
+MinSpareThreads 1
+MaxSpareThreads 8
+MaxRequestWorkers 8
+"""
+
 # One JSON object per request; "-" marks what is unset.
 ACCESS_LOG_FORMAT = (
     '{"t":%{%s}t.%{usec_frac}t,"us":%D,"status":%>s,"method":"%m",'

@@ -17,14 +17,7 @@ BOUND = 0.5 * rrl.SLOW   # seconds a request may take, 100 ms timeouts
 # under valgrind the module runs ~20x slower: its own timeouts grow too
 FAST = (f"RateLimitRedisTimeout connect={100 * rrl.SLOW}ms "
         f"command={100 * rrl.SLOW}ms")
-ONE_CHILD = """StartServers 1
-ServerLimit 1
-ThreadsPerChild 8
-ThreadLimit 8
-MinSpareThreads 1
-MaxSpareThreads 8
-MaxRequestWorkers 8
-"""
+ONE_CHILD = rrl.ONE_CHILD
 
 
 @pytest.fixture(params=["event", "prefork"])

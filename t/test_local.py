@@ -362,14 +362,7 @@ LogLevel warn redis_ratelimit:info
     RateLimit 1/min name=flood
     RateLimit 1/min name=other key=%{HTTP:X-K}
 </VirtualHost>
-""", mpm="event", mpm_conf="""StartServers 1
-ServerLimit 1
-ThreadsPerChild 8
-ThreadLimit 8
-MinSpareThreads 1
-MaxSpareThreads 8
-MaxRequestWorkers 8
-""")
+""", mpm="event", mpm_conf=rrl.ONE_CHILD)
     t0 = time.monotonic()
     codes = httpd.hammer(60, "/small.txt", concurrency=4, host="flood.test")
     assert codes.count(429) == 59
