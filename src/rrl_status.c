@@ -24,6 +24,7 @@
 #include "rrl_local.h"
 #include "rrl_redis.h"
 #include "rrl_script.h"
+#include "rrl_unblock.h"
 #include "rrl_util.h"
 
 #define RRL_TIME_FORMAT    "%A, %d-%b-%Y %H:%M:%S %Z"   /* as mod_status */
@@ -536,7 +537,10 @@ int rrl_status_handler(request_rec *r)
     if (!r->handler || strcmp(r->handler, RRL_STATUS_HANDLER) != 0) {
         return DECLINED;
     }
-    r->allowed = (AP_METHOD_BIT << M_GET);
+    r->allowed = (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST);
+    if (r->method_number == M_POST) {
+        return rrl_unblock_post(r);
+    }
     if (r->method_number != M_GET) {
         return HTTP_METHOD_NOT_ALLOWED;
     }

@@ -5,6 +5,8 @@ import json
 import re
 import shutil
 import subprocess
+import time
+import urllib.parse
 
 import pytest
 
@@ -446,3 +448,82 @@ def test_status_12_long_redis_error_cut_at_a_word(httpd, redis_factory,
         assert full[len(kept)] in " ,", (where, text)   # a whole word
         assert len(text) < 256
     c.config_set("save", "")
+
+
+# ---- unblock a client in the local store ----
+
+def unblock(httpd, source=None, headers=None, **fields):
+    body = urllib.parse.urlencode(fields).encode()
+    h = {"Content-Type": "application/x-www-form-urlencoded",
+         **(headers or {})}
+    return httpd.get("/rl-status", method="POST", body=body, headers=h,
+                     source=source)
+
+
+def test_status_13_unblock_a_client_in_the_local_store(httpd, env):
+    """POST action=unblock to the status page forgets one key's state in
+    the local store, for whom the page's own Require lets in; the key
+    value is neither logged nor shown"""
+    env.expect_log("AH01630")                    # denied by Require
+    secret = "sk_live_" + "S3CR3T" * 12           # hashed: over 64 bytes
+    httpd.start(status_conf("""
+RateLimit 2/h name=slow
+<VirtualHost *:${port}>
+    ServerName api.test
+    RateLimit 1/h key=%{HTTP:X-Api-Key} name=apikey
+    <Location "/rl-status">
+        SetHandler redis-ratelimit-status
+        Require ip 127.0.0.1 ::1
+    </Location>
+</VirtualHost>
+""", "Require ip 127.0.0.1 ::1"))
+    gets = [httpd.get("/small.txt").status for _ in range(3)]
+    assert gets == [200, 200, 429]
+    # the page's own access control, and no other site's page
+    assert unblock(httpd, source="127.0.0.2", action="unblock",
+                   limit="slow", key="127.0.0.1").status == 403
+    r = unblock(httpd, headers={"Origin": "http://evil.example"},
+                action="unblock", limit="slow", key="127.0.0.1")
+    assert r.status == 403
+    assert unblock(httpd, headers={"Sec-Fetch-Site": "cross-site"},
+                   action="unblock", limit="slow",
+                   key="127.0.0.1").status == 403
+    r = unblock(httpd, action="unblock", limit="slow")
+    assert r.status == 400 and "key=VALUE" in r.text
+    r = unblock(httpd, action="unblock", limit="nope", key="127.0.0.1")
+    assert r.status == 404 and "no limit named nope" in r.text
+    assert httpd.get("/small.txt").status == 429     # nothing changed
+    r = unblock(httpd, action="unblock", limit="slow", key="127.0.0.1")
+    assert (r.status, r.text) == (200, "RateLimit slow: that key's state "
+                                  "was cleared in the local store\n")
+    assert [httpd.get("/small.txt").status for _ in range(3)] == \
+        [200, 200, 429]
+    httpd.wait_error_log(r"\[redis_ratelimit:notice\].*RRL00025: "
+                         r"RateLimit slow: a key's state cleared")
+    # a limit of a virtual host, by a key hashed in the store
+    h = {"X-Api-Key": secret}
+    assert [httpd.get("/small.txt", host="api.test", headers=h,
+                      source="127.0.0.4").status
+            for _ in range(2)] == [200, 429]
+    r = unblock(httpd, action="unblock", limit="apikey", key=secret)
+    assert r.status == 404                  # its vhost is part of its name
+    r = unblock(httpd, action="unblock", limit="apikey", vhost="api.test",
+                key=secret)
+    assert r.text == ("RateLimit apikey of virtual host api.test: that "
+                      "key's state was cleared in the local store\n")
+    r = unblock(httpd, action="unblock", limit="apikey", vhost="api.test",
+                key=secret)
+    assert "kept no state for that key" in r.text
+    assert httpd.get("/small.txt", host="api.test", headers=h,
+                     source="127.0.0.5").status == 200
+    # an IPv6 client, by its address: grouped by /64 as requests are
+    if rrl.ipv6_usable():
+        assert [httpd.get("/small.txt", ipv6=True).status
+                for _ in range(3)] == [200, 200, 429]
+        r = unblock(httpd, action="unblock", limit="slow", key="::1")
+        assert "was cleared" in r.text
+        assert httpd.get("/small.txt", ipv6=True).status == 200
+    httpd.access_log()
+    for q in ("", "?auto", "?json", "?metrics"):
+        assert secret not in httpd.get("/rl-status" + q).text
+    assert secret not in "\n".join(httpd.error_log_lines())
