@@ -147,6 +147,11 @@ static void rrl_register_hooks(apr_pool_t *p)
     ap_hook_check_config(rrl_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(rrl_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(rrl_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_optional_fn_retrieve(rrl_decide_retrieve, NULL, NULL,
+                                 APR_HOOK_MIDDLE);
+    /* before mod_http2 takes an Upgrade: h2c request over (it declines) */
+    ap_hook_protocol_switch(rrl_decide_protocol_switch, NULL, NULL,
+                            APR_HOOK_REALLY_FIRST);
     /* first among access checks: a denied request costs no authentication */
     ap_hook_access_checker(rrl_decide_access, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_fixups(rrl_decide_fixups, NULL, NULL, APR_HOOK_FIRST);

@@ -8,10 +8,12 @@
  */
 
 #include "apr_atomic.h"
+#include "apr_optional.h"
 #include "apr_strings.h"
 
 #include "http_core.h"
 #include "http_request.h"
+#include "mod_http2.h"
 
 #include "rrl_private.h"
 #include "rrl_decide.h"
@@ -34,7 +36,27 @@ typedef struct {
     apr_int64_t shown_remaining;
     int env_added;                /* RATELIMIT_*: 1 RESULT, 2 all four */
     apr_array_header_t *pending;  /* rrl_item_t: count= spends at log time */
+    int replay;                   /* stream 1 of an h2c upgrade: decided */
 } rrl_req_t;
+
+/*
+ * What an upgrading request decided, kept on its connection for the
+ * request that replays it (below, "Upgrade: h2c")
+ */
+typedef struct {
+    volatile apr_uint32_t taken;
+    rrl_req_t rq;                 /* its state, pending items copied */
+    apr_table_t *headers;         /* the headers it put out */
+} rrl_upgrade_t;
+
+/* The headers rrl_set_headers puts out */
+static const char *const rrl_header_names[] = {
+    RRL_HDR_LIMIT, RRL_HDR_REMAINING, RRL_HDR_RESET, RRL_HDR_POLICY,
+    RRL_HDR_RATELIMIT, NULL
+};
+
+/* mod_http2's, when it is loaded; written in optional_fn_retrieve only */
+static APR_OPTIONAL_FN_TYPE(http2_var_lookup) *rrl_h2_var;
 
 /* RATELIMIT_RESULT's texts, by rrl_result_e */
 static const char *const rrl_result_names[RRL_RES_MAX] = {
@@ -363,6 +385,106 @@ static int rrl_is_status_request(request_rec *r)
     return h && !err && strcmp(h, RRL_STATUS_HANDLER) == 0;
 }
 
+/*
+ * "Upgrade: h2c".  mod_http2 switches protocols in the handler of the
+ * HTTP/1.1 request, after every phase of it has run (and spent), then
+ * replays that request as stream 1 of the new HTTP/2 connection: a request
+ * of its own that runs every hook again, and the one whose response the
+ * client gets.  One client request, one spend (SPEC 3): at the switch
+ * (ap_switch_protocol runs this hook first), what the request decided is
+ * kept on its connection; stream 1 of an HTTP/2 connection made from it
+ * takes that over instead of deciding: headers, RATELIMIT_* and the
+ * count= items, which spend by stream 1's final status.  The HTTP/1.1
+ * request keeps its counters (its decision), stream 1 counts nothing.
+ */
+int rrl_decide_protocol_switch(conn_rec *c, request_rec *r, server_rec *s,
+                               const char *protocol)
+{
+    rrl_req_t *rq = r ? ap_get_module_config(r->request_config,
+                                             &redis_ratelimit_module)
+                      : NULL;
+    rrl_upgrade_t *up;
+    int i;
+
+    (void)s;
+    (void)protocol;
+    if (!rq || rq->result == RRL_RES_NONE || rq->replay) {
+        return DECLINED;
+    }
+    /* the connection outlives this request (under event, stream 1 may
+     * run after it is gone) */
+    up = apr_pcalloc(c->pool, sizeof(*up));
+    up->rq = *rq;
+    up->rq.env_added = 0;
+    up->rq.replay = 1;
+    up->headers = apr_table_make(c->pool, 5);
+    for (i = 0; rrl_header_names[i]; i++) {
+        const char *v = apr_table_get(r->err_headers_out,
+                                      rrl_header_names[i]);
+
+        if (v) {
+            apr_table_setn(up->headers, rrl_header_names[i],
+                           apr_pstrdup(c->pool, v));
+        }
+    }
+    if (rq->pending) {
+        up->rq.pending = apr_array_copy(c->pool, rq->pending);
+        for (i = 0; i < up->rq.pending->nelts; i++) {
+            rrl_item_t *it = &APR_ARRAY_IDX(up->rq.pending, i, rrl_item_t);
+
+            it->key = apr_pstrmemdup(c->pool, it->key, it->keylen);
+            if (it->p != &it->limit->p) {
+                it->p = apr_pmemdup(c->pool, it->p, sizeof(*it->p));
+            }
+        }
+        rq->pending = NULL;       /* stream 1 spends them, by its status */
+    }
+    ap_set_module_config(c->conn_config, &redis_ratelimit_module, up);
+    return DECLINED;
+}
+
+void rrl_decide_retrieve(void)
+{
+    rrl_h2_var = APR_RETRIEVE_OPTIONAL_FN(http2_var_lookup);
+}
+
+/* Is r the replay of an upgraded request?  Then its state is taken over
+ * (once) */
+static int rrl_take_upgrade(request_rec *r)
+{
+    conn_rec *c1 = r->connection->master;
+    rrl_upgrade_t *up;
+    rrl_req_t *rq;
+    const char *id;
+    int i;
+
+    if (!c1 || !rrl_h2_var
+        || !(up = ap_get_module_config(c1->conn_config,
+                                       &redis_ratelimit_module))
+        || apr_atomic_read32(&up->taken)) {
+        return 0;
+    }
+    /* stream 1 of an upgraded connection is the replay; the client's own
+     * streams have odd numbers from 3 */
+    id = rrl_h2_var(r->pool, r->server, r->connection, r,
+                    (char *)"H2_STREAM_ID");
+    if (!id || strcmp(id, "1") != 0
+        || apr_atomic_cas32(&up->taken, 1, 0) != 0) {
+        return 0;
+    }
+    rq = rrl_req(r);
+    *rq = up->rq;
+    for (i = 0; rrl_header_names[i]; i++) {
+        const char *v = apr_table_get(up->headers, rrl_header_names[i]);
+
+        if (v) {
+            apr_table_setn(r->err_headers_out, rrl_header_names[i], v);
+        }
+    }
+    rrl_set_env(r, rq, &rq->env_added);
+    return 1;
+}
+
 static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
 {
     const rrl_dir_conf_t *dc;
@@ -378,6 +500,12 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
 
     if (!ap_is_initial_req(r)) {
         return DECLINED;
+    }
+    if (r->connection->master) {
+        rq = ap_get_module_config(r->request_config, &redis_ratelimit_module);
+        if ((rq && rq->replay) || rrl_take_upgrade(r)) {
+            return DECLINED;      /* decided as the upgrading request */
+        }
     }
     dc = ap_get_module_config(r->per_dir_config, &redis_ratelimit_module);
     limits = dc->limits;
@@ -503,7 +631,7 @@ int rrl_decide_log(request_rec *r)
     if (last != r && rq->result != RRL_RES_NONE) {
         rrl_set_env(last, rq, NULL);
     }
-    if (rq->result != RRL_RES_NONE) {
+    if (rq->result != RRL_RES_NONE && !rq->replay) {
         if (rq->result != RRL_RES_EXEMPT) {
             rrl_counters_count(RRL_CTR_CHECKED);
         }
