@@ -414,8 +414,9 @@ RateLimit 5/min name=boot
     assert httpd.get("/small.txt", host="other.test").status == 200
     assert httpd.access_log(2)[-1]["result"] == "fallback-allowed"
     # a graceful restart reads the configuration again: one more each
-    httpd.reload(conf)
-    assert len(startup_warnings(httpd)) == 4
+    if not rrl.CHECKER:            # httpd -X under valgrind has none
+        httpd.reload(conf)
+        assert len(startup_warnings(httpd)) == 4
 
 
 def test_failure_14_wrong_password_at_startup(httpd, redis_factory, env):

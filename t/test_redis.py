@@ -150,7 +150,7 @@ def test_redis_21_deleting_a_key_unblocks_within_a_second(httpd,
     assert codes == [200] * 32
     log = httpd.access_log(32)
     served = {e["pid"] for e in log}
-    if mpm == "prefork":
+    if mpm == "prefork" and not rrl.CHECKER:      # valgrind: one process
         # the children that had cached the denial let the client through
         assert len(served & {e["pid"] for e in flood}) > 1, served
 
