@@ -120,16 +120,20 @@ static int rrl_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     rrl_script_init(pconf);
-    rrl_limit_post_config(pconf);
+    if (rrl_limit_post_config(pconf, ptemp, s) != APR_SUCCESS) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
     if (rrl_redis_post_config(pconf, ptemp, s) != OK) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    rrl_redis_startup_check(ptemp, s);
     ap_add_version_component(pconf, "mod_redis_ratelimit/" RRL_VERSION);
     return OK;
 }
 
 static void rrl_child_init(apr_pool_t *pchild, server_rec *s)
 {
+    rrl_decide_child_init(pchild);
     /* the connection pools; the deny cache when any limit is in Redis */
     if (rrl_redis_child_init(pchild, s) > 0) {
         rrl_deny_child_init(pchild, s);
@@ -143,6 +147,11 @@ static void rrl_register_hooks(apr_pool_t *p)
     ap_hook_check_config(rrl_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(rrl_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(rrl_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_optional_fn_retrieve(rrl_decide_retrieve, NULL, NULL,
+                                 APR_HOOK_MIDDLE);
+    /* before mod_http2 takes an Upgrade: h2c request over (it declines) */
+    ap_hook_protocol_switch(rrl_decide_protocol_switch, NULL, NULL,
+                            APR_HOOK_REALLY_FIRST);
     /* first among access checks: a denied request costs no authentication */
     ap_hook_access_checker(rrl_decide_access, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_fixups(rrl_decide_fixups, NULL, NULL, APR_HOOK_FIRST);

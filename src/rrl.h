@@ -160,6 +160,7 @@ typedef struct rrl_limit_t {
     const char *policy;         /* "\"name\";q=100;w=60" */
     const char *ietf_prefix;    /* "\"name\";r=" */
     struct rrl_limit_stat *stat;  /* its counters, set in post_config */
+    int pair;                     /* its (name, scope) among all, ditto */
 } rrl_limit_t;
 
 /* One limit being decided for one request */

@@ -85,8 +85,9 @@ const char *rrl_algo_parse_rate(apr_pool_t *p, const char *text,
 bad:
     return apr_psprintf(p, "'%s' is not a rate; expected N/PERIOD with N a "
                         "positive whole number and PERIOD s, sec, second, "
-                        "m, min, minute, h, hour, d or day, optionally with "
-                        "a multiplier, such as 100/h or 1000/15min", text);
+                        "m, min, minute, h, hr, hour, d or day (or their "
+                        "plurals), optionally with a multiplier, such as "
+                        "100/h or 1000/15min", text);
 }
 
 const char *rrl_algo_check_params(apr_pool_t *p, const char *rate,

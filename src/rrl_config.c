@@ -126,6 +126,7 @@ void *rrl_config_merge_srv(apr_pool_t *p, void *basev, void *addv)
     RRL_MERGE_INT(deny_cache);
     n->local_size = base->local_size;    /* global only */
     n->redis = add->redis ? add->redis : base->redis;
+    n->redis_at = add->redis ? add->redis_at : base->redis_at;
     RRL_MERGE_INT(connect_timeout);
     RRL_MERGE_INT(command_timeout);
     RRL_MERGE_INT(pool_max);
@@ -199,13 +200,29 @@ int rrl_config_is_exempt(request_rec *r, const rrl_dir_conf_t *dc)
     return 0;
 }
 
+/*
+ * Every directive's first check.  None takes effect from .htaccess,
+ * whatever AllowOverride or AllowOverrideList say: a tenant must neither
+ * lift nor change the host's limits (nor write the server's settings at
+ * request time, nor make a limit that has no scope).  httpd answers 500
+ * for that directory and logs the file and this reason.  forbidden: where
+ * else it may not stand (ap_check_cmd_context).
+ */
+const char *rrl_config_context(cmd_parms *cmd, unsigned forbidden)
+{
+    return ap_check_cmd_context(cmd, NOT_IN_HTACCESS | forbidden);
+}
+
 const char *rrl_config_cmd_mode(cmd_parms *cmd, void *dcfg, const char *arg)
 {
     static const char *const modes[] = { "enforce", "dry-run", NULL };
     rrl_dir_conf_t *dc = dcfg;
-
     int mode = rrl_util_keyword(modes, arg);   /* in rrl_run_mode_e order */
+    const char *err = rrl_config_context(cmd, 0);
 
+    if (err) {
+        return err;
+    }
     if (mode < 0) {
         return apr_psprintf(cmd->pool, "RateLimitMode: '%s' is not a mode; "
                             "expected enforce or dry-run", arg);
@@ -218,7 +235,11 @@ const char *rrl_config_cmd_status(cmd_parms *cmd, void *dcfg, const char *arg)
 {
     rrl_dir_conf_t *dc = dcfg;
     apr_int64_t st;
+    const char *err = rrl_config_context(cmd, 0);
 
+    if (err) {
+        return err;
+    }
     if (!rrl_util_parse_int(arg, 400, 599, &st)) {
         return apr_psprintf(cmd->pool, "RateLimitStatus: '%s' is not "
                             "accepted; expected an HTTP status from 400 to "
@@ -235,7 +256,11 @@ const char *rrl_config_cmd_headers(cmd_parms *cmd, void *dcfg,
                                          NULL };   /* rrl_headers_e */
     rrl_dir_conf_t *dc = dcfg;
     int how = rrl_util_keyword(names, arg);
+    const char *err = rrl_config_context(cmd, 0);
 
+    if (err) {
+        return err;
+    }
     if (how < 0) {
         return apr_psprintf(cmd->pool, "RateLimitHeaders: '%s' is not "
                             "accepted; expected off, legacy, ietf or both",
@@ -251,19 +276,40 @@ const char *rrl_config_cmd_exempt(cmd_parms *cmd, void *dcfg, const char *arg)
     apr_ipsubnet_t *sub;
     char *ip = apr_pstrdup(cmd->temp_pool, arg), *mask;
     apr_status_t rv;
+    const char *err = rrl_config_context(cmd, 0);
 
+    if (err) {
+        return err;
+    }
     if ((mask = strchr(ip, '/')) != NULL) {
         *mask++ = '\0';
     }
     if (!*ip || (mask && !*mask)
-        || (rv = apr_ipsubnet_create(&sub, ip, mask, cmd->pool))
+        || (rv = apr_ipsubnet_create(&sub, ip, mask && strcmp(mask, "0")
+                                               ? mask : NULL, cmd->pool))
            != APR_SUCCESS) {
         return apr_psprintf(cmd->pool, "RateLimitExempt: '%s' is not an IP "
                             "address or CIDR; expected forms such as "
-                            "192.0.2.7, 10.0.0.0/8 or 2001:db8::/32", arg);
+                            "192.0.2.7, 10.0.0.0/8, 2001:db8::/32 or "
+                            "0.0.0.0/0", arg);
     }
     if (!dc->exempt) {
         dc->exempt = apr_array_make(cmd->pool, 2, sizeof(apr_ipsubnet_t *));
+    }
+    if (mask && strcmp(mask, "0") == 0) {
+        /* APR takes no /0: every address of the family is its two
+         * halves, tested as APR tests any range of that family */
+        int v6 = strchr(ip, ':') != NULL;
+
+        if (apr_ipsubnet_create(&sub, v6 ? "::" : "0.0.0.0", "1",
+                                cmd->pool) != APR_SUCCESS) {
+            return "RateLimitExempt: cannot make the first half of /0";
+        }
+        APR_ARRAY_PUSH(dc->exempt, apr_ipsubnet_t *) = sub;
+        if (apr_ipsubnet_create(&sub, v6 ? "8000::" : "128.0.0.0", "1",
+                                cmd->pool) != APR_SUCCESS) {
+            return "RateLimitExempt: cannot make the second half of /0";
+        }
     }
     APR_ARRAY_PUSH(dc->exempt, apr_ipsubnet_t *) = sub;
     return NULL;
@@ -274,9 +320,12 @@ const char *rrl_config_cmd_key_prefix(cmd_parms *cmd, void *dummy,
 {
     rrl_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config,
                                               &redis_ratelimit_module);
-    const char *c;
+    const char *c, *err = rrl_config_context(cmd, 0);
 
     (void)dummy;
+    if (err) {
+        return err;
+    }
     for (c = arg; *c; c++) {
         if (*c <= ' ' || *c > '~') {
             break;
@@ -297,7 +346,12 @@ const char *rrl_config_cmd_deny_cache(cmd_parms *cmd, void *dummy, int on)
     rrl_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config,
                                               &redis_ratelimit_module);
 
+    const char *err = rrl_config_context(cmd, 0);
+
     (void)dummy;
+    if (err) {
+        return err;
+    }
     sc->deny_cache = on;
     return NULL;
 }
@@ -307,7 +361,7 @@ const char *rrl_config_cmd_local_size(cmd_parms *cmd, void *dummy,
 {
     rrl_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config,
                                               &redis_ratelimit_module);
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *err = rrl_config_context(cmd, GLOBAL_ONLY);
     char *num = apr_pstrdup(cmd->temp_pool, arg);
     apr_size_t len = strlen(num);
     apr_int64_t v, mult = 1;
@@ -343,9 +397,23 @@ const char *rrl_config_cmd_redis(cmd_parms *cmd, void *dummy, const char *arg)
     rrl_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config,
                                               &redis_ratelimit_module);
     rrl_redis_url_t *u = NULL;
-    const char *err;
+    const char *err = rrl_config_context(cmd, 0);
 
     (void)dummy;
+    if (err) {
+        return err;
+    }
+    if (sc->redis) {
+        /* the server config and each virtual host has its own; the
+         * second line would silently win */
+        return apr_psprintf(cmd->pool, "RateLimitRedis: a second line in "
+                            "this %s (the first is at %s:%d); one scope "
+                            "keeps its limits in one Redis: remove one of "
+                            "them", cmd->server->is_virtual
+                            ? "virtual host" : "server config",
+                            sc->redis_at->filename, sc->redis_at->line_num);
+    }
+    sc->redis_at = cmd->directive;
     if (strcasecmp(arg, "off") == 0) {
         sc->redis = &rrl_url_off;
         return NULL;
@@ -385,10 +453,13 @@ const char *rrl_config_cmd_redis_timeout(cmd_parms *cmd, void *dummy,
 {
     rrl_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config,
                                               &redis_ratelimit_module);
-    const char *args[2] = { a1, a2 }, *err;
+    const char *args[2] = { a1, a2 }, *err = rrl_config_context(cmd, 0);
     int i;
 
     (void)dummy;
+    if (err) {
+        return err;
+    }
     for (i = 0; i < 2 && args[i]; i++) {
         if (strncasecmp(args[i], "connect=", 8) == 0) {
             err = rrl_parse_duration(cmd, args[i], args[i] + 8,
@@ -416,9 +487,13 @@ const char *rrl_config_cmd_redis_pool(cmd_parms *cmd, void *dummy, int argc,
 {
     rrl_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config,
                                               &redis_ratelimit_module);
+    const char *ctx = rrl_config_context(cmd, 0);
     int i;
 
     (void)dummy;
+    if (ctx) {
+        return ctx;
+    }
     if (argc < 1 || argc > 3) {
         return "RateLimitRedisPool: expected [max=N] [keep=N] [ttl=DUR]";
     }
@@ -469,7 +544,11 @@ const char *rrl_config_cmd_on_error(cmd_parms *cmd, void *dcfg,
 {
     rrl_dir_conf_t *dc = dcfg;
     int i = rrl_util_keyword(rrl_config_on_error_names, how);
+    const char *err = rrl_config_context(cmd, 0);
 
+    if (err) {
+        return err;
+    }
     if (i < 0) {
         return apr_psprintf(cmd->pool, "RateLimitOnError: '%s' is not "
                             "accepted; expected allow, deny or local "

@@ -48,6 +48,7 @@ typedef struct {
     int deny_cache;
     apr_int64_t local_size;       /* main server only */
     const rrl_redis_url_t *redis; /* NULL: unset; &rrl_url_off: off */
+    const ap_directive_t *redis_at;   /* its line, while parsing */
     apr_interval_time_t connect_timeout, command_timeout;
     int pool_max, pool_keep;
     apr_interval_time_t pool_ttl;
@@ -73,6 +74,7 @@ const char *rrl_config_prefix(const rrl_srv_conf_t *sc);
 apr_size_t rrl_config_local_size(const rrl_srv_conf_t *sc);
 int rrl_config_is_exempt(request_rec *r, const rrl_dir_conf_t *dc);
 
+const char *rrl_config_context(cmd_parms *cmd, unsigned forbidden);
 const char *rrl_config_cmd_mode(cmd_parms *cmd, void *dcfg, const char *arg);
 const char *rrl_config_cmd_status(cmd_parms *cmd, void *dcfg, const char *arg);
 const char *rrl_config_cmd_headers(cmd_parms *cmd, void *dcfg,

@@ -8,6 +8,7 @@
  */
 
 #include "apr_atomic.h"
+#include "apr_hash.h"
 #include "apr_shm.h"
 #include "apr_strings.h"
 
@@ -25,10 +26,25 @@ typedef struct {
     volatile apr_uint64_t lat_buckets[RRL_LAT_BUCKETS];
     volatile apr_uint64_t lat_sum, lat_count, lat_max;   /* us */
     rrl_shared_backend_t backends[RRL_MAX_BACKENDS + 1];  /* +1: overflow */
-    rrl_limit_stat_t limits[RRL_MAX_LIMIT_STATS + 1];    /* +1: overflow */
 } rrl_status_t;
 
 static rrl_status_t *rrl_status;             /* shared by all children */
+
+/*
+ * The limits' counters: shared segments made in post_config, sized to
+ * the (name, virtual host) pairs of the configuration.  A pair keeps its
+ * slot for the server's lifetime, so its counts carry on over graceful
+ * restarts (children of the old generation still count into it); a
+ * restart that brings new pairs adds a segment for them.  The list lives
+ * in the process pool, like the status region.
+ */
+typedef struct rrl_stat_seg {
+    struct rrl_stat_seg *next;
+    int size, used;
+    rrl_limit_stat_t *slots;      /* in shared memory */
+} rrl_stat_seg_t;
+
+#define RRL_STAT_SEG_MIN 32       /* slots of a segment at least */
 
 const apr_int64_t rrl_counters_lat_bounds[] = {
     100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000
@@ -96,28 +112,84 @@ rrl_shared_backend_t *rrl_counters_backend(const rrl_redis_url_t *u)
     return &rrl_status->backends[RRL_MAX_BACKENDS];
 }
 
-/* The counters of a limit: one slot per name in its scope, kept over
- * graceful restarts (in the parent, before any child) */
-rrl_limit_stat_t *rrl_counters_limit(const rrl_limit_t *l,
-                                     const char *vhost)
+/* "vhost" NUL "name": a pair's identity */
+static const char *rrl_pair_id(apr_pool_t *p, const char *name,
+                               const char *vhost, apr_size_t *len)
 {
-    int i;
+    apr_size_t vl = strlen(vhost), nl = strlen(name);
+    char *id = apr_palloc(p, vl + nl + 2);
 
-    for (i = 0; i < RRL_MAX_LIMIT_STATS; i++) {
-        rrl_limit_stat_t *st = &rrl_status->limits[i];
+    memcpy(id, vhost, vl + 1);
+    memcpy(id + vl + 1, name, nl + 1);
+    *len = vl + nl + 1;
+    return id;
+}
 
-        if (!st->name[0]) {
-            apr_cpystrn(st->name, l->name, sizeof(st->name));
-            apr_cpystrn(st->vhost, vhost, sizeof(st->vhost));
-            return st;
-        }
-        if (strcmp(st->name, l->name) == 0 && strcmp(st->vhost, vhost) == 0) {
-            return st;
+/*
+ * The counters of each of the n pairs (names[i], vhosts[i]) into stats[i]:
+ * the slot it had in an earlier generation, else a new one (in the
+ * parent, before any child)
+ */
+apr_status_t rrl_counters_limits(server_rec *s, apr_pool_t *ptemp, int n,
+                                 const char *const *names,
+                                 const char *const *vhosts,
+                                 rrl_limit_stat_t **stats)
+{
+    apr_pool_t *pglobal = s->process->pool;
+    apr_hash_t *known = apr_hash_make(ptemp);
+    rrl_stat_seg_t *head = NULL, *seg;
+    apr_shm_t *shm = NULL;
+    apr_status_t rv;
+    apr_size_t len;
+    int i, missing = 0;
+
+    apr_pool_userdata_get((void **)&head, "rrl_limit_stats", pglobal);
+    for (seg = head; seg; seg = seg->next) {
+        for (i = 0; i < seg->used; i++) {
+            const char *id = rrl_pair_id(ptemp, seg->slots[i].name,
+                                         seg->slots[i].vhost, &len);
+
+            apr_hash_set(known, id, len, &seg->slots[i]);
         }
     }
-    apr_cpystrn(rrl_status->limits[RRL_MAX_LIMIT_STATS].name, "(others)",
-                RRL_NAME_MAX + 1);
-    return &rrl_status->limits[RRL_MAX_LIMIT_STATS];
+    for (i = 0; i < n; i++) {
+        const char *id = rrl_pair_id(ptemp, names[i], vhosts[i], &len);
+
+        stats[i] = apr_hash_get(known, id, len);
+        missing += !stats[i];
+    }
+    if (missing > (head ? head->size - head->used : 0)) {
+        seg = apr_pcalloc(pglobal, sizeof(*seg));
+        seg->size = missing > RRL_STAT_SEG_MIN ? missing : RRL_STAT_SEG_MIN;
+        rv = apr_shm_create(&shm, sizeof(rrl_limit_stat_t) * seg->size,
+                            NULL, pglobal);
+        if (rv != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RRL_LOGNO(00024)
+                         "cannot create shared memory for the counters of "
+                         "%d limits", seg->size);
+            return rv;
+        }
+        seg->slots = apr_shm_baseaddr_get(shm);
+        memset(seg->slots, 0, sizeof(rrl_limit_stat_t) * seg->size);
+        seg->next = head;
+        head = seg;
+        apr_pool_userdata_set(head, "rrl_limit_stats", apr_pool_cleanup_null,
+                              pglobal);
+    }
+    for (i = 0; i < n; i++) {
+        if (!stats[i]) {
+            const char *id = rrl_pair_id(ptemp, names[i], vhosts[i], &len);
+
+            if ((stats[i] = apr_hash_get(known, id, len)) != NULL) {
+                continue;           /* named twice in the list */
+            }
+            stats[i] = &head->slots[head->used++];
+            apr_cpystrn(stats[i]->name, names[i], sizeof(stats[i]->name));
+            apr_cpystrn(stats[i]->vhost, vhosts[i], sizeof(stats[i]->vhost));
+            apr_hash_set(known, id, len, stats[i]);
+        }
+    }
+    return APR_SUCCESS;
 }
 
 void rrl_counters_count(rrl_counter_e c)
@@ -166,7 +238,8 @@ void rrl_counters_latency(apr_int64_t us)
 void rrl_counters_error(rrl_shared_backend_t *sb, const char *err)
 {
     if (rrl_util_lock(&rrl_status->lock) == APR_SUCCESS) {
-        apr_cpystrn(sb->last_error, err, sizeof(sb->last_error));
+        rrl_util_copy_words(sb->last_error, sizeof(sb->last_error), err,
+                            strlen(err));
         sb->last_error_at = apr_time_now();
         rrl_util_unlock(&rrl_status->lock);
     }
@@ -209,11 +282,3 @@ apr_time_t rrl_counters_started(void)
     return rrl_status->started;
 }
 
-/* The counters of limit slot i, 0 to RRL_MAX_LIMIT_STATS (the last holds
- * what did not fit); NULL while unused */
-rrl_limit_stat_t *rrl_counters_limit_at(int i)
-{
-    rrl_limit_stat_t *st = &rrl_status->limits[i];
-
-    return st->name[0] ? st : NULL;
-}

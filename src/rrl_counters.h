@@ -20,7 +20,7 @@
  * error.  One slot per URL, in shared memory that survives graceful
  * restarts (a full restart starts afresh) */
 #define RRL_MAX_BACKENDS 32
-#define RRL_ERR_LEN 200
+#define RRL_ERR_LEN 256           /* longer: cut at a word, with "..." */
 
 #define RRL_URL_LEN 160
 
@@ -79,13 +79,13 @@ extern const rrl_counter_info_t rrl_counters_info[RRL_CTR_MAX];
 extern const apr_int64_t rrl_counters_lat_bounds[];
 #define RRL_LAT_BUCKETS 11
 
+/* The counters of one limit: a (name, virtual host) pair of the
+ * configuration, each with its own slot */
 typedef struct rrl_limit_stat {
     char name[RRL_NAME_MAX + 1];
-    char vhost[128];              /* "" outside any virtual host */
+    char vhost[256];              /* "" outside any virtual host */
     volatile apr_uint64_t allowed, denied, dry_run_denied;
 } rrl_limit_stat_t;
-
-#define RRL_MAX_LIMIT_STATS 256
 
 /* A consistent enough copy of the shared counters */
 typedef struct {
@@ -96,7 +96,10 @@ typedef struct {
 
 apr_status_t rrl_counters_create(server_rec *s);
 rrl_shared_backend_t *rrl_counters_backend(const rrl_redis_url_t *u);
-rrl_limit_stat_t *rrl_counters_limit(const rrl_limit_t *l, const char *vhost);
+apr_status_t rrl_counters_limits(server_rec *s, apr_pool_t *ptemp, int n,
+                                 const char *const *names,
+                                 const char *const *vhosts,
+                                 rrl_limit_stat_t **stats);
 void rrl_counters_count(rrl_counter_e c);
 void rrl_counters_count_result(rrl_result_e res);
 void rrl_counters_add(rrl_counter_e c, apr_uint64_t n);
@@ -106,6 +109,5 @@ const char *rrl_counters_last_error(apr_pool_t *p, rrl_shared_backend_t *sb,
                                     apr_time_t *at);
 void rrl_counters_snapshot(rrl_snapshot_t *sn);
 apr_time_t rrl_counters_started(void);
-rrl_limit_stat_t *rrl_counters_limit_at(int i);
 
 #endif /* RRL_COUNTERS_H */

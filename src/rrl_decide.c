@@ -8,10 +8,12 @@
  */
 
 #include "apr_atomic.h"
+#include "apr_optional.h"
 #include "apr_strings.h"
 
 #include "http_core.h"
 #include "http_request.h"
+#include "mod_http2.h"
 
 #include "rrl_private.h"
 #include "rrl_decide.h"
@@ -19,6 +21,7 @@
 #include "rrl_counters.h"
 #include "rrl_deny.h"
 #include "rrl_key.h"
+#include "rrl_limit.h"
 #include "rrl_local.h"
 #include "rrl_redis.h"
 #include "rrl_util.h"
@@ -33,7 +36,27 @@ typedef struct {
     apr_int64_t shown_remaining;
     int env_added;                /* RATELIMIT_*: 1 RESULT, 2 all four */
     apr_array_header_t *pending;  /* rrl_item_t: count= spends at log time */
+    int replay;                   /* stream 1 of an h2c upgrade: decided */
 } rrl_req_t;
+
+/*
+ * What an upgrading request decided, kept on its connection for the
+ * request that replays it (below, "Upgrade: h2c")
+ */
+typedef struct {
+    volatile apr_uint32_t taken;
+    rrl_req_t rq;                 /* its state, pending items copied */
+    apr_table_t *headers;         /* the headers it put out */
+} rrl_upgrade_t;
+
+/* The headers rrl_set_headers puts out */
+static const char *const rrl_header_names[] = {
+    RRL_HDR_LIMIT, RRL_HDR_REMAINING, RRL_HDR_RESET, RRL_HDR_POLICY,
+    RRL_HDR_RATELIMIT, NULL
+};
+
+/* mod_http2's, when it is loaded; written in optional_fn_retrieve only */
+static APR_OPTIONAL_FN_TYPE(http2_var_lookup) *rrl_h2_var;
 
 /* RATELIMIT_RESULT's texts, by rrl_result_e */
 static const char *const rrl_result_names[RRL_RES_MAX] = {
@@ -42,6 +65,64 @@ static const char *const rrl_result_names[RRL_RES_MAX] = {
     RRL_RESULTS(RRL_RES_NAME)
 #undef RRL_RES_NAME
 };
+
+/*
+ * RRL00007 and RRL00008, a line per decision at info, would be a line per
+ * request of a flood: at most one a second per child, limit and kind,
+ * each saying how many it stands for.  One gate per (name, scope) pair and
+ * kind, made in child_init (per child).
+ */
+typedef struct {
+    volatile apr_uint32_t second;     /* of the last line */
+    volatile apr_uint32_t suppressed; /* since then */
+} rrl_log_gate_t;
+
+typedef enum { RRL_LOG_DENIED = 0, RRL_LOG_DRY_RUN, RRL_LOG_KINDS } rrl_log_e;
+
+static rrl_log_gate_t *rrl_log_gates;       /* per child */
+static int rrl_log_npairs;
+
+void rrl_decide_child_init(apr_pool_t *pchild)
+{
+    const apr_array_header_t *pairs = rrl_limit_pairs();
+
+    rrl_log_npairs = pairs ? pairs->nelts : 0;
+    rrl_log_gates = apr_pcalloc(pchild, sizeof(*rrl_log_gates)
+                                        * RRL_LOG_KINDS
+                                        * (rrl_log_npairs ? rrl_log_npairs
+                                                          : 1));
+}
+
+/* May this line be logged now?  *suppressed: how many were not since the
+ * last one */
+static int rrl_log_gate(const rrl_limit_t *l, rrl_log_e kind,
+                        apr_uint32_t *suppressed)
+{
+    apr_uint32_t sec = (apr_uint32_t)apr_time_sec(apr_time_now()), last;
+    rrl_log_gate_t *g;
+
+    *suppressed = 0;
+    if (!rrl_log_gates || l->pair < 0 || l->pair >= rrl_log_npairs) {
+        return 1;
+    }
+    g = &rrl_log_gates[l->pair * RRL_LOG_KINDS + kind];
+    last = apr_atomic_read32(&g->second);
+    if (last != sec && apr_atomic_cas32(&g->second, sec, last) == last) {
+        *suppressed = apr_atomic_xchg32(&g->suppressed, 0);
+        return 1;
+    }
+    apr_atomic_inc32(&g->suppressed);
+    return 0;
+}
+
+/* " (and N more ... since the last line)", or "" */
+static const char *rrl_log_more(request_rec *r, apr_uint32_t suppressed,
+                                const char *what)
+{
+    return suppressed ? apr_psprintf(r->pool, " (and %u more %s by this "
+                                     "limit in this child since the last "
+                                     "line)", suppressed, what) : "";
+}
 
 static rrl_req_t *rrl_req(request_rec *r)
 {
@@ -128,6 +209,7 @@ static int rrl_answer(request_rec *r, const rrl_dir_conf_t *dc, rrl_req_t *rq,
 {
     const rrl_item_t *shown = NULL;
     apr_int64_t retry = 0;
+    apr_uint32_t more;
     int i, allowed = 1;
 
     for (i = 0; i < n; i++) {
@@ -187,9 +269,14 @@ static int rrl_answer(request_rec *r, const rrl_dir_conf_t *dc, rrl_req_t *rq,
     if (rrl_config_mode(dc) == RRL_DRY_RUN) {
         rq->result = RRL_RES_DRY_RUN_DENIED;
         rrl_set_env(r, rq, &rq->env_added);
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RRL_LOGNO(00007)
-                      "RateLimit %s would deny this request (dry-run)",
-                      shown->limit->name);
+        if (APLOGrinfo(r)
+            && rrl_log_gate(shown->limit, RRL_LOG_DRY_RUN, &more)) {
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RRL_LOGNO(00007)
+                          "RateLimit %s would deny this request to %s "
+                          "(dry-run)%s", shown->limit->name,
+                          r->server->server_hostname,
+                          rrl_log_more(r, more, "such requests"));
+        }
         return DECLINED;
     }
     rq->result = src == RRL_BY_STORE ? RRL_RES_DENIED : RRL_RES_LOCAL_DENIED;
@@ -199,10 +286,13 @@ static int rrl_answer(request_rec *r, const rrl_dir_conf_t *dc, rrl_req_t *rq,
     apr_table_setn(r->err_headers_out, "Retry-After",
                    rrl_util_i64(r->pool, retry > RRL_USEC_PER_SEC
                                     ? rrl_ceil_sec(retry) : 1));
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RRL_LOGNO(00008)
-                  "RateLimit %s denies this request, retry in %"
-                  APR_INT64_T_FMT " ms", shown->limit->name,
-                  (retry + 999) / 1000);
+    if (APLOGrinfo(r) && rrl_log_gate(shown->limit, RRL_LOG_DENIED, &more)) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RRL_LOGNO(00008)
+                      "RateLimit %s denies this request to %s, retry in %"
+                      APR_INT64_T_FMT " ms%s", shown->limit->name,
+                      r->server->server_hostname, (retry + 999) / 1000,
+                      rrl_log_more(r, more, "denials"));
+    }
     return rrl_config_status(dc);
 }
 
@@ -295,6 +385,106 @@ static int rrl_is_status_request(request_rec *r)
     return h && !err && strcmp(h, RRL_STATUS_HANDLER) == 0;
 }
 
+/*
+ * "Upgrade: h2c".  mod_http2 switches protocols in the handler of the
+ * HTTP/1.1 request, after every phase of it has run (and spent), then
+ * replays that request as stream 1 of the new HTTP/2 connection: a request
+ * of its own that runs every hook again, and the one whose response the
+ * client gets.  One client request, one spend (SPEC 3): at the switch
+ * (ap_switch_protocol runs this hook first), what the request decided is
+ * kept on its connection; stream 1 of an HTTP/2 connection made from it
+ * takes that over instead of deciding: headers, RATELIMIT_* and the
+ * count= items, which spend by stream 1's final status.  The HTTP/1.1
+ * request keeps its counters (its decision), stream 1 counts nothing.
+ */
+int rrl_decide_protocol_switch(conn_rec *c, request_rec *r, server_rec *s,
+                               const char *protocol)
+{
+    rrl_req_t *rq = r ? ap_get_module_config(r->request_config,
+                                             &redis_ratelimit_module)
+                      : NULL;
+    rrl_upgrade_t *up;
+    int i;
+
+    (void)s;
+    (void)protocol;
+    if (!rq || rq->result == RRL_RES_NONE || rq->replay) {
+        return DECLINED;
+    }
+    /* the connection outlives this request (under event, stream 1 may
+     * run after it is gone) */
+    up = apr_pcalloc(c->pool, sizeof(*up));
+    up->rq = *rq;
+    up->rq.env_added = 0;
+    up->rq.replay = 1;
+    up->headers = apr_table_make(c->pool, 5);
+    for (i = 0; rrl_header_names[i]; i++) {
+        const char *v = apr_table_get(r->err_headers_out,
+                                      rrl_header_names[i]);
+
+        if (v) {
+            apr_table_setn(up->headers, rrl_header_names[i],
+                           apr_pstrdup(c->pool, v));
+        }
+    }
+    if (rq->pending) {
+        up->rq.pending = apr_array_copy(c->pool, rq->pending);
+        for (i = 0; i < up->rq.pending->nelts; i++) {
+            rrl_item_t *it = &APR_ARRAY_IDX(up->rq.pending, i, rrl_item_t);
+
+            it->key = apr_pstrmemdup(c->pool, it->key, it->keylen);
+            if (it->p != &it->limit->p) {
+                it->p = apr_pmemdup(c->pool, it->p, sizeof(*it->p));
+            }
+        }
+        rq->pending = NULL;       /* stream 1 spends them, by its status */
+    }
+    ap_set_module_config(c->conn_config, &redis_ratelimit_module, up);
+    return DECLINED;
+}
+
+void rrl_decide_retrieve(void)
+{
+    rrl_h2_var = APR_RETRIEVE_OPTIONAL_FN(http2_var_lookup);
+}
+
+/* Is r the replay of an upgraded request?  Then its state is taken over
+ * (once) */
+static int rrl_take_upgrade(request_rec *r)
+{
+    conn_rec *c1 = r->connection->master;
+    rrl_upgrade_t *up;
+    rrl_req_t *rq;
+    const char *id;
+    int i;
+
+    if (!c1 || !rrl_h2_var
+        || !(up = ap_get_module_config(c1->conn_config,
+                                       &redis_ratelimit_module))
+        || apr_atomic_read32(&up->taken)) {
+        return 0;
+    }
+    /* stream 1 of an upgraded connection is the replay; the client's own
+     * streams have odd numbers from 3 */
+    id = rrl_h2_var(r->pool, r->server, r->connection, r,
+                    (char *)"H2_STREAM_ID");
+    if (!id || strcmp(id, "1") != 0
+        || apr_atomic_cas32(&up->taken, 1, 0) != 0) {
+        return 0;
+    }
+    rq = rrl_req(r);
+    *rq = up->rq;
+    for (i = 0; rrl_header_names[i]; i++) {
+        const char *v = apr_table_get(up->headers, rrl_header_names[i]);
+
+        if (v) {
+            apr_table_setn(r->err_headers_out, rrl_header_names[i], v);
+        }
+    }
+    rrl_set_env(r, rq, &rq->env_added);
+    return 1;
+}
+
 static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
 {
     const rrl_dir_conf_t *dc;
@@ -310,6 +500,12 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
 
     if (!ap_is_initial_req(r)) {
         return DECLINED;
+    }
+    if (r->connection->master) {
+        rq = ap_get_module_config(r->request_config, &redis_ratelimit_module);
+        if ((rq && rq->replay) || rrl_take_upgrade(r)) {
+            return DECLINED;      /* decided as the upgrading request */
+        }
     }
     dc = ap_get_module_config(r->per_dir_config, &redis_ratelimit_module);
     limits = dc->limits;
@@ -435,7 +631,7 @@ int rrl_decide_log(request_rec *r)
     if (last != r && rq->result != RRL_RES_NONE) {
         rrl_set_env(last, rq, NULL);
     }
-    if (rq->result != RRL_RES_NONE) {
+    if (rq->result != RRL_RES_NONE && !rq->replay) {
         if (rq->result != RRL_RES_EXEMPT) {
             rrl_counters_count(RRL_CTR_CHECKED);
         }

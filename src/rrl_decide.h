@@ -15,6 +15,10 @@
 
 #include "rrl.h"
 
+void rrl_decide_child_init(apr_pool_t *pchild);
+void rrl_decide_retrieve(void);
+int rrl_decide_protocol_switch(conn_rec *c, request_rec *r, server_rec *s,
+                               const char *protocol);
 int rrl_decide_access(request_rec *r);
 int rrl_decide_fixups(request_rec *r);
 int rrl_decide_log(request_rec *r);

@@ -4,7 +4,8 @@
  */
 
 /*
- * The deny cache: what Redis denied, answered in the child until then.
+ * The deny cache: what Redis denied, answered in the child until then,
+ * or for a second at most.
  */
 
 #include "apr_thread_mutex.h"
@@ -16,9 +17,16 @@
 #define RRL_DENY_WAYS 4
 #define RRL_DENY_BUCKETS 1024
 
+/* SPEC 4: a denial is answered here for at most this long, so that an
+ * operator who deletes a key in Redis (or raises its plan) is obeyed
+ * within a second on every child; a flood still costs Redis one call per
+ * key per second per child at most */
+#define RRL_DENY_HOLD apr_time_from_sec(1)
+
 typedef struct {
     apr_uint64_t h[2];
-    apr_time_t until;             /* local clock: denied until then */
+    apr_time_t until;             /* local clock: answered here until then */
+    apr_time_t retry_until;       /* denied until then, as Redis said */
     apr_time_t reset_until;
     apr_int64_t remaining;
 } rrl_deny_t;
@@ -73,7 +81,7 @@ rrl_item_t *rrl_deny_lookup(rrl_item_t *items, int n,
                 hit = &items[i];
                 hit->allowed = 0;
                 hit->remaining = b[j].remaining;
-                hit->retry = b[j].until - now;
+                hit->retry = b[j].retry_until - now;
                 hit->reset = b[j].reset_until > now ? b[j].reset_until - now
                                                     : 0;
                 break;
@@ -102,7 +110,9 @@ void rrl_deny_remember(rrl_item_t *it, apr_time_t now)
     }
     slot->h[0] = h[0];
     slot->h[1] = h[1];
-    slot->until = now + it->retry;
+    slot->until = now + (it->retry < RRL_DENY_HOLD ? it->retry
+                                                   : RRL_DENY_HOLD);
+    slot->retry_until = now + it->retry;
     slot->reset_until = now + it->reset;
     slot->remaining = it->remaining;
     apr_thread_mutex_unlock(rrl_deny_mutex);

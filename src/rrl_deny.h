@@ -5,7 +5,8 @@
 
 /*
  * The deny cache of each child: a key Redis denied until later is
- * answered in the child, without Redis, until then.
+ * answered in the child, without Redis, until then or for a second,
+ * whichever is sooner.
  */
 
 #ifndef RRL_DENY_H

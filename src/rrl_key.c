@@ -34,20 +34,16 @@ const char *rrl_key_value(apr_pool_t *p, const char *v, apr_size_t len)
     return rrl_util_sha1_hex(p, v, len);
 }
 
-/* An IPv6 client stands for its first bits: "2001:db8:1:2::/64" */
-static const char *rrl_ipv6_group(request_rec *r, int bits)
+/* An IPv6 address stands for its first bits: "2001:db8:1:2::/64"; NULL
+ * for an IPv4-mapped one, or all 128 bits */
+static const char *rrl_ipv6_bits(apr_pool_t *p, struct in6_addr in6,
+                                 int bits)
 {
-    const apr_sockaddr_t *sa = r->useragent_addr;
-    struct in6_addr in6;          /* aligned, for IN6_IS_ADDR_V4MAPPED */
     unsigned char *a = in6.s6_addr;
     char buf[INET6_ADDRSTRLEN];
     int i;
 
-    if (!sa || sa->family != APR_INET6 || bits >= 128) {
-        return NULL;
-    }
-    memcpy(&in6, sa->ipaddr_ptr, 16);
-    if (IN6_IS_ADDR_V4MAPPED(&in6)) {
+    if (bits >= 128 || IN6_IS_ADDR_V4MAPPED(&in6)) {
         return NULL;
     }
     for (i = 0; i < 16; i++) {
@@ -63,7 +59,66 @@ static const char *rrl_ipv6_group(request_rec *r, int bits)
     if (!inet_ntop(AF_INET6, a, buf, sizeof(buf))) {
         return NULL;
     }
-    return apr_psprintf(r->pool, "%s/%d", buf, bits);
+    return apr_psprintf(p, "%s/%d", buf, bits);
+}
+
+/* An IPv6 client stands for its first bits */
+static const char *rrl_ipv6_group(request_rec *r, int bits)
+{
+    const apr_sockaddr_t *sa = r->useragent_addr;
+    struct in6_addr in6;          /* aligned, for IN6_IS_ADDR_V4MAPPED */
+
+    if (!sa || sa->family != APR_INET6) {
+        return NULL;
+    }
+    memcpy(&in6, sa->ipaddr_ptr, 16);
+    return rrl_ipv6_bits(r->pool, in6, bits);
+}
+
+/* prefix scope name ":" value (value hashed already), or ":{" value "}"
+ * with tag (Redis Cluster) */
+static const char *rrl_key_join(apr_pool_t *p, const rrl_limit_t *l,
+                                const char *prefix, const char *v, int tag,
+                                apr_size_t *lenp)
+{
+    apr_size_t pl = strlen(prefix), sl = strlen(l->scope),
+               nl = strlen(l->name), vl = strlen(v);
+    char *key = apr_palloc(p, pl + sl + nl + vl + 4), *o = key;
+
+    memcpy(o, prefix, pl);
+    memcpy(o += pl, l->scope, sl);
+    memcpy(o += sl, l->name, nl);
+    o += nl;
+    *o++ = ':';
+    if (tag) {
+        *o++ = '{';
+    }
+    memcpy(o, v, vl);
+    o += vl;
+    if (tag) {
+        *o++ = '}';
+    }
+    *o = '\0';
+    *lenp = (apr_size_t)(o - key);
+    return key;
+}
+
+/* The store key of limit l for a key value as an operator gives it (the
+ * status page's unblock): hashed as requests' are, and a client address
+ * of an IPv6 client grouped by the limit's ipv6-prefix= */
+const char *rrl_key_of_value(apr_pool_t *p, const rrl_limit_t *l,
+                             const char *prefix, const char *value, int tag,
+                             apr_size_t *lenp)
+{
+    struct in6_addr in6;
+    const char *group;
+
+    if (!l->key && inet_pton(AF_INET6, value, &in6) == 1
+        && (group = rrl_ipv6_bits(p, in6, l->ipv6_prefix)) != NULL) {
+        value = group;
+    }
+    return rrl_key_join(p, l, prefix, rrl_key_value(p, value, strlen(value)),
+                        tag, lenp);
 }
 
 /* "rl:" "api.example.com:" "login" ":" value, or NULL if the key is empty;
@@ -73,7 +128,7 @@ const char *rrl_key_build(request_rec *r, const rrl_limit_t *l,
                           const char *prefix, int tag,
                           apr_size_t *lenp)
 {
-    const char *v, *group, *key;
+    const char *v, *group;
 
     if (!l->key) {
         v = r->useragent_ip;
@@ -125,31 +180,8 @@ const char *rrl_key_build(request_rec *r, const rrl_limit_t *l,
     if (!v || !*v) {
         return NULL;
     }
-    v = rrl_key_value(r->pool, v, strlen(v));
-    {
-        /* prefix scope name ":" value, or ":{" value "}" in a Cluster */
-        apr_size_t pl = strlen(prefix), sl = strlen(l->scope),
-                   nl = strlen(l->name), vl = strlen(v);
-        char *o;
-
-        o = (char *)(key = apr_palloc(r->pool, pl + sl + nl + vl + 4));
-        memcpy(o, prefix, pl);
-        memcpy(o += pl, l->scope, sl);
-        memcpy(o += sl, l->name, nl);
-        o += nl;
-        *o++ = ':';
-        if (tag) {
-            *o++ = '{';
-        }
-        memcpy(o, v, vl);
-        o += vl;
-        if (tag) {
-            *o++ = '}';
-        }
-        *o = '\0';
-        *lenp = (apr_size_t)(o - key);
-    }
-    return key;
+    return rrl_key_join(r->pool, l, prefix,
+                        rrl_key_value(r->pool, v, strlen(v)), tag, lenp);
 }
 
 /* CRC16-CCITT (XMODEM), the key hash of Redis Cluster */

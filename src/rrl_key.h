@@ -17,6 +17,9 @@
 const char *rrl_key_value(apr_pool_t *p, const char *v, apr_size_t len);
 const char *rrl_key_build(request_rec *r, const rrl_limit_t *l,
                           const char *prefix, int tag, apr_size_t *lenp);
+const char *rrl_key_of_value(apr_pool_t *p, const rrl_limit_t *l,
+                             const char *prefix, const char *value, int tag,
+                             apr_size_t *lenp);
 
 /* Redis Cluster: the hash slot of a key */
 #define RRL_SLOTS 16384

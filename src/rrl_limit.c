@@ -22,6 +22,9 @@
 
 /* Written while parsing and in pre/post_config only */
 static apr_array_header_t *rrl_all_limits;   /* every limit parsed */
+/* rrl_limit_t *: the first of each (name, scope) pair, in the order of the
+ * configuration; a limit's pair is its index here */
+static apr_array_header_t *rrl_pairs;
 
 /* Characters allowed in limit names: [A-Za-z0-9_.-] */
 int rrl_limit_name_char(int c)
@@ -394,7 +397,7 @@ const char *rrl_limit_cmd(cmd_parms *cmd, void *dcfg, int argc,
     const char *err;
     unsigned given;
 
-    if ((err = ap_check_cmd_context(cmd, NOT_IN_LIMIT)) != NULL) {
+    if ((err = rrl_config_context(cmd, NOT_IN_LIMIT)) != NULL) {
         return err;
     }
     if (argc == 0) {
@@ -435,9 +438,18 @@ const char *rrl_limit_cmd(cmd_parms *cmd, void *dcfg, int argc,
         != NULL) {
         return apr_pstrcat(cmd->pool, "RateLimit: ", err, NULL);
     }
-    if (!(given & (1u << RRL_OPT_PHASE)) && l->key_text
-        && ap_strstr_c(l->key_text, "REMOTE_USER")) {
-        l->phase = RRL_PHASE_AUTH;     /* the user is known only then */
+    if (l->key_text && ap_strstr_c(l->key_text, "REMOTE_USER")) {
+        if (!(given & (1u << RRL_OPT_PHASE))) {
+            l->phase = RRL_PHASE_AUTH;     /* the user is known only then */
+        }
+        else if (l->phase == RRL_PHASE_ACCESS) {
+            return apr_psprintf(cmd->pool, "RateLimit: key=%s with "
+                                "phase=access is never known: the user is "
+                                "authenticated after the access phase, so "
+                                "the limit would never count; use "
+                                "phase=auth (the default for a key that "
+                                "names REMOTE_USER)", l->key_text);
+        }
     }
     if (!l->name) {
         l->name = rrl_default_name(cmd, ++dc->unnamed);
@@ -518,23 +530,68 @@ int rrl_limit_check_config(apr_pool_t *pconf, apr_pool_t *ptemp)
     return bad ? !OK : OK;
 }
 
-/* Each limit's header and variable texts, formatted once, and its
- * counters on the status page */
-void rrl_limit_post_config(apr_pool_t *pconf)
+/* The virtual host a limit is scoped to: "" outside any */
+const char *rrl_limit_vhost(const rrl_limit_t *l)
 {
-    int i;
+    return l->in_vhost && l->server->server_hostname
+           ? l->server->server_hostname : "";
+}
 
-    for (i = 0; rrl_all_limits && i < rrl_all_limits->nelts; i++) {
+/* Each limit's header and variable texts, formatted once; its pair, and
+ * the pair's counters on the status page, sized to the configuration */
+apr_status_t rrl_limit_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
+                                   server_rec *s)
+{
+    int n = rrl_all_limits ? rrl_all_limits->nelts : 0, i;
+    apr_hash_t *seen = apr_hash_make(ptemp);
+    const char **names, **vhosts;
+    rrl_limit_stat_t **stats;
+    apr_status_t rv;
+
+    rrl_pairs = apr_array_make(pconf, n ? n : 1, sizeof(rrl_limit_t *));
+    for (i = 0; i < n; i++) {
         rrl_limit_t *l = APR_ARRAY_IDX(rrl_all_limits, i, rrl_limit_t *);
+        const char *id = apr_pstrcat(ptemp, l->scope, l->name, NULL);
+        rrl_limit_t *first = apr_hash_get(seen, id, APR_HASH_KEY_STRING);
 
         l->count_text = apr_psprintf(pconf, "%" APR_INT64_T_FMT, l->p.count);
         l->policy = apr_psprintf(pconf, "\"%s\";q=%" APR_INT64_T_FMT ";w=%"
                                  APR_INT64_T_FMT, l->name, l->p.count,
                                  l->p.period / RRL_USEC_PER_SEC);
         l->ietf_prefix = apr_psprintf(pconf, "\"%s\";r=", l->name);
-
-        l->stat = rrl_counters_limit(l, l->in_vhost
-                                        && l->server->server_hostname
-                                        ? l->server->server_hostname : "");
+        if (first) {
+            l->pair = first->pair;
+        }
+        else {
+            l->pair = rrl_pairs->nelts;
+            APR_ARRAY_PUSH(rrl_pairs, rrl_limit_t *) = l;
+            apr_hash_set(seen, id, APR_HASH_KEY_STRING, l);
+        }
     }
+    n = rrl_pairs->nelts;
+    names = apr_palloc(ptemp, sizeof(*names) * (n + 1));
+    vhosts = apr_palloc(ptemp, sizeof(*vhosts) * (n + 1));
+    stats = apr_palloc(ptemp, sizeof(*stats) * (n + 1));
+    for (i = 0; i < n; i++) {
+        const rrl_limit_t *l = APR_ARRAY_IDX(rrl_pairs, i, rrl_limit_t *);
+
+        names[i] = l->name;
+        vhosts[i] = rrl_limit_vhost(l);
+    }
+    if ((rv = rrl_counters_limits(s, ptemp, n, names, vhosts, stats))
+        != APR_SUCCESS) {
+        return rv;
+    }
+    for (i = 0; rrl_all_limits && i < rrl_all_limits->nelts; i++) {
+        rrl_limit_t *l = APR_ARRAY_IDX(rrl_all_limits, i, rrl_limit_t *);
+
+        l->stat = stats[l->pair];
+    }
+    return APR_SUCCESS;
+}
+
+/* The first limit of each (name, scope) pair, in configuration order */
+const apr_array_header_t *rrl_limit_pairs(void)
+{
+    return rrl_pairs;
 }

@@ -7,7 +7,8 @@
  * RateLimit: the directive (RATE and options), default names from where it
  * stands, the checks across sections that apachectl -t runs, and each
  * limit's texts formatted once at startup.  Every limit parsed is kept in
- * one list (rrl_limit_all).
+ * one list (rrl_limit_all), and the first of each (name, scope) pair in
+ * another (rrl_limit_pairs): what the status page lists.
  */
 
 #ifndef RRL_LIMIT_H
@@ -21,7 +22,10 @@ const char *rrl_limit_cmd(cmd_parms *cmd, void *dcfg, int argc,
 
 void rrl_limit_pre_config(apr_pool_t *pconf);
 int rrl_limit_check_config(apr_pool_t *pconf, apr_pool_t *ptemp);
-void rrl_limit_post_config(apr_pool_t *pconf);
+apr_status_t rrl_limit_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
+                                   server_rec *s);
 apr_array_header_t *rrl_limit_all(void);
+const apr_array_header_t *rrl_limit_pairs(void);
+const char *rrl_limit_vhost(const rrl_limit_t *l);
 
 #endif /* RRL_LIMIT_H */

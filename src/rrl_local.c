@@ -239,6 +239,30 @@ apr_status_t rrl_local_create(server_rec *s, apr_size_t want)
     return APR_SUCCESS;
 }
 
+/* Forget the state of a store key (the status page's unblock): 1 when
+ * it had some, 0 when not, -1 when the store could not be locked */
+int rrl_local_forget(const char *key, apr_size_t len)
+{
+    rrl_item_t it;
+    const apr_uint64_t *h;
+    rrl_lock_t *lock;
+    rrl_slot_t *slot;
+
+    memset(&it, 0, sizeof(it));
+    it.key = key;
+    it.keylen = len;
+    h = rrl_local_hash(&it);
+    lock = &rrl_store->table->locks[rrl_bucket(h) % RRL_STRIPES];
+    if (rrl_util_lock(lock) != APR_SUCCESS) {
+        return -1;
+    }
+    if ((slot = rrl_local_slot(h, apr_time_now(), 0)) != NULL) {
+        slot->expires = 0;
+    }
+    rrl_util_unlock(lock);
+    return slot != NULL;
+}
+
 /* For the status page: its size, how many keys it has room for, how many
  * were evicted to make room */
 void rrl_local_stats(apr_size_t *bytes, unsigned *keys,

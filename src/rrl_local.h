@@ -18,6 +18,7 @@ apr_status_t rrl_local_create(server_rec *s, apr_size_t want);
 apr_status_t rrl_local_decide(request_rec *r, rrl_item_t *items, int n,
                               apr_int64_t now);
 const apr_uint64_t *rrl_local_hash(rrl_item_t *it);
+int rrl_local_forget(const char *key, apr_size_t len);
 void rrl_local_stats(apr_size_t *bytes, unsigned *keys,
                      apr_uint64_t *evictions);
 

@@ -344,6 +344,69 @@ int rrl_redis_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
     return OK;
 }
 
+/*
+ * After the configuration is read, the parent PINGs each distinct Redis
+ * URL once (its first address for a Sentinel or a Cluster), bounded by
+ * its RateLimitRedisTimeout: one that cannot be reached, or refuses the
+ * password, is one warning now rather than a surprise at the first
+ * request.  Never fatal: RateLimitOnError decides until it answers.
+ */
+void rrl_redis_startup_check(apr_pool_t *ptemp, server_rec *s)
+{
+    apr_hash_t *seen = apr_hash_make(ptemp);
+    int i;
+
+    for (i = 0; rrl_backends && i < rrl_backends->nelts; i++) {
+        rrl_backend_t *be = APR_ARRAY_IDX(rrl_backends, i, rrl_backend_t *);
+        const rrl_redis_url_t *u = be->u;
+        const char *host = u->host, *err = NULL;
+        const char *ping[1] = { "PING" };
+        int port = u->port, db = u->db;
+        redisReply *reply;
+        rrl_sock_t sock;
+
+        if (apr_hash_get(seen, u->url, APR_HASH_KEY_STRING)) {
+            continue;
+        }
+        apr_hash_set(seen, u->url, APR_HASH_KEY_STRING, u);
+        if (u->kind == RRL_REDIS_SENTINEL || u->kind == RRL_REDIS_CLUSTER) {
+            const rrl_addr_t *a = &APR_ARRAY_IDX(u->addrs, 0, rrl_addr_t);
+
+            host = a->host;
+            port = a->port;
+            db = 0;                /* neither takes SELECT */
+        }
+        if ((err = rrl_redis_conn_open(be, ptemp, u->kind == RRL_REDIS_UNIX
+                                                  ? NULL : host, port, db,
+                                       NULL, &sock)) == NULL) {
+            if (!(reply = rrl_redis_conn_command(be, ptemp, &sock, 1, ping,
+                                                 &err))) {
+                /* err says why */
+            }
+            else if (reply->type == REDIS_REPLY_ERROR
+                     && strncmp(reply->str, "NOPERM", 6) == 0) {
+                /* an ACL user without PING: it answered, authenticated */
+            }
+            else if (reply->type != REDIS_REPLY_STATUS
+                     || strcmp(reply->str, "PONG") != 0) {
+                err = apr_psprintf(ptemp, "PING: %s",
+                                   reply->type == REDIS_REPLY_ERROR
+                                   ? reply->str : "an unexpected reply");
+            }
+            if (reply) {
+                freeReplyObject(reply);
+            }
+            rrl_sock_close(&sock);
+        }
+        if (err) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RRL_LOGNO(00023)
+                         "%s does not answer at startup (%s); the server "
+                         "starts, and RateLimitOnError decides for its "
+                         "limits until it answers", u->masked, err);
+        }
+    }
+}
+
 /* This child's part of each backend; how many backends there are */
 int rrl_redis_child_init(apr_pool_t *pchild, server_rec *s)
 {

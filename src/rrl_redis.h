@@ -24,6 +24,7 @@ rrl_redis_rc_e rrl_redis_health(request_rec *r, rrl_backend_t *be,
 
 int rrl_redis_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
                           server_rec *s);
+void rrl_redis_startup_check(apr_pool_t *ptemp, server_rec *s);
 int rrl_redis_child_init(apr_pool_t *pchild, server_rec *s);
 const apr_array_header_t *rrl_redis_backends(void);
 

@@ -27,9 +27,7 @@ static void *rrl_reply_string(const redisReadTask *task, char *s,
         return rep;
     }
     rep->type = task->type;
-    len = len < RRL_REPLY_STR - 1 ? len : RRL_REPLY_STR - 1;
-    memcpy(rep->str, s, len);
-    rep->str[len] = '\0';
+    rrl_util_copy_words(rep->str, sizeof(rep->str), s, len);
     return rep;
 }
 

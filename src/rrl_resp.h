@@ -22,13 +22,14 @@
  * allocates nothing outside its pool and formats nothing that could be
  * prepared at startup.  Connecting (AUTH, SELECT) uses hiredis' defaults.
  */
-#define RRL_REPLY_STR 128
+#define RRL_REPLY_STR 256         /* Redis 7's WRONGTYPE fits whole */
 
 typedef struct {
     int type;                     /* REDIS_REPLY_*; 0: none yet */
     int bad;                      /* a shape the module never asks for */
     apr_int64_t integer;          /* of an integer reply */
-    char str[RRL_REPLY_STR];      /* status, error or string, cut short */
+    char str[RRL_REPLY_STR];      /* status, error or string; longer ones
+                                   * cut at a word, with "..." */
     apr_size_t elements;          /* of an array reply */
     apr_int64_t *ints;            /* its elements, all integers */
     apr_size_t nints;             /* room in ints */

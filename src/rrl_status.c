@@ -17,11 +17,14 @@
 
 #include "rrl_private.h"
 #include "rrl_status.h"
+#include "rrl_algo.h"
 #include "rrl_config.h"
 #include "rrl_counters.h"
+#include "rrl_limit.h"
 #include "rrl_local.h"
 #include "rrl_redis.h"
 #include "rrl_script.h"
+#include "rrl_unblock.h"
 #include "rrl_util.h"
 
 #define RRL_TIME_FORMAT    "%A, %d-%b-%Y %H:%M:%S %Z"   /* as mod_status */
@@ -60,6 +63,11 @@ static const char *rrl_json_string(apr_pool_t *p, const char *s)
     return out;
 }
 
+static const char *rrl_html(apr_pool_t *p, const char *s)
+{
+    return ap_escape_html(p, s);
+}
+
 /* A Prometheus label value: backslash, quote and newline escaped */
 static const char *rrl_prom_value(apr_pool_t *p, const char *s)
 {
@@ -88,21 +96,70 @@ static const char *rrl_lat_le(apr_pool_t *p, int b)
            ? apr_psprintf(p, "%g", rrl_counters_lat_bounds[b] / 1e6) : "+Inf";
 }
 
+/* What the limits table shows of a pair besides its counters */
+typedef struct {
+    const rrl_limit_t *l;         /* the first of the pair */
+    rrl_limit_stat_t *st;
+    const char *burst;            /* "" where it has no meaning */
+    const char *key;              /* the key expression */
+    const char *defined;          /* "FILE:LINE" each, joined */
+} rrl_row_t;
+
+/* One row per (name, virtual host) pair of the configuration, each with
+ * the places of its RateLimit lines, every text made by quote (NULL: as
+ * it is) and joined with sep */
+static rrl_row_t *rrl_status_rows(request_rec *r, const char *sep,
+                                  const char *(*quote)(apr_pool_t *,
+                                                       const char *),
+                                  int *nrows)
+{
+    const apr_array_header_t *pairs = rrl_limit_pairs();
+    const apr_array_header_t *all = rrl_limit_all();
+    rrl_row_t *rows;
+    int i, n = pairs ? pairs->nelts : 0;
+
+    rows = apr_pcalloc(r->pool, sizeof(*rows) * (n ? n : 1));
+    for (i = 0; i < n; i++) {
+        const rrl_limit_t *l = APR_ARRAY_IDX(pairs, i, const rrl_limit_t *);
+        int bursty = l->p.algorithm == RRL_ALG_GCRA
+                     || l->p.algorithm == RRL_ALG_TOKEN_BUCKET;
+
+        rows[i].l = l;
+        rows[i].st = l->stat;
+        rows[i].burst = bursty ? rrl_util_i64(r->pool, l->p.burst) : "";
+        rows[i].key = l->key_text ? l->key_text : "%{REMOTE_ADDR}";
+    }
+    for (i = 0; all && i < all->nelts; i++) {
+        const rrl_limit_t *l = APR_ARRAY_IDX(all, i, const rrl_limit_t *);
+        const char *at = apr_psprintf(r->pool, "%s:%u", l->file, l->line);
+
+        if (l->pair < 0 || l->pair >= n) {
+            continue;
+        }
+        at = quote ? quote(r->pool, at) : at;
+        rows[l->pair].defined = rows[l->pair].defined
+            ? apr_pstrcat(r->pool, rows[l->pair].defined, sep, at, NULL) : at;
+    }
+    *nrows = n;
+    return rows;
+}
+
 static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
 {
     apr_time_t now = apr_time_now();
     apr_size_t bytes;
     unsigned keys;
     apr_uint64_t evictions;
-    int i;
+    rrl_row_t *rows;
+    int i, nrows;
 
     ap_set_content_type(r, "text/html; charset=utf-8");
     ap_rvputs(r, DOCTYPE_HTML_4_01, "<html><head>\n"
               "<title>Rate limiting status</title>\n<style>\n"
               "table { border-collapse: collapse; }\n"
               "th, td { border: 1px solid #999; padding: 2px 8px; "
-              "text-align: right; }\n"
-              "th:first-child, td:first-child { text-align: left; }\n"
+              "text-align: left; vertical-align: top; }\n"
+              "td.n { text-align: right; }\n"
               "</style>\n</head><body>\n<h1>Rate limiting status for ",
               ap_escape_html(r->pool, ap_get_server_name(r)), "</h1>\n\n",
               NULL);
@@ -155,9 +212,9 @@ static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
 
     ap_rputs("\n<h2>Requests</h2>\n<table>\n", r);
     for (i = 0; i < RRL_CTR_MAX; i++) {
-        ap_rprintf(r, "<tr><td>%s</td><td>%" APR_UINT64_T_FMT "</td>"
-                   "<td>%s</td></tr>\n", rrl_counters_info[i].key, sn->n[i],
-                   rrl_counters_info[i].help);
+        ap_rprintf(r, "<tr><td>%s</td><td class=\"n\">%" APR_UINT64_T_FMT
+                   "</td><td>%s</td></tr>\n", rrl_counters_info[i].key,
+                   sn->n[i], rrl_counters_info[i].help);
     }
     ap_rputs("</table>\n\n<h2>Redis latency</h2>\n", r);
     ap_rprintf(r, "<p>%" APR_UINT64_T_FMT " round trips, average %.3f ms, "
@@ -166,30 +223,35 @@ static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
                sn->lat_count ? sn->lat_sum / 1000.0 / sn->lat_count : 0.0,
                sn->lat_max / 1000.0);
     for (i = 0; i < RRL_LAT_BUCKETS; i++) {
-        ap_rprintf(r, "<tr><td>%s</td><td>%" APR_UINT64_T_FMT "</td></tr>\n",
-                   i < RRL_LAT_BUCKETS - 1
+        ap_rprintf(r, "<tr><td class=\"n\">%s</td><td class=\"n\">%"
+                   APR_UINT64_T_FMT "</td></tr>\n", i < RRL_LAT_BUCKETS - 1
                    ? apr_psprintf(r->pool, "%g ms",
                                   rrl_counters_lat_bounds[i] / 1e3)
                    : "more", sn->lat[i]);
     }
     ap_rputs("</table>\n\n<h2>Limits</h2>\n<table>\n<tr><th>Limit</th>"
-             "<th>Virtual host</th><th>Allowed</th><th>Denied</th>"
-             "<th>Dry-run denied</th></tr>\n", r);
-    for (i = 0; i <= RRL_MAX_LIMIT_STATS; i++) {
-        rrl_limit_stat_t *st = rrl_counters_limit_at(i);
+             "<th>Virtual host</th><th>Rate</th><th>Burst</th>"
+             "<th>Algorithm</th><th>Key</th><th>Defined at</th>"
+             "<th>Allowed</th><th>Denied</th><th>Dry-run denied</th></tr>\n",
+             r);
+    rows = rrl_status_rows(r, "<br>", rrl_html, &nrows);
+    for (i = 0; i < nrows; i++) {
+        const rrl_row_t *w = &rows[i];
 
-        if (!st) {
-            continue;
-        }
-        ap_rvputs(r, "<tr><td>", ap_escape_html(r->pool, st->name),
-                  "</td><td>", st->vhost[0]
-                  ? ap_escape_html(r->pool, st->vhost) : "(all)", "</td>",
-                  NULL);
-        ap_rprintf(r, "<td>%" APR_UINT64_T_FMT "</td><td>%" APR_UINT64_T_FMT
-                   "</td><td>%" APR_UINT64_T_FMT "</td></tr>\n",
-                   apr_atomic_read64(&st->allowed),
-                   apr_atomic_read64(&st->denied),
-                   apr_atomic_read64(&st->dry_run_denied));
+        ap_rvputs(r, "<tr><td>", ap_escape_html(r->pool, w->st->name),
+                  "</td><td>", w->st->vhost[0]
+                  ? ap_escape_html(r->pool, w->st->vhost) : "(all)",
+                  "</td><td>", ap_escape_html(r->pool, w->l->rate_text),
+                  "</td><td class=\"n\">", w->burst, "</td><td>",
+                  rrl_algo_names[w->l->p.algorithm], "</td><td><code>",
+                  ap_escape_html(r->pool, w->key), "</code></td><td>",
+                  w->defined ? w->defined : "", "</td>", NULL);
+        ap_rprintf(r, "<td class=\"n\">%" APR_UINT64_T_FMT "</td>"
+                   "<td class=\"n\">%" APR_UINT64_T_FMT "</td>"
+                   "<td class=\"n\">%" APR_UINT64_T_FMT "</td></tr>\n",
+                   apr_atomic_read64(&w->st->allowed),
+                   apr_atomic_read64(&w->st->denied),
+                   apr_atomic_read64(&w->st->dry_run_denied));
     }
     ap_rputs("</table>\n</body></html>\n", r);
 }
@@ -199,7 +261,8 @@ static void rrl_status_auto(request_rec *r, const rrl_snapshot_t *sn)
     apr_size_t bytes;
     unsigned keys;
     apr_uint64_t evictions;
-    int i;
+    rrl_row_t *rows;
+    int i, nrows;
 
     ap_set_content_type(r, "text/plain; charset=utf-8");
     ap_rvputs(r, "Version: " RRL_VERSION "\nScriptSHA: ", rrl_script_sha,
@@ -229,18 +292,25 @@ static void rrl_status_auto(request_rec *r, const rrl_snapshot_t *sn)
     ap_rprintf(r, "RedisLatencyAvgMs: %.3f\nRedisLatencyMaxMs: %.3f\n",
                sn->lat_count ? sn->lat_sum / 1000.0 / sn->lat_count : 0.0,
                sn->lat_max / 1000.0);
-    for (i = 0; i <= RRL_MAX_LIMIT_STATS; i++) {
-        rrl_limit_stat_t *st = rrl_counters_limit_at(i);
+    rows = rrl_status_rows(r, ", ", NULL, &nrows);
+    for (i = 0; i < nrows; i++) {
+        const rrl_row_t *w = &rows[i];
+        rrl_limit_stat_t *st = w->st;
         const char *id;
 
-        if (!st) {
-            continue;
-        }
         id = st->vhost[0] ? apr_pstrcat(r->pool, st->name, "@", st->vhost,
                                         NULL) : st->name;
-        ap_rprintf(r, "Limit[%s] Allowed: %" APR_UINT64_T_FMT "\n"
+        ap_rprintf(r, "Limit[%s] Rate: %s\n", id, w->l->rate_text);
+        if (*w->burst) {
+            ap_rprintf(r, "Limit[%s] Burst: %s\n", id, w->burst);
+        }
+        ap_rprintf(r, "Limit[%s] Algorithm: %s\nLimit[%s] Key: %s\n"
+                   "Limit[%s] Defined: %s\n"
+                   "Limit[%s] Allowed: %" APR_UINT64_T_FMT "\n"
                    "Limit[%s] Denied: %" APR_UINT64_T_FMT "\n"
                    "Limit[%s] DryRunDenied: %" APR_UINT64_T_FMT "\n",
+                   id, rrl_algo_names[w->l->p.algorithm], id, w->key,
+                   id, w->defined ? w->defined : "",
                    id, apr_atomic_read64(&st->allowed),
                    id, apr_atomic_read64(&st->denied),
                    id, apr_atomic_read64(&st->dry_run_denied));
@@ -253,7 +323,8 @@ static void rrl_status_json(request_rec *r, const rrl_snapshot_t *sn)
     apr_size_t bytes;
     unsigned keys;
     apr_uint64_t evictions;
-    int i;
+    rrl_row_t *rows;
+    int i, nrows;
 
     rrl_local_stats(&bytes, &keys, &evictions);
     ap_set_content_type(r, "application/json");
@@ -296,22 +367,28 @@ static void rrl_status_json(request_rec *r, const rrl_snapshot_t *sn)
                    rrl_lat_le(r->pool, i), sn->lat[i]);
     }
     ap_rputs("}},\"limits\":[", r);
-    sep = "";
-    for (i = 0; i <= RRL_MAX_LIMIT_STATS; i++) {
-        rrl_limit_stat_t *st = rrl_counters_limit_at(i);
+    rows = rrl_status_rows(r, ",", rrl_json_string, &nrows);
+    for (i = 0; i < nrows; i++) {
+        const rrl_row_t *w = &rows[i];
+        const rrl_limit_t *l = w->l;
 
-        if (!st) {
-            continue;
-        }
-        ap_rprintf(r, "%s{\"name\":%s,\"vhost\":%s,\"allowed\":%"
+        ap_rprintf(r, "%s{\"name\":%s,\"vhost\":%s,\"rate\":%s,"
+                   "\"count\":%" APR_INT64_T_FMT ",\"period_seconds\":%"
+                   APR_INT64_T_FMT ",\"burst\":%s,\"algorithm\":\"%s\","
+                   "\"key\":%s,\"defined\":[%s],\"allowed\":%"
                    APR_UINT64_T_FMT ",\"denied\":%" APR_UINT64_T_FMT
-                   ",\"dry_run_denied\":%" APR_UINT64_T_FMT "}", sep,
-                   rrl_json_string(r->pool, st->name),
-                   rrl_json_string(r->pool, st->vhost),
-                   apr_atomic_read64(&st->allowed),
-                   apr_atomic_read64(&st->denied),
-                   apr_atomic_read64(&st->dry_run_denied));
-        sep = ",";
+                   ",\"dry_run_denied\":%" APR_UINT64_T_FMT "}", i ? "," : "",
+                   rrl_json_string(r->pool, w->st->name),
+                   rrl_json_string(r->pool, w->st->vhost),
+                   rrl_json_string(r->pool, l->rate_text), l->p.count,
+                   l->p.period / RRL_USEC_PER_SEC,
+                   *w->burst ? w->burst : "null",
+                   rrl_algo_names[l->p.algorithm],
+                   rrl_json_string(r->pool, w->key),
+                   w->defined ? w->defined : "",
+                   apr_atomic_read64(&w->st->allowed),
+                   apr_atomic_read64(&w->st->denied),
+                   apr_atomic_read64(&w->st->dry_run_denied));
     }
     ap_rputs("]}\n", r);
 }
@@ -347,6 +424,7 @@ static void rrl_prom_redis_gauge(request_rec *r, const char *name,
 
 static void rrl_status_metrics(request_rec *r, const rrl_snapshot_t *sn)
 {
+    const apr_array_header_t *pairs = rrl_limit_pairs();
     apr_uint64_t cumulative = 0;
     int i;
 
@@ -405,13 +483,11 @@ static void rrl_status_metrics(request_rec *r, const rrl_snapshot_t *sn)
     rrl_prom_head(r, "limit_requests_total", "counter", "Decisions of each "
                   "limit: requests it allowed (and spent), denied, or would "
                   "have denied in dry-run");
-    for (i = 0; i <= RRL_MAX_LIMIT_STATS; i++) {
-        rrl_limit_stat_t *st = rrl_counters_limit_at(i);
+    for (i = 0; pairs && i < pairs->nelts; i++) {
+        rrl_limit_stat_t *st = APR_ARRAY_IDX(
+            pairs, i, const rrl_limit_t *)->stat;
         const char *labels;
 
-        if (!st) {
-            continue;
-        }
         labels = apr_psprintf(r->pool, "limit=\"%s\",vhost=\"%s\"",
                               rrl_prom_value(r->pool, st->name),
                               rrl_prom_value(r->pool, st->vhost));
@@ -461,7 +537,10 @@ int rrl_status_handler(request_rec *r)
     if (!r->handler || strcmp(r->handler, RRL_STATUS_HANDLER) != 0) {
         return DECLINED;
     }
-    r->allowed = (AP_METHOD_BIT << M_GET);
+    r->allowed = (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST);
+    if (r->method_number == M_POST) {
+        return rrl_unblock_post(r);
+    }
     if (r->method_number != M_GET) {
         return HTTP_METHOD_NOT_ALLOWED;
     }

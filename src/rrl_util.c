@@ -158,6 +158,31 @@ const char *rrl_util_i64(apr_pool_t *p, apr_int64_t v)
     return buf;
 }
 
+/* The len bytes at s into buf of size, as a string: too long, cut after
+ * the last whole word that fits, with "..." (mid-word only when one word
+ * fills the second half of buf) */
+void rrl_util_copy_words(char *buf, apr_size_t size, const char *s,
+                         apr_size_t len)
+{
+    apr_size_t cut;
+
+    if (len < size) {
+        memcpy(buf, s, len);
+        buf[len] = '\0';
+        return;
+    }
+    for (cut = size - 4; cut > size / 2 && s[cut] != ' '; cut--)
+        ;
+    if (s[cut] != ' ') {
+        cut = size - 4;
+    }
+    while (cut > 0 && (s[cut - 1] == ' ' || s[cut - 1] == ',')) {
+        cut--;
+    }
+    memcpy(buf, s, cut);
+    memcpy(buf + cut, "...", 4);
+}
+
 apr_status_t rrl_util_lock_init(rrl_lock_t *l)
 {
     pthread_mutexattr_t a;

@@ -24,6 +24,8 @@ apr_uint64_t rrl_util_fnv1a(const char *s);
 void rrl_util_siphash128(const unsigned char k[16], const char *key,
                          apr_size_t len, apr_uint64_t h[2]);
 const char *rrl_util_i64(apr_pool_t *p, apr_int64_t v);
+void rrl_util_copy_words(char *buf, apr_size_t size, const char *s,
+                         apr_size_t len);
 
 /* The first word of the module's shared memory regions */
 #define RRL_SHM_MAGIC 0x52524c31u      /* "RRL1" */

@@ -435,6 +435,19 @@ MaxConnectionsPerChild 0
 """,
 }
 
+# event with one child: what a test that counts per child runs under
+def one_child(threads: int) -> str:
+    """mpm_conf for one event child of threads threads: every request of a
+    test shares one child's pipeline and connections."""
+    return (f"StartServers 1\nServerLimit 1\nThreadsPerChild {threads}\n"
+            f"ThreadLimit {threads}\nMinSpareThreads 1\n"
+            f"MaxSpareThreads {threads}\nMaxRequestWorkers {threads}\n")
+
+
+
+# one event child of 8 threads
+ONE_CHILD = one_child(8)
+
 # One JSON object per request; "-" marks what is unset.
 ACCESS_LOG_FORMAT = (
     '{"t":%{%s}t.%{usec_frac}t,"us":%D,"status":%>s,"method":"%m",'
@@ -1278,14 +1291,6 @@ class Redis:
 
 
 # ---- helpers shared by test files ----
-
-def one_child(threads: int) -> str:
-    """mpm_conf for one event child of threads threads: every request of a
-    test shares one child's pipeline and connections."""
-    return (f"StartServers 1\nServerLimit 1\nThreadsPerChild {threads}\n"
-            f"ThreadLimit {threads}\nMinSpareThreads 1\n"
-            f"MaxSpareThreads {threads}\nMaxRequestWorkers {threads}\n")
-
 
 # the status page where tests read the counters (counters())
 STATUS_LOCATION = """

@@ -18,7 +18,8 @@ def line_of(httpd, text, needle):
 
 BAD_DIRECTIVES = [
     # (directive line, words the message must contain)
-    ("RateLimit 100/x", ["'100/x' is not a rate", "N/PERIOD", "100/h"]),
+    ("RateLimit 100/x", ["'100/x' is not a rate", "N/PERIOD", "100/h",
+                         "h, hr, hour"]),
     ("RateLimit 0/s", ["'0/s' is not a rate", "positive whole number"]),
     ("RateLimit -1/s", ["'-1/s' is not a rate"]),
     ("RateLimit 1e9/s", ["'1e9/s' is not a rate"]),
@@ -57,6 +58,11 @@ BAD_DIRECTIVES = [
     ("RateLimit 10/s count=99", ["count=99 is not accepted"]),
     ("RateLimit 10/s key=%{HTTP:X", ["does not parse as an expression",
                                      "string expression"]),
+    ("RateLimit 10/min key=%{REMOTE_USER} phase=access",
+     ["key=%{REMOTE_USER} with phase=access is never known",
+      "use phase=auth"]),
+    ("RateLimit 10/min key=%{REMOTE_USER}-%{REMOTE_ADDR} phase=access",
+     ["with phase=access is never known"]),
     ("RateLimit off burst=1", ["RateLimit off takes no options"]),
     ("RateLimit", ["RateLimit: expected RATE"]),
     ("RateLimitMode off", ["'off' is not a mode", "enforce or dry-run"]),
@@ -69,6 +75,9 @@ BAD_DIRECTIVES = [
                                      "or CIDR", "10.0.0.0/8"]),
     ("RateLimitExempt example.org", ["'example.org' is not an IP address"]),
     ("RateLimitExempt 10.0.0.0/", ["'10.0.0.0/' is not an IP address"]),
+    ("RateLimitExempt 10.0.0.0/00x", ["'10.0.0.0/00x' is not an IP"]),
+    ("RateLimitExempt ::/129", ["'::/129' is not an IP address",
+                                "0.0.0.0/0"]),
     ("RateLimitKeyPrefix 'a b'", ["'a b' is not accepted", "printable"]),
     ("RateLimitLocalSize 1K", ["'1K' is not accepted", "64K to 64G"]),
     ("RateLimitLocalSize lots", ["'lots' is not accepted"]),
@@ -182,6 +191,7 @@ RateLimit 5/second name=d
 RateLimit 5/m name=e algorithm=fixed-window
 RateLimit 5/minute name=f algorithm=sliding-window
 RateLimit 5/hour name=g
+RateLimit 5/hr name=o
 RateLimit 5/d name=h
 RateLimit 5/day name=i
 RateLimit 1000000/s name=j
@@ -192,7 +202,7 @@ RateLimit 10/min "key=%{REMOTE_ADDR} %{HTTP_HOST}" name=n
 RateLimitMode dry-run
 RateLimitStatus 503
 RateLimitHeaders both
-RateLimitExempt 127.0.0.1 10.0.0.0/8 ::1 2001:db8::/32
+RateLimitExempt 127.0.0.1 10.0.0.0/8 ::1 2001:db8::/32 0.0.0.0/0 ::/0
 RateLimitKeyPrefix shop:rl:
 RateLimitDenyCache off
 RateLimitLocalSize 16M
@@ -203,20 +213,111 @@ RateLimitLocalSize 16M
     assert "Syntax OK" in out
 
 
-def test_config_09_nothing_from_htaccess(httpd, env):
-    env.expect_log(r"\.htaccess: RateLimit(Status)? not allowed here")
-    httpd.start("""
+# a valid line of each directive of the command table
+HTACCESS_LINES = {
+    "RateLimit": "RateLimit 2/min",
+    "RateLimitRedis": "RateLimitRedis off",
+    "RateLimitRedisTimeout": "RateLimitRedisTimeout connect=50ms",
+    "RateLimitRedisPool": "RateLimitRedisPool max=2",
+    "RateLimitOnError": "RateLimitOnError allow",
+    "RateLimitMode": "RateLimitMode dry-run",
+    "RateLimitStatus": "RateLimitStatus 503",
+    "RateLimitHeaders": "RateLimitHeaders off",
+    "RateLimitExempt": "RateLimitExempt 127.0.0.1",
+    "RateLimitKeyPrefix": "RateLimitKeyPrefix tenant:",
+    "RateLimitDenyCache": "RateLimitDenyCache off",
+    "RateLimitLocalSize": "RateLimitLocalSize 1M",
+}
+
+
+def command_table() -> dict:
+    """{directive: its contexts} of the module's command table"""
+    main = (rrl.REPO / "mod_redis_ratelimit.c").read_text()
+    table = main[main.index("static const command_rec rrl_cmds[]"):]
+    table = table[:table.index("{ NULL }")]
+    return dict(re.findall(r'AP_INIT_\w+\(\s*"(\w+)",\s*\w+,\s*\w+,'
+                           r'\s*([A-Z_ |]+),', table))
+
+
+@pytest.mark.parametrize("override", ["AllowOverride All",
+                                      "AllowOverrideList"])
+def test_config_09_nothing_from_htaccess(httpd, env, override):
+    """SPEC 7a: whatever AllowOverride or AllowOverrideList say, no
+    directive of the module takes effect from .htaccess: a 500 for that
+    directory with the file and the reason logged, never a crashed child,
+    and the host's limits hold"""
+    table = command_table()
+    assert sorted(HTACCESS_LINES) == sorted(table)
+    env.expect_log(r"\.htaccess: RateLimit\w* (cannot occur within "
+                   r"htaccess files|not allowed here)")
+    listed = override == "AllowOverrideList"
+    if listed:
+        # httpd itself leaves out of the list (with a warning at startup)
+        # what is allowed in no directory
+        override = ("AllowOverride None\n    AllowOverrideList "
+                    + " ".join(HTACCESS_LINES))
+    httpd.start(f"""
 RateLimit 100/min name=host
-<Directory "${docroot}/dir">
-    AllowOverride All
+<Directory "${{docroot}}/dir">
+    {override}
 </Directory>
 """)
-    (httpd.docroot / "dir" / ".htaccess").write_text("RateLimit off\n")
+    htaccess = httpd.docroot / "dir" / ".htaccess"
+    left = 100
+    for directive, line in HTACCESS_LINES.items():
+        htaccess.write_text(line + "\n")
+        for _ in range(2):
+            assert httpd.get("/dir/").status == 500, line
+        why = ("cannot occur within htaccess files"
+               if listed and "ACCESS_CONF" in table[directive]
+               else "not allowed here")
+        httpd.wait_error_log(rf"{re.escape(str(htaccess))}: {directive} "
+                             + why)
+        # the host's limit holds, outside and inside that directory, and
+        # nothing of the server's settings changed
+        r = httpd.get("/small.txt")
+        left -= 1
+        assert r.status == 200
+        assert r.headers["X-RateLimit-Limit"] == "100"
+        assert r.headers["X-RateLimit-Remaining"] == str(left), line
+    htaccess.unlink()
     r = httpd.get("/dir/")
-    assert r.status == 500
-    httpd.wait_error_log("RateLimit not allowed here")
-    (httpd.docroot / "dir" / ".htaccess").write_text(
-        "RateLimitStatus 200\n")
-    assert httpd.get("/dir/").status == 500
-    # nor from the host's own .htaccess-less directories: the limit holds
-    assert httpd.get("/").headers["X-RateLimit-Limit"] == "100"
+    assert r.status == 200
+    assert r.headers["X-RateLimit-Remaining"] == str(left - 1)
+
+
+def test_config_10_redis_twice_in_one_scope(httpd):
+    """SPEC 8: the second RateLimitRedis of a scope would silently win"""
+    snippet = """
+RateLimitRedis redis://127.0.0.1:6390
+RateLimitRedis redis://127.0.0.1:6391
+"""
+    rc, out = httpd.configtest(snippet)
+    assert rc != 0, out
+    text = httpd.render(snippet)
+    first = line_of(httpd, text, ":6390")
+    assert re.search(rf"Syntax error on line {first + 1} of \S+", out), out
+    assert re.search(rf"RateLimitRedis: a second line in this server config "
+                     rf"\(the first is at \S+\.conf:{first}\)", out), out
+    assert "remove one of them" in out
+    rc, out = httpd.configtest("""
+RateLimitRedis off
+<VirtualHost *:${port}>
+    ServerName a.test
+    RateLimitRedis redis://127.0.0.1:6390
+    RateLimitRedis off
+</VirtualHost>""")
+    assert rc != 0, out
+    assert "a second line in this virtual host" in out, out
+    # one in the server config, one in each virtual host: each its own
+    rc, out = httpd.configtest("""
+RateLimitRedis redis://127.0.0.1:6390
+<VirtualHost *:${port}>
+    ServerName a.test
+    RateLimitRedis off
+</VirtualHost>
+<VirtualHost *:${port}>
+    ServerName b.test
+    RateLimitRedis redis://127.0.0.1:6391
+</VirtualHost>""")
+    assert rc == 0, out

@@ -5,6 +5,8 @@ import json
 import re
 import shutil
 import subprocess
+import time
+import urllib.parse
 
 import pytest
 
@@ -148,10 +150,10 @@ RateLimit 5/min name=site
 
     html = httpd.get("/rl-status").text
     assert re.search(r"<h1>Rate limiting status for [\w.:-]+</h1>", html)
-    assert re.search(r"<td>Allowed</td><td>7</td>", html)
-    assert re.search(r"<td>DryRunDenied</td><td>2</td>", html)
-    assert re.search(r"<td>site</td><td>\(all\)</td><td>7</td><td>7</td>",
-                     html)
+    assert re.search(r'<td>Allowed</td><td class="n">7</td>', html)
+    assert re.search(r'<td>DryRunDenied</td><td class="n">2</td>', html)
+    assert re.search(r'<td>site</td><td>\(all\)</td><td>5/min</td>.*'
+                     r'<td class="n">7</td><td class="n">7</td>', html)
     assert redis_server.url() in html
 
 
@@ -296,4 +298,232 @@ def test_status_09_refresh_and_methods(httpd):
     r = httpd.get("/rl-status?refresh=0")
     assert r.headers["Refresh"] == "1"
     assert httpd.get("/rl-status", method="HEAD").status == 200
-    assert httpd.get("/rl-status", method="POST").status == 405
+    assert httpd.get("/rl-status", method="PUT").status == 405
+
+
+# ---- the limits table, sized to the configuration ----
+
+def test_status_10_every_pair_of_many_vhosts_has_its_row(httpd):
+    """300 virtual hosts, each its own limit, and the server's: a row for
+    every (name, vhost) pair of the configuration, whatever the traffic's
+    order, and each counts (the counters once stopped at 256 pairs, the
+    rest added up under "(others)")"""
+    n = 300
+    vhosts = "\n".join(f"""
+<VirtualHost *:${{port}}>
+    ServerName v{i}.test
+    RateLimit 10/min name=per-host
+</VirtualHost>""" for i in range(n))
+    httpd.start(status_conf(vhosts + "\nRateLimit 1000/min name=all\n"))
+    hosts = [f"v{i}.test" for i in reversed(range(n))]
+    for h in hosts:
+        assert httpd.get("/small.txt", host=h).status == 200
+    httpd.access_log(n)
+    rows = {(x["name"], x["vhost"]): x for x in status_json(httpd)["limits"]}
+    assert len(rows) == n + 1
+    assert "(others)" not in {name for name, _ in rows}
+    for h in hosts:
+        assert rows[("per-host", h)]["allowed"] == 1, h
+        assert rows[("per-host", h)]["rate"] == "10/min"
+    assert rows[("all", "")]["allowed"] == n
+    # a graceful restart keeps each pair's counts; one more vhost gets its
+    # own row too
+    more = vhosts + """
+<VirtualHost *:${port}>
+    ServerName new.test
+    RateLimit 10/min name=per-host
+</VirtualHost>"""
+    httpd.reload(status_conf(more + "\nRateLimit 1000/min name=all\n"))
+    assert httpd.get("/small.txt", host="new.test").status == 200
+    httpd.access_log(1)
+    rows = {(x["name"], x["vhost"]): x for x in status_json(httpd)["limits"]}
+    assert len(rows) == n + 2
+    assert rows[("per-host", "v7.test")]["allowed"] == 1
+    assert rows[("per-host", "new.test")]["allowed"] == 1
+    assert rows[("all", "")]["allowed"] == n + 1
+    a = auto(httpd)
+    assert a["Limit[per-host@v299.test] Allowed"] == "1"
+
+
+def test_status_11_limits_table_says_what_each_limit_is(httpd):
+    """Rate, burst, algorithm, key and where it is defined, in HTML, ?json
+    and ?auto; text cells aligned left, numbers right"""
+    snippet = status_conf("""
+RateLimit 100/h burst=20 name=site
+<Location /dir>
+    RateLimit 5/min algorithm=fixed-window key=%{HTTP:X-Api-Key} name=api
+</Location>
+<Location /small.txt>
+    RateLimit 5/min algorithm=fixed-window key=%{HTTP:X-Api-Key} name=api
+</Location>
+""")
+    httpd.start(snippet)
+    text = httpd.render(snippet).splitlines()
+    conf = str(httpd.conf)
+    site_at = f"{conf}:{text.index('RateLimit 100/h burst=20 name=site') + 1}"
+    api_lines = [n for n, ln in enumerate(text, 1) if "name=api" in ln]
+    api_at = [f"{conf}:{n}" for n in api_lines]
+    httpd.get("/small.txt", headers={"X-Api-Key": "k"})
+    httpd.access_log(1)
+
+    limits = {x["name"]: x for x in status_json(httpd)["limits"]}
+    site, api = limits["site"], limits["api"]
+    assert (site["rate"], site["count"], site["period_seconds"],
+            site["burst"], site["algorithm"], site["key"],
+            site["defined"]) == ("100/h", 100, 3600, 20, "gcra",
+                                 "%{REMOTE_ADDR}", [site_at])
+    assert (api["rate"], api["burst"], api["algorithm"], api["key"],
+            api["defined"]) == ("5/min", None, "fixed-window",
+                                "%{HTTP:X-Api-Key}", api_at)
+    assert (site["allowed"], api["allowed"]) == (1, 1)
+
+    a = auto(httpd)
+    assert a["Limit[site] Rate"] == "100/h"
+    assert a["Limit[site] Burst"] == "20"
+    assert a["Limit[site] Algorithm"] == "gcra"
+    assert a["Limit[site] Key"] == "%{REMOTE_ADDR}"
+    assert a["Limit[site] Defined"] == site_at
+    assert "Limit[api] Burst" not in a
+    assert a["Limit[api] Defined"] == ", ".join(api_at)
+
+    html = httpd.get("/rl-status").text
+    row = re.search(r"<tr><td>api</td>.*</tr>", html).group(0)
+    cells = re.findall(r"<td( class=\"n\")?>(.*?)</td>", row)
+    assert [c[1] for c in cells[:7]] == [
+        "api", "(all)", "5/min", "", "fixed-window",
+        "<code>%{HTTP:X-Api-Key}</code>", "<br>".join(api_at)]
+    # numbers right, text left
+    assert [bool(c[0]) for c in cells] == [False] * 3 + [True] + \
+        [False] * 3 + [True] * 3
+    css = re.search(r"<style>(.*)</style>", html, re.S).group(1)
+    rules = dict(re.findall(r"^([^{\n]+) \{ (.*) \}$", css, re.M))
+    assert "text-align: left" in rules["th, td"]
+    assert rules["td.n"] == "text-align: right;"
+    for line in re.findall(r"<tr><td>\w+</td><td class=\"n\">\d+</td>"
+                           r"<td>[^<]+</td></tr>", html):
+        assert line                      # every counter: name, n, words
+    assert len(re.findall(r'<tr><td>\w+</td><td class="n">\d+</td><td>',
+                          html)) >= 16
+
+
+def test_status_12_long_redis_error_cut_at_a_word(httpd, redis_factory,
+                                                  env):
+    """A Redis error too long for the page is cut after a whole word, with
+    "..."; the WRONGTYPE text of Redis 7 is shown whole"""
+    env.expect_log("RRL00013")
+    r = redis_factory("--enable-protected-configs", "local")
+    httpd.start(status_conf(f"RateLimitRedis {r.url()}\n"
+                            "RateLimit 5/min key=%{HTTP:X-K} name=long\n"))
+    c = r.client()
+    c.hset("rl:long:typed", "x", "1")
+    httpd.get("/small.txt", headers={"X-K": "typed"})
+    err = status_json(httpd)["redis"][0]["last_error"]
+    assert re.search(r"WRONGTYPE Operation against a key holding the "
+                     r"wrong kind of value.*@user_script:\d+\.$", err), err
+    # MISCONF: writes refused after a failed save, a message of 300 bytes
+    d = r.dir / "gone"
+    d.mkdir()
+    c.config_set("dir", str(d))
+    c.config_set("save", "3600 1")
+    d.rmdir()
+    c.bgsave()
+    rrl.wait_for(lambda: c.info("persistence")["rdb_last_bgsave_status"]
+                 == "err", 10, "a failed BGSAVE")
+    with pytest.raises(Exception) as e:
+        c.set("probe", "1")
+    full = str(e.value)
+    assert full.startswith("MISCONF") and len(full) > 260, full
+    httpd.get("/small.txt", headers={"X-K": "other"})
+    shown = {
+        "json": status_json(httpd)["redis"][0]["last_error"],
+        "auto": auto(httpd)["Redis[0] LastError"],
+    }
+    html = httpd.get("/rl-status").text
+    shown["html"] = re.search(r"<td>(EVALSHA: MISCONF[^<]*) \(", html).group(1)
+    for where, text in shown.items():
+        assert text.startswith("EVALSHA: MISCONF"), (where, text)
+        assert text.endswith("..."), (where, text)
+        kept = text[len("EVALSHA: "):-3]
+        assert full.startswith(kept), (where, text)
+        assert full[len(kept)] in " ,", (where, text)   # a whole word
+        assert len(text) < 256
+    c.config_set("save", "")
+
+
+# ---- unblock a client in the local store ----
+
+def unblock(httpd, source=None, headers=None, **fields):
+    body = urllib.parse.urlencode(fields).encode()
+    h = {"Content-Type": "application/x-www-form-urlencoded",
+         **(headers or {})}
+    return httpd.get("/rl-status", method="POST", body=body, headers=h,
+                     source=source)
+
+
+def test_status_13_unblock_a_client_in_the_local_store(httpd, env):
+    """POST action=unblock to the status page forgets one key's state in
+    the local store, for whom the page's own Require lets in; the key
+    value is neither logged nor shown"""
+    env.expect_log("AH01630")                    # denied by Require
+    secret = "sk_live_" + "S3CR3T" * 12           # hashed: over 64 bytes
+    httpd.start(status_conf("""
+RateLimit 2/h name=slow
+<VirtualHost *:${port}>
+    ServerName api.test
+    RateLimit 1/h key=%{HTTP:X-Api-Key} name=apikey
+    <Location "/rl-status">
+        SetHandler redis-ratelimit-status
+        Require ip 127.0.0.1 ::1
+    </Location>
+</VirtualHost>
+""", "Require ip 127.0.0.1 ::1"))
+    gets = [httpd.get("/small.txt").status for _ in range(3)]
+    assert gets == [200, 200, 429]
+    # the page's own access control, and no other site's page
+    assert unblock(httpd, source="127.0.0.2", action="unblock",
+                   limit="slow", key="127.0.0.1").status == 403
+    r = unblock(httpd, headers={"Origin": "http://evil.example"},
+                action="unblock", limit="slow", key="127.0.0.1")
+    assert r.status == 403
+    assert unblock(httpd, headers={"Sec-Fetch-Site": "cross-site"},
+                   action="unblock", limit="slow",
+                   key="127.0.0.1").status == 403
+    r = unblock(httpd, action="unblock", limit="slow")
+    assert r.status == 400 and "key=VALUE" in r.text
+    r = unblock(httpd, action="unblock", limit="nope", key="127.0.0.1")
+    assert r.status == 404 and "no limit named nope" in r.text
+    assert httpd.get("/small.txt").status == 429     # nothing changed
+    r = unblock(httpd, action="unblock", limit="slow", key="127.0.0.1")
+    assert (r.status, r.text) == (200, "RateLimit slow: that key's state "
+                                  "was cleared in the local store\n")
+    assert [httpd.get("/small.txt").status for _ in range(3)] == \
+        [200, 200, 429]
+    httpd.wait_error_log(r"\[redis_ratelimit:notice\].*RRL00025: "
+                         r"RateLimit slow: a key's state cleared")
+    # a limit of a virtual host, by a key hashed in the store
+    h = {"X-Api-Key": secret}
+    assert [httpd.get("/small.txt", host="api.test", headers=h,
+                      source="127.0.0.4").status
+            for _ in range(2)] == [200, 429]
+    r = unblock(httpd, action="unblock", limit="apikey", key=secret)
+    assert r.status == 404                  # its vhost is part of its name
+    r = unblock(httpd, action="unblock", limit="apikey", vhost="api.test",
+                key=secret)
+    assert r.text == ("RateLimit apikey of virtual host api.test: that "
+                      "key's state was cleared in the local store\n")
+    r = unblock(httpd, action="unblock", limit="apikey", vhost="api.test",
+                key=secret)
+    assert "kept no state for that key" in r.text
+    assert httpd.get("/small.txt", host="api.test", headers=h,
+                     source="127.0.0.5").status == 200
+    # an IPv6 client, by its address: grouped by /64 as requests are
+    if rrl.ipv6_usable():
+        assert [httpd.get("/small.txt", ipv6=True).status
+                for _ in range(3)] == [200, 200, 429]
+        r = unblock(httpd, action="unblock", limit="slow", key="::1")
+        assert "was cleared" in r.text
+        assert httpd.get("/small.txt", ipv6=True).status == 200
+    httpd.access_log()
+    for q in ("", "?auto", "?json", "?metrics"):
+        assert secret not in httpd.get("/rl-status" + q).text
+    assert secret not in "\n".join(httpd.error_log_lines())

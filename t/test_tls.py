@@ -63,7 +63,7 @@ def test_tls_01_exact_across_two_instances(httpd, httpd_factory, tls_redis):
 
 def test_tls_02_client_certificate_required_and_given(httpd, tls_redis,
                                                       tls_files, env):
-    env.expect_log("RRL00013", "RRL00019")
+    env.expect_log("RRL00013", "RRL00019", "RRL00023")
     r = tls_redis(auth_clients=True)
     # without a certificate, Redis ends the handshake: a Redis error
     httpd.vars["redis_url"] = tls_url(r)
@@ -111,12 +111,14 @@ def test_tls_03_a_server_that_does_not_verify_is_refused(httpd, tls_redis,
     """A wrong CA, an expired certificate, a name or address it was not
     made for: refused by default, with OpenSSL's reason in the log, and
     RateLimitOnError decides; verify=off accepts it, with a warning."""
-    env.expect_log("RRL00013", "RRL00019", "RRL00040")
+    env.expect_log("RRL00013", "RRL00019", "RRL00023", "RRL00040")
     r = tls_redis(cert=cert)
     opts = {k: tls_files.pem(v) if k == "cacert" else v
             for k, v in opts.items()}
     httpd.vars["redis_url"] = tls_url(r, **opts)
     httpd.start(snippet("RateLimit 2/min name=ver", on_error="deny"))
+    # the parent's PING at startup says so first, with the same reason
+    assert re.search(why, httpd.wait_error_log("RRL00023.*does not verify"))
     assert httpd.get("/small.txt").status == 429
     assert results(httpd, 1) == ["fallback-denied"]
     line = httpd.wait_error_log("RRL00019")
