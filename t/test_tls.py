@@ -142,7 +142,13 @@ def test_tls_04_sni_names_the_server(httpd, tls_redis, tls_files):
     httpd.start(snippet("RateLimit 2/min name=sni", on_error="deny"))
     assert [httpd.get("/small.txt").status for _ in range(3)] \
         == [200, 200, 429]
-    # and by name, with no sni=: the URL's host is the name
+    # and by name, with no sni=: the URL's host is the name (where the
+    # system resolves localhost: a bare chroot may have no /etc/hosts)
+    try:
+        socket.getaddrinfo("localhost", r.port)
+    except socket.gaierror:
+        return
+    httpd.mark()
     httpd.vars["redis_url"] = (f"rediss://localhost:{r.port}"
                                + r.tls_query())
     httpd.start(snippet("RateLimit 2/min name=sni2", on_error="deny"))
