@@ -5,6 +5,7 @@ and the name are verified by default; a failure is a Redis error like any
 other (RateLimitOnError decides, the breaker backs off), never a crash or a
 hang."""
 import re
+import socket
 import threading
 
 import pytest
