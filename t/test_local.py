@@ -695,3 +695,19 @@ def test_conf_01_example_vhost(httpd):
     assert r.status == 200
     assert r.headers["X-RateLimit-Remaining"] == "13"
     assert httpd.access_log()[-1]["name"] == "vhost-1"
+
+
+def test_conf_02_demo(httpd):
+    """conf/demo.conf, as bash .ci/demo loads it: its limit, and the status
+    page it serves (Require local), which the limit does not count."""
+    httpd.start((rrl.REPO / "conf" / "demo.conf").read_text())
+    assert statuses(gets(httpd, 6)) == [200] * 5 + [429]
+    for _ in range(3):
+        r = httpd.get("/ratelimit-status?auto")
+        assert r.status == 200
+    counters = dict(line.split(": ", 1) for line in r.text.splitlines())
+    assert (counters["Allowed"], counters["Denied"]) == ("5", "1")
+    assert counters["Limit[demo] Denied"] == "1"
+    r = httpd.get("/ratelimit-status")
+    assert r.status == 200
+    assert r.headers["Content-Type"].startswith("text/html")
