@@ -399,7 +399,7 @@ static int rrl_pipe_unlink(rrl_node_t *node, rrl_call_t *me)
  * read by the command timeout); the wait is bounded too, by twice a round
  * trip with its retry.  Should a wake-up ever be lost, the
  * backstop finds the call done or leading all the same (and says so when
- * the wake-up does not come a command timeout later either), or still in
+ * the wake-up does not come a command timeout, or 1 s, later either), or still in
  * the queue, which it leaves as a timeout; a call in a round trip under
  * way waits for its end.  A wake-up that comes after the
  * backstop was no longer waited for reaches a later call of this thread,
@@ -428,6 +428,9 @@ static int rrl_pipe_wait(request_rec *r, rrl_backend_t *be,
      * timeouts answer */
     apr_interval_time_t bound = 2 * (be->connect_timeout
                                      + 2 * be->command_timeout);
+    /* and for a wake-up on its way, a command timeout, at least 1 s */
+    apr_interval_time_t grace = be->command_timeout > apr_time_from_sec(1)
+                                ? be->command_timeout : apr_time_from_sec(1);
     apr_time_t deadline = me->queued + bound;
 
     for (;;) {
@@ -440,15 +443,13 @@ static int rrl_pipe_wait(request_rec *r, rrl_backend_t *be,
                  * way (a leader posts after it unlocks, and may be held up
                  * there, as under valgrind); lost if it does not come */
                 pthread_mutex_unlock(&node->pipe_mx);
-                if (rrl_sem_wait_until(wake, apr_time_now()
-                                             + be->command_timeout) != 0) {
+                if (rrl_sem_wait_until(wake, apr_time_now() + grace) != 0) {
                     ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
                                   RRL_LOGNO(00021) "%s: a request's wake-up "
                                   "in the pipeline did not come within %"
                                   APR_TIME_T_FMT " ms (a bug: please report "
                                   "it); it goes on", be->u->masked,
-                                  apr_time_as_msec(bound
-                                                   + be->command_timeout));
+                                  apr_time_as_msec(bound + grace));
                 }
                 pthread_mutex_lock(&node->pipe_mx);
             }
