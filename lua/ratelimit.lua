@@ -15,15 +15,20 @@ ARGV[2+8(i-1) .. 9+8(i-1)], for limit i:
           cost, mode (0 check and spend, 1 check only, 2 spend only, never
           below empty)
 
-Stored values (strings; each written with PX no longer than it matters):
-  gcra            "TAT"                   theoretical arrival time
-  token-bucket    "TOKENS TS"             tokens as of TS
-  fixed-window    "WINDOW COUNT"
-  sliding-window  "WINDOW COUNT PREVIOUS"
+Stored values (strings; each written with PX no longer than it matters),
+the algorithm's letter first:
+  gcra            "g TAT"                 theoretical arrival time
+  token-bucket    "t TOKENS TS"           tokens as of TS
+  fixed-window    "f START COUNT"         START: of the window (us)
+  sliding-window  "s START COUNT PREVIOUS"
+A value of another algorithm (the limit's algorithm= changed, its name
+kept) reads as no value, as does one written before values carried their
+letter (numbers alone): the key starts afresh, as in the local store.
 
 Reply: { all allowed (1/0), now (us),
          then for limit i: allowed (1/0), remaining, reset (us), retry (us) }
-A stored value the script cannot read is an error reply, never a guess.
+A value of this algorithm the script cannot read is an error reply, never
+a guess.
 ]]
 
 local floor = math.floor
@@ -37,6 +42,22 @@ local function idiv(a, b)
     q = q + 1
   end
   return q
+end
+
+-- each algorithm's letter, and its value's shape
+local TAG = { [0] = 'g', 't', 'f', 's' }
+local SHAPE = { [0] = '^g (%d+)$', '^t (%d+) (%d+)$', '^f (%d+) (%d+)$',
+                '^s (%d+) (%d+) (%d+)$' }
+
+-- a stored number: digits, at most 2^53 (what a double holds exactly)
+local function num(s)
+  if s and #s <= 16 then
+    local v = tonumber(s)
+    if v <= 9007199254740992 then
+      return v
+    end
+  end
+  return nil
 end
 
 local now = tonumber(ARGV[1])
@@ -60,14 +81,18 @@ for i = 1, n do
   local key = KEYS[i]
   local state = redis.call('GET', key)
   local s1, s2, s3
-  if state then
-    s1, s2, s3 = string.match(state, '^(%-?%d+) ?(%-?%d*) ?(%-?%d*)$')
-    s1, s2, s3 = tonumber(s1), tonumber(s2), tonumber(s3)
+  if state and string.sub(state, 1, 2) == TAG[alg] .. ' ' then
+    local a1, a2, a3 = string.match(state, SHAPE[alg])
+    s1, s2, s3 = num(a1), num(a2), num(a3)
     local want = (alg == 0 and 1) or (alg == 3 and 3) or 2
-    if not s1 or (want > 1 and not s2) or (want > 2 and not s3)
-       or (want < 3 and s3) or (want < 2 and s2) then
+    if not s1 or (want > 1 and not s2) or (want > 2 and not s3) then
       return redis.error_reply('ERR rrl: unreadable state in ' .. key)
     end
+  elseif state and (string.match(state, '^[gtfs] ')
+                    or string.match(state, '^[%d %-]+$')) then
+    state = false             -- another algorithm's: nothing stored
+  elseif state then
+    return redis.error_reply('ERR rrl: unreadable state in ' .. key)
   end
 
   local allowed, remaining, reset, retry, value, ttl = false, 0, 0, 0, nil, 0
@@ -85,7 +110,7 @@ for i = 1, n do
     end
     allowed = mode == 2 or want - now <= tau
     if allowed and mode ~= 1 then
-      value = string.format('%d', want)
+      value = string.format('g %d', want)
       ttl = want - now
       base = want
     elseif not allowed then
@@ -125,7 +150,7 @@ for i = 1, n do
     end
     if allowed and mode ~= 1 then
       tokens = tokens - cost
-      value = string.format('%d %d', tokens, ts)
+      value = string.format('t %d %d', tokens, ts)
     elseif not allowed then
       retry = (cost - tokens) * T - (now - ts)
     end
@@ -137,11 +162,11 @@ for i = 1, n do
 
   elseif alg == 2 then
     -- fixed-window
-    local w, c = idiv(now, period), 0
+    local w, c = idiv(now, period) * period, 0
     if state and s1 >= w then
       w, c = s1, s2           -- a clock going back stays put
     end
-    local stop = (w + 1) * period
+    local stop = w + period
     if mode == 2 then
       allowed = true
       if c + cost > count then
@@ -152,7 +177,7 @@ for i = 1, n do
     end
     if allowed and mode ~= 1 then
       c = c + cost
-      value = string.format('%d %d', w, c)
+      value = string.format('f %d %d', w, c)
       ttl = stop - now
     elseif not allowed then
       retry = stop - now
@@ -167,15 +192,15 @@ for i = 1, n do
   else
     -- sliding-window
     local PU = idiv(period, U)
-    local w, curr, prev = idiv(now, period), 0, 0
+    local w, curr, prev = idiv(now, period) * period, 0, 0
     if state then
       if s1 >= w then
         w, curr, prev = s1, s2, s3
-      elseif s1 == w - 1 then
+      elseif s1 == w - period then
         prev = s2
       end
     end
-    local e = now - w * period
+    local e = now - w
     if e < 0 then
       e = 0
     end
@@ -191,12 +216,12 @@ for i = 1, n do
     end
     if allowed and mode ~= 1 then
       curr = curr + cost
-      value = string.format('%d %d %d', w, curr, prev)
-      ttl = (w + 2) * period - now
+      value = string.format('s %d %d %d', w, curr, prev)
+      ttl = w + 2 * period - now
     elseif not allowed then
       local a2, at = count - curr - cost, 0
       if a2 >= 0 and prev > 0 and PU - idiv(a2 * PU, prev) < PU then
-        at = w * period + (PU - idiv(a2 * PU, prev)) * U
+        at = w + (PU - idiv(a2 * PU, prev)) * U
       else
         local e2 = 0
         if curr > 0 then
@@ -205,7 +230,7 @@ for i = 1, n do
             e2 = 0
           end
         end
-        at = (w + 1) * period + e2 * U
+        at = w + period + e2 * U
       end
       retry = at - now
     end
@@ -213,9 +238,9 @@ for i = 1, n do
       remaining = avail - curr
     end
     if curr > 0 then
-      reset = (w + 2) * period - now
+      reset = w + 2 * period - now
     elseif prev > 0 then
-      reset = (w + 1) * period - now
+      reset = w + period - now
     end
   end
 

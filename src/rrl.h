@@ -55,6 +55,7 @@
 #define RRL_NAME_MAX       64
 
 typedef enum {
+    RRL_ALG_NONE = -1,          /* of a state: nothing stored */
     RRL_ALG_GCRA = 0,
     RRL_ALG_TOKEN_BUCKET,
     RRL_ALG_FIXED_WINDOW,

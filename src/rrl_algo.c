@@ -146,12 +146,18 @@ const char *rrl_algo_check_params(apr_pool_t *p, const char *rate,
  * The four algorithms, in integer microseconds.  st[] is the stored state
  * (present == 0: nothing stored, which every algorithm reads as "nothing
  * used"), now the store's clock.  lua/ratelimit.lua is the same code for
- * Redis; t/vectors.json holds the cases both must answer alike.
+ * Redis; t/vectors.json holds the cases both must answer alike.  Both
+ * stores keep with a state the algorithm that wrote it, and a state of
+ * another one reads as nothing stored (rrl_algo_decide).
  *
  *   gcra           st = { tat }            theoretical arrival time
  *   token-bucket   st = { tokens, ts }     tokens as of ts
- *   fixed-window   st = { window, count }
- *   sliding-window st = { window, count, previous window's count }
+ *   fixed-window   st = { start, count }   start: of the window, in us
+ *   sliding-window st = { start, count, previous window's count }
+ *
+ * A window is kept by its start in time, not its number, so that a limit
+ * whose period changed reads a window of the old period as one that
+ * started then (a number would be read in units of the new period).
  */
 static apr_int64_t rrl_floor_div(apr_int64_t a, apr_int64_t b)
 {
@@ -231,13 +237,13 @@ static void rrl_token_bucket(const rrl_params_t *p, apr_int64_t cost,
     o->ttl = o->reset;
 }
 
-/* fixed-window: st = { window, count } */
+/* fixed-window: st = { start, count } */
 static void rrl_fixed_window(const rrl_params_t *p, apr_int64_t cost,
                              rrl_mode_e mode, const apr_int64_t *st,
                              int present, apr_int64_t now, rrl_outcome_t *o)
 {
     apr_int64_t n = p->count, P = p->period;
-    apr_int64_t w = now / P, c = 0, end;
+    apr_int64_t w = now / P * P, c = 0, end;
 
     if (present) {
         if (st[0] >= w) {
@@ -245,7 +251,7 @@ static void rrl_fixed_window(const rrl_params_t *p, apr_int64_t cost,
             c = st[1];
         }
     }
-    end = (w + 1) * P;
+    end = w + P;
     if (mode == RRL_MODE_FORCE) {
         o->allowed = 1;
         cost = c + cost <= n ? cost : n - c;
@@ -267,14 +273,14 @@ static void rrl_fixed_window(const rrl_params_t *p, apr_int64_t cost,
     o->reset = c > 0 ? end - now : 0;
 }
 
-/* sliding-window: st = { window, count, previous window's count } */
+/* sliding-window: st = { start, count, previous window's count } */
 static void rrl_sliding_window(const rrl_params_t *p, apr_int64_t cost,
                                rrl_mode_e mode, const apr_int64_t *st,
                                int present, apr_int64_t now, rrl_outcome_t *o)
 {
     apr_int64_t n = p->count, P = p->period;
     apr_int64_t U = p->unit, PU = P / U;
-    apr_int64_t w = now / P, curr = 0, prev = 0, e, weight, avail;
+    apr_int64_t w = now / P * P, curr = 0, prev = 0, e, weight, avail;
 
     if (present) {
         if (st[0] >= w) {
@@ -282,11 +288,11 @@ static void rrl_sliding_window(const rrl_params_t *p, apr_int64_t cost,
             curr = st[1];
             prev = st[2];
         }
-        else if (st[0] == w - 1) {
+        else if (st[0] == w - P) {
             prev = st[1];
         }
     }
-    e = now - w * P;
+    e = now - w;
     if (e < 0) {
         e = 0;
     }
@@ -306,7 +312,7 @@ static void rrl_sliding_window(const rrl_params_t *p, apr_int64_t cost,
         o->next[0] = w;
         o->next[1] = curr;
         o->next[2] = prev;
-        o->ttl = (w + 2) * P - now;
+        o->ttl = w + 2 * P - now;
     }
     else if (!o->allowed) {
         /* the first moment this request would pass: later in this
@@ -314,7 +320,7 @@ static void rrl_sliding_window(const rrl_params_t *p, apr_int64_t cost,
         apr_int64_t a = n - curr - cost, at;
 
         if (a >= 0 && prev > 0 && PU - (a * PU) / prev < PU) {
-            at = w * P + (PU - (a * PU) / prev) * U;
+            at = w + (PU - (a * PU) / prev) * U;
         }
         else {
             apr_int64_t b = n - cost, e2 = 0;
@@ -323,13 +329,12 @@ static void rrl_sliding_window(const rrl_params_t *p, apr_int64_t cost,
                 e2 = PU - (b * PU) / curr;
                 e2 = e2 > 0 ? e2 : 0;
             }
-            at = (w + 1) * P + e2 * U;
+            at = w + P + e2 * U;
         }
         o->retry = at - now;
     }
     o->remaining = avail - curr > 0 ? avail - curr : 0;
-    o->reset = curr > 0 ? (w + 2) * P - now
-                        : prev > 0 ? (w + 1) * P - now : 0;
+    o->reset = curr > 0 ? w + 2 * P - now : prev > 0 ? w + P - now : 0;
 }
 
 typedef void (*rrl_algo_fn)(const rrl_params_t *p, apr_int64_t cost,
@@ -341,10 +346,14 @@ static const rrl_algo_fn rrl_algos[] = {
     rrl_gcra, rrl_token_bucket, rrl_fixed_window, rrl_sliding_window
 };
 
+/* st was written by stored_alg (RRL_ALG_NONE: nothing is stored): a
+ * limit whose algorithm changed under the same name starts afresh, never
+ * reads another algorithm's numbers as its own */
 void rrl_algo_decide(const rrl_params_t *p, apr_int64_t cost, rrl_mode_e mode,
-                     const apr_int64_t *st, int present, apr_int64_t now,
+                     const apr_int64_t *st, int stored_alg, apr_int64_t now,
                      rrl_outcome_t *o)
 {
     memset(o, 0, sizeof(*o));
-    rrl_algos[p->algorithm](p, cost, mode, st, present, now, o);
+    rrl_algos[p->algorithm](p, cost, mode, st,
+                            stored_alg == (int)p->algorithm, now, o);
 }

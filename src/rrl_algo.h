@@ -33,7 +33,7 @@ const char *rrl_algo_check_params(apr_pool_t *p, const char *rate,
                                   rrl_params_t *rp, apr_int64_t cost,
                                   int burst_given);
 void rrl_algo_decide(const rrl_params_t *p, apr_int64_t cost, rrl_mode_e mode,
-                     const apr_int64_t *st, int present, apr_int64_t now,
+                     const apr_int64_t *st, int stored_alg, apr_int64_t now,
                      rrl_outcome_t *o);
 
 #endif /* RRL_ALGO_H */

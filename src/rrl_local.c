@@ -26,6 +26,7 @@ typedef struct {
     apr_uint64_t h[2];            /* keyed hash of the store key */
     apr_int64_t expires;          /* us since the epoch; 0: free */
     apr_int64_t v[3];             /* algorithm state */
+    apr_int32_t alg;              /* of v: the rrl_alg_e that wrote it */
 } rrl_slot_t;
 
 /* Bucket b is guarded by lock b % RRL_STRIPES: 32 threads of two children
@@ -154,7 +155,8 @@ apr_status_t rrl_local_decide(request_rec *r, rrl_item_t *items, int n,
         rrl_slot_t *s = rrl_local_slot(h[i], now, 0);
 
         rrl_algo_decide(items[i].p, items[i].cost, items[i].mode,
-                        s ? s->v : NULL, s != NULL, now, &o[i]);
+                        s ? s->v : NULL, s ? s->alg : RRL_ALG_NONE, now,
+                        &o[i]);
         all = all && o[i].allowed;
     }
     for (i = 0; all && i < n; i++) {
@@ -168,6 +170,7 @@ apr_status_t rrl_local_decide(request_rec *r, rrl_item_t *items, int n,
             s->h[0] = h[i][0];
             s->h[1] = h[i][1];
             memcpy(s->v, o[i].next, sizeof(s->v));
+            s->alg = (apr_int32_t)items[i].p->algorithm;
             s->expires = now + o[i].ttl;
         }
         else {
