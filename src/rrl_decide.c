@@ -32,8 +32,16 @@ typedef struct {
     const rrl_limit_t *shown;     /* limit whose headers are out */
     apr_int64_t shown_remaining;
     int env_added;                /* RATELIMIT_*: 1 RESULT, 2 all four */
-    apr_array_header_t *pending;  /* rrl_item_t: count= spends at log time */
+    apr_array_header_t *reserved; /* rrl_reserved_t: what count= limits
+                                   * spent, given back at log time unless
+                                   * the final status is one they count */
 } rrl_req_t;
+
+/* A count= limit's spend, and the store it is in */
+typedef struct {
+    rrl_item_t it;
+    int local;                    /* the local store, else the server's Redis */
+} rrl_reserved_t;
 
 /* RATELIMIT_RESULT's texts, by rrl_result_e */
 static const char *const rrl_result_names[RRL_RES_MAX] = {
@@ -193,8 +201,7 @@ static int rrl_answer(request_rec *r, const rrl_dir_conf_t *dc, rrl_req_t *rq,
         return DECLINED;
     }
     rq->result = src == RRL_BY_STORE ? RRL_RES_DENIED : RRL_RES_LOCAL_DENIED;
-    rq->denied = 1;
-    rq->pending = NULL;          /* a denied request spends nothing */
+    rq->denied = 1;              /* this decision spent nothing */
     rrl_set_env(r, rq, &rq->env_added);
     apr_table_setn(r->err_headers_out, "Retry-After",
                    rrl_util_i64(r->pool, retry > RRL_USEC_PER_SEC
@@ -277,7 +284,6 @@ static int rrl_on_error(request_rec *r, const rrl_dir_conf_t *dc,
     }
     rq->result = RRL_RES_FALLBACK_DENIED;
     rq->denied = 1;
-    rq->pending = NULL;
     rrl_set_env(r, rq, &rq->env_added);
     apr_table_setn(r->err_headers_out, "Retry-After", "1");
     return rrl_config_status(dc);
@@ -293,6 +299,35 @@ static int rrl_is_status_request(request_rec *r)
         h = ap_expr_str_exec(r, cd->expr_handler, &err);
     }
     return h && !err && strcmp(h, RRL_STATUS_HANDLER) == 0;
+}
+
+/*
+ * count= limits reserve at check time what the request would spend (they
+ * spend it as any limit does), so that however many requests are in
+ * flight at once no more of them can end with a counted status than the
+ * limit has; what was spent is given back at log time (rrl_decide_log)
+ * unless the final status counts.  A spend never given back (a child
+ * killed) expires with the state.
+ */
+static void rrl_reserve(request_rec *r, rrl_req_t *rq, const rrl_item_t *items,
+                        int n, int local)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        rrl_reserved_t *rs;
+
+        if (!items[i].spent || !items[i].limit->nstatuses) {
+            continue;
+        }
+        if (!rq->reserved) {
+            rq->reserved = apr_array_make(r->pool, 2, sizeof(*rs));
+        }
+        rs = apr_array_push(rq->reserved);
+        rs->it = items[i];
+        rs->it.mode = RRL_MODE_REFUND;
+        rs->local = local;
+    }
 }
 
 static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
@@ -358,14 +393,9 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
         it->limit = l;
         it->p = &l->p;
         it->cost = l->cost;
-        it->mode = l->nstatuses ? RRL_MODE_CHECK : RRL_MODE_SPEND;
+        it->mode = RRL_MODE_SPEND;   /* count= too: a reservation */
+        it->spent = 0;
         it->hashed = 0;
-        if (it->mode == RRL_MODE_CHECK) {
-            if (!rq->pending) {
-                rq->pending = apr_array_make(r->pool, 2, sizeof(rrl_item_t));
-            }
-            APR_ARRAY_PUSH(rq->pending, rrl_item_t) = *it;
-        }
         n++;
     }
     if (!n) {
@@ -389,6 +419,7 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
     if (!rrl_decide_items(r, sc, dc, items, n, &now, &src)) {
         return rrl_on_error(r, dc, rq);
     }
+    rrl_reserve(r, rq, items, n, !sc->backend || src != RRL_BY_STORE);
     if (deny_cache && src == RRL_BY_STORE
         && rrl_config_mode(dc) == RRL_ENFORCE) {
         apr_time_t local = apr_time_now();
@@ -412,19 +443,34 @@ int rrl_decide_fixups(request_rec *r)
     return rrl_decide_phase(r, RRL_PHASE_AUTH);
 }
 
+/* Does limit l count final status st (count=)? */
+static int rrl_counts(const rrl_limit_t *l, int st)
+{
+    int j;
+
+    for (j = 0; j < l->nstatuses; j++) {
+        if (l->statuses[j] == st) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /*
- * count= limits spend when the response is logged, and only on the final
- * statuses they name.  The RATELIMIT_* variables are also copied to the
- * final request of an internal redirect (ErrorDocument 429), where
- * mod_log_config reads them.
+ * What count= limits reserved is given back when the final status is not
+ * one they count, in the store that took it: Redis (one EVALSHA; when it
+ * fails, the reservation expires with the state) or the local store.  The
+ * RATELIMIT_* variables are also copied to the final request of an
+ * internal redirect (ErrorDocument 429), where mod_log_config reads them.
  */
 int rrl_decide_log(request_rec *r)
 {
     rrl_req_t *rq = ap_get_module_config(r->request_config,
                                          &redis_ratelimit_module);
     request_rec *last = r;
+    rrl_reserved_t *rs;
     rrl_item_t *items;
-    int i, n = 0;
+    int i, local, n;
 
     if (!rq) {
         return DECLINED;
@@ -441,32 +487,31 @@ int rrl_decide_log(request_rec *r)
         }
         rrl_counters_count_result(rq->result);
     }
-    if (!rq->pending || rq->denied) {
+    if (!rq->reserved) {
         return DECLINED;
     }
-    items = (rrl_item_t *)rq->pending->elts;
-    for (i = 0; i < rq->pending->nelts; i++) {
-        const rrl_limit_t *l = items[i].limit;
-        int j;
-
-        for (j = 0; j < l->nstatuses; j++) {
-            if (l->statuses[j] == last->status) {
-                items[n] = items[i];
-                items[n].mode = RRL_MODE_FORCE;
-                n++;
-                break;
+    rs = (rrl_reserved_t *)rq->reserved->elts;
+    items = apr_palloc(r->pool, sizeof(*items) * rq->reserved->nelts);
+    for (local = 0; local < 2; local++) {
+        for (i = n = 0; i < rq->reserved->nelts; i++) {
+            if (rs[i].local == local
+                && !rrl_counts(rs[i].it.limit, last->status)) {
+                items[n++] = rs[i].it;
             }
         }
-    }
-    if (n) {
-        const rrl_dir_conf_t *dc = ap_get_module_config(
-            r->per_dir_config, &redis_ratelimit_module);
-        const rrl_srv_conf_t *sc = ap_get_module_config(
-            r->server->module_config, &redis_ratelimit_module);
-        apr_int64_t now;
-        rrl_source_e src;
+        if (n && local) {
+            rrl_local_decide(r, items, n, apr_time_now());
+        }
+        else if (n) {
+            const rrl_dir_conf_t *dc = ap_get_module_config(
+                r->per_dir_config, &redis_ratelimit_module);
+            const rrl_srv_conf_t *sc = ap_get_module_config(
+                r->server->module_config, &redis_ratelimit_module);
+            apr_int64_t now = apr_time_now();
 
-        rrl_decide_items(r, sc, dc, items, n, &now, &src);
+            rrl_redis_decide(r, sc->backend, rrl_config_on_error_name(dc),
+                             items, n, &now);
+        }
     }
     return DECLINED;
 }

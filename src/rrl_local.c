@@ -155,8 +155,8 @@ apr_status_t rrl_local_decide(request_rec *r, rrl_item_t *items, int n,
         rrl_slot_t *s = rrl_local_slot(h[i], now, 0);
 
         rrl_algo_decide(items[i].p, items[i].cost, items[i].mode,
-                        s ? s->v : NULL, s ? s->alg : RRL_ALG_NONE, now,
-                        &o[i]);
+                        items[i].until, s ? s->v : NULL,
+                        s ? s->alg : RRL_ALG_NONE, now, &o[i]);
         all = all && o[i].allowed;
     }
     for (i = 0; all && i < n; i++) {
@@ -186,6 +186,10 @@ apr_status_t rrl_local_decide(request_rec *r, rrl_item_t *items, int n,
         items[i].remaining = o[i].remaining;
         items[i].reset = o[i].reset;
         items[i].retry = o[i].retry;
+        items[i].spent = all && items[i].mode == RRL_MODE_SPEND;
+        if (items[i].spent) {
+            items[i].until = now + o[i].reset;
+        }
     }
     return APR_SUCCESS;
 }

@@ -81,19 +81,20 @@ void rrl_script_init(apr_pool_t *p)
 const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
                                int n, apr_size_t *lenp)
 {
+    /* mode, and until: a refund's, or none */
     static const char *const modes[] = {
-        "$1\r\n0\r\n", "$1\r\n1\r\n", "$1\r\n2\r\n"
+        "$1\r\n0\r\n$0\r\n\r\n", "$1\r\n1\r\n"
     };
     apr_size_t room = 16 + rrl_script_evalsha_head_len + 26 + 6;
     char *buf, *o, num[20];
     int i;
 
     for (i = 0; i < n; i++) {
-        room += items[i].keylen + 26 + items[i].limit->resp_len + 7;
+        room += items[i].keylen + 26 + items[i].limit->resp_len + 7 + 26;
     }
     o = buf = apr_palloc(p, room);
     *o++ = '*';
-    o = rrl_util_put_uint(o, (apr_uint64_t)(4 + 9 * n));
+    o = rrl_util_put_uint(o, (apr_uint64_t)(4 + 10 * n));
     *o++ = '\r';
     *o++ = '\n';
     memcpy(o, rrl_script_evalsha_head, rrl_script_evalsha_head_len);
@@ -107,14 +108,22 @@ const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
     for (i = 0; i < n; i++) {
         memcpy(o, items[i].limit->resp, items[i].limit->resp_len);
         o += items[i].limit->resp_len;
-        memcpy(o, modes[items[i].mode], 7);
-        o += 7;
+        if (items[i].mode == RRL_MODE_REFUND) {
+            memcpy(o, modes[1], 7);
+            o = rrl_resp_put_bulk(o + 7, num, rrl_util_put_uint(
+                num, (apr_uint64_t)items[i].until) - num);
+        }
+        else {
+            memcpy(o, modes[0], 13);
+            o += 13;
+        }
     }
     *lenp = o - buf;
     return buf;
 }
 
-/* The script's reply into the items: { all, now, then 4 per limit } */
+/* The script's reply into the items: { all, now, then 4 per limit }; all
+ * allowed: each spent what it asked (until now + reset) */
 const char *rrl_script_reply(apr_pool_t *p, const rrl_reply_t *rep,
                              rrl_item_t *items, int n,
                              apr_int64_t *now)
@@ -141,6 +150,10 @@ const char *rrl_script_reply(apr_pool_t *p, const rrl_reply_t *rep,
         items[i].remaining = e[1];
         items[i].reset = e[2];
         items[i].retry = e[3];
+        items[i].spent = rep->ints[0] && items[i].mode == RRL_MODE_SPEND;
+        if (items[i].spent) {
+            items[i].until = *now + e[2];
+        }
     }
     return NULL;
 }

@@ -11,7 +11,8 @@
  *     does; the state kept so far is forgotten, unless "keep" (the limit
  *     changed under the same name: the state another algorithm wrote stays,
  *     as it does in both stores)
- *   STEP NOW COST MODE                     decide with the state kept so far
+ *   STEP NOW COST MODE [UNTIL]             decide with the state kept so far
+ *     (MODE 1, a give-back: UNTIL what the spend given back said of itself)
  *     -> "OUT allowed remaining reset retry write ttl v0 v1 v2 alg"
  *     alg: the algorithm of the state kept after the step (-1: none)
  *   SIPHASH LEN                            rrl_util_siphash128 of the bytes
@@ -41,7 +42,7 @@ int main(void)
 
     while (fgets(line, sizeof(line), stdin)) {
         char rate[256], alg[64], burst[64], keep[8];
-        long long now, c;
+        long long now, c, until = 0;
         int mode, nf;
 
         if ((nf = sscanf(line, "LIMIT %255s %63s %63s %lld %7s", rate, alg,
@@ -97,14 +98,15 @@ int main(void)
             }
             printf("\n");
         }
-        else if (sscanf(line, "STEP %lld %lld %d", &now, &c, &mode) == 3
-                 && have) {
+        else if (sscanf(line, "STEP %lld %lld %d %lld", &now, &c, &mode,
+                        &until) >= 3 && have && mode >= 0 && mode <= 1) {
             rrl_outcome_t o;
 
             if (now >= expires) {
                 stored = RRL_ALG_NONE;
             }
-            rrl_algo_decide(&p, c, (rrl_mode_e)mode, st, stored, now, &o);
+            rrl_algo_decide(&p, c, (rrl_mode_e)mode, until, st, stored,
+                            now, &o);
             /* what the store keeps: all or nothing, decided by the caller;
              * a single limit commits when it is allowed */
             if (o.allowed && o.write) {

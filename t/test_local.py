@@ -479,9 +479,9 @@ def test_auth_03_count_only_failed_logins(httpd, env):
         # the failure is spent as the response is logged, after it is sent
         httpd.access_log(6 + i)
     assert statuses(rs) == [401] * 3
-    # checked before the request runs, so it shows what was left then
+    # reserved before the request runs: what is left with it taken
     assert [r.headers["X-RateLimit-Remaining"] for r in rs] == \
-        ["3", "2", "1"]
+        ["2", "1", "0"]
     # three failures: the next attempt is denied before it runs
     r = httpd.get("/small.txt", auth=wrong)
     assert r.status == 429

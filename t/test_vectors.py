@@ -14,8 +14,14 @@ import redis as redis_py
 HERE = Path(__file__).resolve().parent
 VECTORS = json.loads((HERE / "vectors.json").read_text())
 SCRIPT = (HERE.parent / "lua" / "ratelimit.lua").read_text()
-MODES = {"spend": 0, "check": 1, "force": 2}
+MODES = {"spend": 0, "refund": 1}
 BASE = VECTORS["base"]
+
+
+def mode_of(text):
+    """"spend" -> (0, None); "refund@U" -> (1, BASE + U)"""
+    name, _, until = text.partition("@")
+    return MODES[name], BASE + int(until) if until else None
 
 
 class Driver:
@@ -40,8 +46,9 @@ class Driver:
                               + (" keep" if keep else ""))
         return kind, rest.strip()
 
-    def step(self, now, cost, mode):
-        kind, rest = self.ask(f"STEP {now} {cost} {mode}")
+    def step(self, now, cost, mode, until=None):
+        kind, rest = self.ask(f"STEP {now} {cost} {mode}"
+                              + ("" if until is None else f" {until}"))
         assert kind == "OUT", rest
         return [int(x) for x in rest.split()]
 
@@ -64,7 +71,7 @@ class Script:
         self.r = client
         self.sha = client.script_load(SCRIPT)
 
-    def step(self, params, key, now, cost, mode):
+    def step(self, params, key, now, cost, mode, until=None):
         alg, count, period, burst, interval, unit = params
         # Redis expires keys by its own clock, the vectors run on theirs:
         # read the expiry the script set and keep the state for the next
@@ -72,7 +79,8 @@ class Script:
         # the tests forget it when it expires by the vectors' clock
         p = self.r.pipeline(transaction=True)
         p.evalsha(self.sha, 1, key, str(now), alg, count, period, burst,
-                  interval, unit, str(cost), str(mode))
+                  interval, unit, str(cost), str(mode),
+                  "" if until is None else str(until))
         p.pttl(key)
         p.persist(key)
         reply, ttl, _ = p.execute()
@@ -108,7 +116,7 @@ def test_vectors_01_local_arithmetic(driver, case):
     for i, phase in enumerate(phases(case)):
         params_of(driver, phase, keep=i > 0)
         for t, cost, mode, *want in phase["steps"]:
-            out = driver.step(BASE + t, cost, MODES[mode])
+            out = driver.step(BASE + t, cost, *mode_of(mode))
             assert out[:4] == want, f"phase {i}, step at {t} us"
 
 
@@ -123,8 +131,8 @@ def test_vectors_02_lua_script(driver, redis_server, case):
             if BASE + t >= expires:       # expired by the vectors' clock
                 client.delete("rl:v:k")
             reply, ttl = script.step(params, "rl:v:k", BASE + t, cost,
-                                     MODES[mode])
-            out = driver.step(BASE + t, cost, MODES[mode])   # its expiry
+                                     *mode_of(mode))
+            out = driver.step(BASE + t, cost, *mode_of(mode))   # expiry
             if out[0] and out[4]:
                 expires = BASE + t + out[5]
             assert reply[1] == BASE + t
@@ -165,16 +173,24 @@ def test_vectors_04_random_traffic_agrees(driver, redis_server, rate, alg,
     client = redis_server.client()
     now = latest = BASE + rng.randrange(period)
     expires = 0
+    spends = []                   # (cost, until) of recent spends
     for i in range(400):
         now += rng.choice([0, 0, 1, rng.randrange(period // 50 + 1),
                            rng.randrange(period), -rng.randrange(period // 20 + 1)])
         latest = max(latest, now)
         cost = rng.choice([1, 1, 1, 2, 3])
-        mode = rng.choice([0, 0, 0, 0, 1, 2])
+        mode, until = rng.choice([0, 0, 0, 0, 1, 1]), None
+        if mode:        # give back a recent spend, now and then a made-up one
+            if spends and rng.random() < 0.8:
+                cost, until = spends.pop(rng.randrange(len(spends)))
+            else:
+                until = now + rng.randrange(-period, 2 * period)
         if now >= expires:        # expired by the vectors' clock, as Redis
             client.delete("rl:r:k")   # would have by its own
-        out = driver.step(now, cost, mode)
-        reply, ttl = script.step(params, "rl:r:k", now, cost, mode)
+        out = driver.step(now, cost, mode, until)
+        reply, ttl = script.step(params, "rl:r:k", now, cost, mode, until)
+        if out[0] and not mode:
+            spends = (spends + [(cost, now + out[2])])[-5:]
         if out[0] and out[4]:
             expires = now + out[5]
         assert reply[2:6] == out[:4], f"step {i} at {now}"
