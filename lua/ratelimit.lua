@@ -30,7 +30,8 @@ Reply: { all allowed (1/0), now (us),
          then for limit i: allowed (1/0), remaining, reset (us), retry (us) }
 A give-back is allowed; its reset is how long the value is kept now.
 A value of this algorithm the script cannot read is an error reply, never
-a guess.
+a guess, as is a key of another type: "ERR rrl: item I: WHY", naming the
+limit by its place in KEYS, never the key (its value may be an API key).
 ]]
 
 local floor = math.floor
@@ -116,20 +117,25 @@ for i = 1, n do
   local cost, mode = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
   local untl = tonumber(ARGV[a + 8])
   local key = KEYS[i]
-  local state = redis.call('GET', key)
+  local state, bad = redis.pcall('GET', key), nil
   local s1, s2, s3
-  if state and string.sub(state, 1, 2) == TAG[alg] .. ' ' then
+  if type(state) == 'table' then
+    bad = 'not a string (WRONGTYPE)'
+  elseif state and string.sub(state, 1, 2) == TAG[alg] .. ' ' then
     local a1, a2, a3 = string.match(state, SHAPE[alg])
     s1, s2, s3 = num(a1), num(a2), num(a3)
     local want = (alg == 0 and 1) or (alg == 3 and 3) or 2
     if not s1 or (want > 1 and not s2) or (want > 2 and not s3) then
-      return redis.error_reply('ERR rrl: unreadable state in ' .. key)
+      bad = 'unreadable state'
     end
   elseif state and (string.match(state, '^[gtfs] ')
                     or string.match(state, '^[%d %-]+$')) then
     state = false             -- another algorithm's: nothing stored
   elseif state then
-    return redis.error_reply('ERR rrl: unreadable state in ' .. key)
+    bad = 'unreadable state'
+  end
+  if bad then
+    return redis.error_reply('ERR rrl: item ' .. i .. ': ' .. bad)
   end
 
   local allowed, remaining, reset, retry, value, ttl = false, 0, 0, 0, nil, 0

@@ -290,6 +290,24 @@ def test_vectors_07_an_unreadable_value_is_an_error(redis_server, value):
     assert client.get("rl:u:k") == value
 
 
+def test_vectors_08_errors_name_the_item_never_the_key(redis_server):
+    """The script's error replies say which limit (by its place in KEYS)
+    and why, never the key: its value may be an API key (SPEC 7a)."""
+    client = redis_server.client()
+    sha = client.script_load(SCRIPT)
+    limit = ["0", "3", "60000000", "3", "20000000", "0", "1", "0", ""]
+    keys = ["rl:e:sk_live_A", "rl:e:sk_live_B"]
+    for make, why in ((lambda k: client.hset(k, "x", "1"),
+                       "not a string (WRONGTYPE)"),
+                      (lambda k: client.set(k, "hello"), "unreadable state")):
+        client.delete(*keys)
+        make(keys[1])
+        with pytest.raises(redis_py.ResponseError) as e:
+            client.evalsha(sha, 2, *keys, str(BASE), *limit, *limit)
+        assert str(e.value) == f"rrl: item 2: {why}"
+        assert client.exists(keys[0]) == 0          # nothing written
+
+
 def _siphash128(key: bytes, msg: bytes) -> bytes:
     """SipHash-2-4, 128-bit output, written from the paper: the second
     implementation the module's is held to."""
