@@ -93,6 +93,7 @@ static int rrl_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
     (void)plog;
     (void)ptemp;
     rrl_limit_pre_config(pconf);
+    rrl_config_pre_config();
     return OK;
 }
 
@@ -115,7 +116,8 @@ static int rrl_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return OK;
     }
-    if (rrl_local_create(s, rrl_config_local_size(sc)) != APR_SUCCESS
+    if (rrl_local_post_config(s, rrl_config_local_size(sc),
+                              rrl_local_needed(s)) != APR_SUCCESS
         || rrl_counters_create(s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }

@@ -297,3 +297,40 @@ def test_status_09_refresh_and_methods(httpd):
     assert r.headers["Refresh"] == "1"
     assert httpd.get("/rl-status", method="HEAD").status == 200
     assert httpd.get("/rl-status", method="POST").status == 405
+
+
+def test_status_10_local_store_capacity_keys_and_evictions(httpd):
+    """The local store's numbers say what they are: its capacity, the keys
+    in use, the entries given up for other keys and, of those, the ones
+    that still held state, the same in ?auto, ?json and ?metrics (no
+    LocalStoreKeys that was the capacity); ?json says its latency buckets
+    are not cumulative (Prometheus's are)."""
+    httpd.start(status_conf("""
+RateLimitLocalSize 64K
+RateLimit 5/min key=%{QUERY_STRING} name=q
+"""))
+    for i in range(7):
+        assert httpd.get(f"/small.txt?k{i}").status == 200
+    a = auto(httpd)
+    assert "LocalStoreKeys" not in a
+    capacity = int(a["LocalStoreCapacity"])
+    assert 500 < capacity < 1500
+    assert a["LocalStoreBytes"] == str(64 * 1024)
+    assert a["LocalStoreKeysInUse"] == "7"
+    assert a["LocalStoreEvictions"] == a["LocalStoreLiveEvictions"] == "0"
+    j = status_json(httpd)
+    assert j["local_store"] == {
+        "allocated": True, "bytes": 64 * 1024, "capacity_keys": capacity,
+        "keys_in_use": 7, "evictions": 0, "live_evictions": 0}
+    assert j["redis_latency"]["buckets_cumulative"] is False
+    types, samples = parse_metrics(httpd.get("/rl-status?metrics").text)
+    for name, kind, value in [
+            ("local_store_bytes", "gauge", 64 * 1024),
+            ("local_store_capacity_keys", "gauge", capacity),
+            ("local_store_keys", "gauge", 7),
+            ("local_store_evictions_total", "counter", 0),
+            ("local_store_live_evictions_total", "counter", 0)]:
+        assert types["redis_ratelimit_" + name] == kind
+        assert metric(samples, "redis_ratelimit_" + name) == value
+    html = httpd.get("/rl-status").text
+    assert f"room for {capacity} keys, 7 in use" in html
