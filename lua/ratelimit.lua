@@ -17,14 +17,17 @@ ARGV[2+9(i-1) .. 10+9(i-1)], for limit i:
           + reset; else empty)
 
 Stored values (strings; each written with PX no longer than it matters),
-the algorithm's letter first:
-  gcra            "g TAT"                 theoretical arrival time
+which say the algorithm that wrote them: gcra's is one number (so Redis
+keeps it as an integer, the smallest encoding), the others' start with
+their letter:
+  gcra            "TAT"                   theoretical arrival time
   token-bucket    "t TOKENS TS"           tokens as of TS
   fixed-window    "f START COUNT"         START: of the window (us)
   sliding-window  "s START COUNT PREVIOUS"
 A value of another algorithm (the limit's algorithm= changed, its name
-kept) reads as no value, as does one written before values carried their
-letter (numbers alone): the key starts afresh, as in the local store.
+kept) reads as no value, as do the two or three numbers the others wrote
+before values carried their letter: the key starts afresh, as in the
+local store.
 
 Reply: { all allowed (1/0), now (us),
          then for limit i: allowed (1/0), remaining, reset (us), retry (us) }
@@ -47,10 +50,19 @@ local function idiv(a, b)
   return q
 end
 
--- each algorithm's letter, and its value's shape
-local TAG = { [0] = 'g', 't', 'f', 's' }
-local SHAPE = { [0] = '^g (%d+)$', '^t (%d+) (%d+)$', '^f (%d+) (%d+)$',
+-- each algorithm's value's shape, and who wrote a value: an algorithm,
+-- -1 (an older version's token-bucket, fixed- or sliding-window), or nil
+local SHAPE = { [0] = '^(%d+)$', '^t (%d+) (%d+)$', '^f (%d+) (%d+)$',
                 '^s (%d+) (%d+) (%d+)$' }
+local LETTER = { t = 1, f = 2, s = 3 }
+
+local function writer(state)
+  if string.match(state, '^%d+$') then
+    return 0
+  end
+  return LETTER[string.match(state, '^([tfs]) ') or '']
+         or (string.match(state, '^%d+ %d+ ?%d*$') and -1)
+end
 
 -- a stored number: digits, at most 2^53 (what a double holds exactly)
 local function num(s)
@@ -121,15 +133,14 @@ for i = 1, n do
   local s1, s2, s3
   if type(state) == 'table' then
     bad = 'not a string (WRONGTYPE)'
-  elseif state and string.sub(state, 1, 2) == TAG[alg] .. ' ' then
+  elseif state and writer(state) == alg then
     local a1, a2, a3 = string.match(state, SHAPE[alg])
     s1, s2, s3 = num(a1), num(a2), num(a3)
     local want = (alg == 0 and 1) or (alg == 3 and 3) or 2
     if not s1 or (want > 1 and not s2) or (want > 2 and not s3) then
       bad = 'unreadable state'
     end
-  elseif state and (string.match(state, '^[gtfs] ')
-                    or string.match(state, '^[%d %-]+$')) then
+  elseif state and writer(state) then
     state = false             -- another algorithm's: nothing stored
   elseif state then
     bad = 'unreadable state'
@@ -146,7 +157,7 @@ for i = 1, n do
     if alg == 0 then
       if state and s1 > now and untl > now then
         local v = s1 - math.min(cost * T, s1 - now, untl - now)
-        value, ttl = string.format('g %d', v), v - now
+        value, ttl = string.format('%d', v), v - now
       end
     elseif alg == 1 then
       local tokens, ts = refill(state, s1, s2, burst, T)
@@ -196,7 +207,7 @@ for i = 1, n do
     local want = base + cost * T
     allowed = want - now <= tau
     if allowed then
-      value = string.format('g %d', want)
+      value = string.format('%d', want)
       ttl = want - now
       base = want
     else
