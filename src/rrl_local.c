@@ -106,10 +106,8 @@ static rrl_slot_t *rrl_local_slot(const apr_uint64_t h[2], apr_int64_t now,
         return NULL;
     }
     for (i = 0; i < RRL_WAYS && (!victim || victim->expires > now); i++) {
-        if (b[i].expires <= now) {
-            victim = &b[i];
-        }
-        else if (!victim || rrl_slot_costs_more(victim, &b[i], now)) {
+        if (b[i].expires <= now || !victim
+            || rrl_slot_costs_more(victim, &b[i], now)) {
             victim = &b[i];
         }
     }
