@@ -30,6 +30,7 @@
 #include "http_request.h"
 
 #include "rrl.h"
+#include "rrl_answer.h"
 #include "rrl_config.h"
 #include "rrl_counters.h"
 #include "rrl_decide.h"
@@ -93,6 +94,7 @@ static int rrl_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
     (void)plog;
     (void)ptemp;
     rrl_limit_pre_config(pconf);
+    rrl_config_pre_config();
     return OK;
 }
 
@@ -115,7 +117,8 @@ static int rrl_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return OK;
     }
-    if (rrl_local_create(s, rrl_config_local_size(sc)) != APR_SUCCESS
+    if (rrl_local_post_config(s, rrl_config_local_size(sc),
+                              rrl_local_needed(s)) != APR_SUCCESS
         || rrl_counters_create(s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -133,7 +136,7 @@ static int rrl_post_config(apr_pool_t *pconf, apr_pool_t *plog,
 
 static void rrl_child_init(apr_pool_t *pchild, server_rec *s)
 {
-    rrl_decide_child_init(pchild);
+    rrl_answer_child_init(pchild);
     /* the connection pools; the deny cache when any limit is in Redis */
     if (rrl_redis_child_init(pchild, s) > 0) {
         rrl_deny_child_init(pchild, s);

@@ -8,22 +8,33 @@ rrl_algo_decide() (src/rrl_algo.c), line for line, in integer microseconds
 KEYS[i]   key of limit i: PREFIX[VHOST:]NAME:VALUE
 ARGV[1]   now in microseconds; empty: Redis TIME (the module always sends
           empty; the shared test vectors pass their own clock)
-ARGV[2+8(i-1) .. 9+8(i-1)], for limit i:
+ARGV[2+9(i-1) .. 10+9(i-1)], for limit i:
           algorithm (0 gcra, 1 token-bucket, 2 fixed-window,
           3 sliding-window), count, period (us), burst, interval (us, the
           refill time of one unit), unit (us, sliding-window granularity),
-          cost, mode (0 check and spend, 1 check only, 2 spend only, never
-          below empty)
+          cost, mode (0 check and spend, 1 give back a spend: count=, at
+          log time), until (mode 1: until when the spend mattered, its now
+          + reset; else empty)
 
-Stored values (strings; each written with PX no longer than it matters):
+Stored values (strings; each written with PX no longer than it matters),
+which say the algorithm that wrote them: gcra's is one number (so Redis
+keeps it as an integer, the smallest encoding), the others' start with
+their letter:
   gcra            "TAT"                   theoretical arrival time
-  token-bucket    "TOKENS TS"             tokens as of TS
-  fixed-window    "WINDOW COUNT"
-  sliding-window  "WINDOW COUNT PREVIOUS"
+  token-bucket    "t TOKENS TS"           tokens as of TS
+  fixed-window    "f START COUNT"         START: of the window (us)
+  sliding-window  "s START COUNT PREVIOUS"
+A value of another algorithm (the limit's algorithm= changed, its name
+kept) reads as no value, as do the two or three numbers the others wrote
+before values carried their letter: the key starts afresh, as in the
+local store.
 
 Reply: { all allowed (1/0), now (us),
          then for limit i: allowed (1/0), remaining, reset (us), retry (us) }
-A stored value the script cannot read is an error reply, never a guess.
+A give-back is allowed; its reset is how long the value is kept now.
+A value of this algorithm the script cannot read is an error reply, never
+a guess, as is a key of another type: "ERR rrl: item I: WHY", naming the
+limit by its place in KEYS, never the key (its value may be an API key).
 ]]
 
 local floor = math.floor
@@ -39,10 +50,69 @@ local function idiv(a, b)
   return q
 end
 
+-- each algorithm's value's shape, and who wrote a value: an algorithm,
+-- -1 (an older version's token-bucket, fixed- or sliding-window), or nil
+local SHAPE = { [0] = '^(%d+)$', '^t (%d+) (%d+)$', '^f (%d+) (%d+)$',
+                '^s (%d+) (%d+) (%d+)$' }
+local LETTER = { t = 1, f = 2, s = 3 }
+
+local function writer(state)
+  if string.match(state, '^%d+$') then
+    return 0
+  end
+  return LETTER[string.match(state, '^([tfs]) ') or '']
+         or (string.match(state, '^%d+ %d+ ?%d*$') and -1)
+end
+
+-- a stored number: digits, at most 2^53 (what a double holds exactly)
+local function num(s)
+  if s and #s <= 16 then
+    local v = tonumber(s)
+    if v <= 9007199254740992 then
+      return v
+    end
+  end
+  return nil
+end
+
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- token-bucket's tokens as of now, and since when the partial refill runs
+local function refill(state, s1, s2, burst, T)
+  local tokens, ts = burst, now
+  if state then
+    tokens, ts = s1, s2
+  end
+  if now > ts and tokens < burst then
+    local add = idiv(now - ts, T)
+    if add >= burst - tokens then
+      tokens = burst
+    else
+      tokens = tokens + add
+      ts = ts + add * T
+    end
+  end
+  if tokens >= burst then
+    tokens = burst
+    ts = now
+  end
+  return tokens, ts
+end
+
+-- how long a sliding window's state matters: to the end of the next
+-- window while this one has a count, else to the end of this one
+local function sw_left(w, curr, prev, period)
+  local left = 0
+  if curr > 0 then
+    left = w + 2 * period - now
+  elseif prev > 0 then
+    left = w + period - now
+  end
+  return math.max(left, 0)
 end
 
 local n = #KEYS
@@ -51,28 +121,83 @@ local writes = {}
 local all = true
 
 for i = 1, n do
-  local a = 2 + 8 * (i - 1)
+  local a = 2 + 9 * (i - 1)
   local alg, count, period = tonumber(ARGV[a]), tonumber(ARGV[a + 1]),
                              tonumber(ARGV[a + 2])
   local burst, T, U = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
                       tonumber(ARGV[a + 5])
   local cost, mode = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
+  local untl = tonumber(ARGV[a + 8])
   local key = KEYS[i]
-  local state = redis.call('GET', key)
+  local state, bad = redis.pcall('GET', key), nil
   local s1, s2, s3
-  if state then
-    s1, s2, s3 = string.match(state, '^(%-?%d+) ?(%-?%d*) ?(%-?%d*)$')
-    s1, s2, s3 = tonumber(s1), tonumber(s2), tonumber(s3)
+  if type(state) == 'table' then
+    bad = 'not a string (WRONGTYPE)'
+  elseif state and writer(state) == alg then
+    local a1, a2, a3 = string.match(state, SHAPE[alg])
+    s1, s2, s3 = num(a1), num(a2), num(a3)
     local want = (alg == 0 and 1) or (alg == 3 and 3) or 2
-    if not s1 or (want > 1 and not s2) or (want > 2 and not s3)
-       or (want < 3 and s3) or (want < 2 and s2) then
-      return redis.error_reply('ERR rrl: unreadable state in ' .. key)
+    if not s1 or (want > 1 and not s2) or (want > 2 and not s3) then
+      bad = 'unreadable state'
     end
+  elseif state and writer(state) then
+    state = false             -- another algorithm's: nothing stored
+  elseif state then
+    bad = 'unreadable state'
+  end
+  if bad then
+    return redis.error_reply('ERR rrl: item ' .. i .. ': ' .. bad)
   end
 
   local allowed, remaining, reset, retry, value, ttl = false, 0, 0, 0, nil, 0
 
-  if alg == 0 then
+  if mode == 1 then
+    -- give back what a spend took and still holds (rrl_*_back)
+    allowed = true
+    if alg == 0 then
+      if state and s1 > now and untl > now then
+        local v = s1 - math.min(cost * T, s1 - now, untl - now)
+        value, ttl = string.format('%d', v), v - now
+      end
+    elseif alg == 1 then
+      local tokens, ts = refill(state, s1, s2, burst, T)
+      local owed = 0
+      if tokens < burst then
+        owed = (burst - tokens) * T - (now - ts)
+      end
+      local back = math.min(cost * T, owed, untl - now)
+      if back > 0 then
+        local left = owed - back
+        local k = idiv(left + T - 1, T)
+        value = string.format('t %d %d', burst - k, now - (k * T - left))
+        ttl = left
+      end
+    elseif alg == 2 then
+      if state and untl > now and s1 == untl - period and s2 > 0 then
+        local c = s2 - math.min(cost, s2)
+        value = string.format('f %d %d', s1, c)
+        if c > 0 then
+          ttl = untl - now
+        end
+      end
+    elseif state and untl > now then
+      local start = untl - 2 * period
+      local curr, prev = s2, s3
+      if s1 == start then
+        curr = curr - math.min(cost, curr)
+      elseif s1 == start + period then
+        prev = prev - math.min(cost, prev)
+      end
+      if s1 == start or s1 == start + period then
+        value = string.format('s %d %d %d', s1, curr, prev)
+        ttl = sw_left(s1, curr, prev, period)
+      end
+    end
+    if ttl > 0 then
+      reset = ttl
+    end
+
+  elseif alg == 0 then
     -- gcra
     local tau = burst * T
     local base = now
@@ -80,15 +205,12 @@ for i = 1, n do
       base = s1
     end
     local want = base + cost * T
-    if mode == 2 and want - now > tau then
-      want = now + tau
-    end
-    allowed = mode == 2 or want - now <= tau
-    if allowed and mode ~= 1 then
+    allowed = want - now <= tau
+    if allowed then
       value = string.format('%d', want)
       ttl = want - now
       base = want
-    elseif not allowed then
+    else
       retry = want - now - tau
     end
     if tau - (base - now) > 0 then
@@ -98,35 +220,12 @@ for i = 1, n do
 
   elseif alg == 1 then
     -- token-bucket
-    local tokens, ts = burst, now
-    if state then
-      tokens, ts = s1, s2
-    end
-    if now > ts and tokens < burst then
-      local add = idiv(now - ts, T)
-      if add >= burst - tokens then
-        tokens = burst
-      else
-        tokens = tokens + add
-        ts = ts + add * T
-      end
-    end
-    if tokens >= burst then
-      tokens = burst
-      ts = now
-    end
-    if mode == 2 then
-      allowed = true
-      if cost > tokens then
-        cost = tokens
-      end
-    else
-      allowed = tokens >= cost
-    end
-    if allowed and mode ~= 1 then
+    local tokens, ts = refill(state, s1, s2, burst, T)
+    allowed = tokens >= cost
+    if allowed then
       tokens = tokens - cost
-      value = string.format('%d %d', tokens, ts)
-    elseif not allowed then
+      value = string.format('t %d %d', tokens, ts)
+    else
       retry = (cost - tokens) * T - (now - ts)
     end
     remaining = tokens
@@ -137,24 +236,17 @@ for i = 1, n do
 
   elseif alg == 2 then
     -- fixed-window
-    local w, c = idiv(now, period), 0
+    local w, c = idiv(now, period) * period, 0
     if state and s1 >= w then
       w, c = s1, s2           -- a clock going back stays put
     end
-    local stop = (w + 1) * period
-    if mode == 2 then
-      allowed = true
-      if c + cost > count then
-        cost = count - c
-      end
-    else
-      allowed = c + cost <= count
-    end
-    if allowed and mode ~= 1 then
+    local stop = w + period
+    allowed = c + cost <= count
+    if allowed then
       c = c + cost
-      value = string.format('%d %d', w, c)
+      value = string.format('f %d %d', w, c)
       ttl = stop - now
-    elseif not allowed then
+    else
       retry = stop - now
     end
     if count - c > 0 then
@@ -167,36 +259,29 @@ for i = 1, n do
   else
     -- sliding-window
     local PU = idiv(period, U)
-    local w, curr, prev = idiv(now, period), 0, 0
+    local w, curr, prev = idiv(now, period) * period, 0, 0
     if state then
       if s1 >= w then
         w, curr, prev = s1, s2, s3
-      elseif s1 == w - 1 then
+      elseif s1 == w - period then
         prev = s2
       end
     end
-    local e = now - w * period
+    local e = now - w
     if e < 0 then
       e = 0
     end
     local weight = PU - idiv(e, U)
     local avail = idiv(count * PU - prev * weight, PU)
-    if mode == 2 then
-      allowed = true
-      if curr + cost > count then
-        cost = count - curr
-      end
-    else
-      allowed = curr + cost <= avail
-    end
-    if allowed and mode ~= 1 then
+    allowed = curr + cost <= avail
+    if allowed then
       curr = curr + cost
-      value = string.format('%d %d %d', w, curr, prev)
-      ttl = (w + 2) * period - now
-    elseif not allowed then
+      value = string.format('s %d %d %d', w, curr, prev)
+      ttl = w + 2 * period - now
+    else
       local a2, at = count - curr - cost, 0
       if a2 >= 0 and prev > 0 and PU - idiv(a2 * PU, prev) < PU then
-        at = w * period + (PU - idiv(a2 * PU, prev)) * U
+        at = w + (PU - idiv(a2 * PU, prev)) * U
       else
         local e2 = 0
         if curr > 0 then
@@ -205,18 +290,14 @@ for i = 1, n do
             e2 = 0
           end
         end
-        at = (w + 1) * period + e2 * U
+        at = w + period + e2 * U
       end
       retry = at - now
     end
     if avail - curr > 0 then
       remaining = avail - curr
     end
-    if curr > 0 then
-      reset = (w + 2) * period - now
-    elseif prev > 0 then
-      reset = (w + 1) * period - now
-    end
+    reset = sw_left(w, curr, prev, period)
   end
 
   if not allowed then

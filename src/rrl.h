@@ -55,6 +55,7 @@
 #define RRL_NAME_MAX       64
 
 typedef enum {
+    RRL_ALG_NONE = -1,          /* of a state: nothing stored */
     RRL_ALG_GCRA = 0,
     RRL_ALG_TOKEN_BUCKET,
     RRL_ALG_FIXED_WINDOW,
@@ -66,8 +67,8 @@ typedef enum { RRL_PHASE_ACCESS = 0, RRL_PHASE_AUTH } rrl_phase_e;
 /* What one decision does with one limit */
 typedef enum {
     RRL_MODE_SPEND = 0,   /* check, and spend when every limit allows */
-    RRL_MODE_CHECK,       /* check only (count= limits before they run) */
-    RRL_MODE_FORCE        /* spend, never below empty (count= at log time) */
+    RRL_MODE_REFUND       /* give back a spend (count=: at log time, when
+                           * the final status is not one that counts) */
 } rrl_mode_e;
 
 typedef enum { RRL_ENFORCE = 0, RRL_DRY_RUN } rrl_run_mode_e;
@@ -176,6 +177,9 @@ typedef struct {
     apr_int64_t remaining;        /* units left right now */
     apr_int64_t reset;            /* us until remaining is back at its max */
     apr_int64_t retry;            /* us until this request would be allowed */
+    int spent;                    /* the store spent cost (all allowed) */
+    apr_int64_t until;            /* its clock: until when the spend matters
+                                   * (now + reset), what a refund needs */
     /* the key's hash, computed when first needed (rrl_local_hash) */
     int hashed;
     apr_uint64_t h[2];

@@ -147,12 +147,18 @@ const char *rrl_algo_check_params(apr_pool_t *p, const char *rate,
  * The four algorithms, in integer microseconds.  st[] is the stored state
  * (present == 0: nothing stored, which every algorithm reads as "nothing
  * used"), now the store's clock.  lua/ratelimit.lua is the same code for
- * Redis; t/vectors.json holds the cases both must answer alike.
+ * Redis; t/vectors.json holds the cases both must answer alike.  Both
+ * stores keep with a state the algorithm that wrote it, and a state of
+ * another one reads as nothing stored (rrl_algo_decide).
  *
  *   gcra           st = { tat }            theoretical arrival time
  *   token-bucket   st = { tokens, ts }     tokens as of ts
- *   fixed-window   st = { window, count }
- *   sliding-window st = { window, count, previous window's count }
+ *   fixed-window   st = { start, count }   start: of the window, in us
+ *   sliding-window st = { start, count, previous window's count }
+ *
+ * A window is kept by its start in time, not its number, so that a limit
+ * whose period changed reads a window of the old period as one that
+ * started then (a number would be read in units of the new period).
  */
 static apr_int64_t rrl_floor_div(apr_int64_t a, apr_int64_t b)
 {
@@ -161,69 +167,70 @@ static apr_int64_t rrl_floor_div(apr_int64_t a, apr_int64_t b)
 
 /* gcra: st = { tat }, the theoretical arrival time */
 static void rrl_gcra(const rrl_params_t *p, apr_int64_t cost,
-                     rrl_mode_e mode, const apr_int64_t *st, int present,
-                     apr_int64_t now, rrl_outcome_t *o)
+                     const apr_int64_t *st, int present, apr_int64_t now,
+                     rrl_outcome_t *o)
 {
     apr_int64_t T = p->interval;
     apr_int64_t tau = p->burst * T;
     apr_int64_t base = (present && st[0] > now) ? st[0] : now;
     apr_int64_t want = base + cost * T;
 
-    if (mode == RRL_MODE_FORCE && want - now > tau) {
-        want = now + tau;
-    }
-    o->allowed = mode == RRL_MODE_FORCE || want - now <= tau;
-    if (o->allowed && mode != RRL_MODE_CHECK) {
+    o->allowed = want - now <= tau;
+    if (o->allowed) {
         o->write = 1;
         o->next[0] = want;
         o->ttl = want - now;
         base = want;
     }
-    else if (!o->allowed) {
+    else {
         o->retry = want - now - tau;
     }
     o->remaining = tau - (base - now) > 0 ? (tau - (base - now)) / T : 0;
     o->reset = base - now;
 }
 
-/* token-bucket: st = { tokens, ts }, tokens as of ts */
-static void rrl_token_bucket(const rrl_params_t *p, apr_int64_t cost,
-                             rrl_mode_e mode, const apr_int64_t *st,
-                             int present, apr_int64_t now, rrl_outcome_t *o)
+/* token-bucket's tokens as of now, and since when the partial refill runs */
+static void rrl_tb_refill(const rrl_params_t *p, const apr_int64_t *st,
+                          int present, apr_int64_t now, apr_int64_t *tokens,
+                          apr_int64_t *ts)
 {
     apr_int64_t T = p->interval;
-    apr_int64_t tokens = present ? st[0] : p->burst;
-    apr_int64_t ts = present ? st[1] : now;
 
-    if (now > ts && tokens < p->burst) {
-        apr_int64_t add = (now - ts) / T;
+    *tokens = present ? st[0] : p->burst;
+    *ts = present ? st[1] : now;
+    if (now > *ts && *tokens < p->burst) {
+        apr_int64_t add = (now - *ts) / T;
 
-        if (add >= p->burst - tokens) {
-            tokens = p->burst;
+        if (add >= p->burst - *tokens) {
+            *tokens = p->burst;
         }
         else {
-            tokens += add;
-            ts += add * T;
+            *tokens += add;
+            *ts += add * T;
         }
     }
-    if (tokens >= p->burst) {
-        tokens = p->burst;
-        ts = now;
+    if (*tokens >= p->burst) {
+        *tokens = p->burst;
+        *ts = now;
     }
-    if (mode == RRL_MODE_FORCE) {
-        o->allowed = 1;
-        cost = cost < tokens ? cost : tokens;
-    }
-    else {
-        o->allowed = tokens >= cost;
-    }
-    if (o->allowed && mode != RRL_MODE_CHECK) {
+}
+
+/* token-bucket: st = { tokens, ts }, tokens as of ts */
+static void rrl_token_bucket(const rrl_params_t *p, apr_int64_t cost,
+                             const apr_int64_t *st, int present,
+                             apr_int64_t now, rrl_outcome_t *o)
+{
+    apr_int64_t T = p->interval, tokens, ts;
+
+    rrl_tb_refill(p, st, present, now, &tokens, &ts);
+    o->allowed = tokens >= cost;
+    if (o->allowed) {
         tokens -= cost;
         o->write = 1;
         o->next[0] = tokens;
         o->next[1] = ts;
     }
-    else if (!o->allowed) {
+    else {
         o->retry = (cost - tokens) * T - (now - ts);
     }
     o->remaining = tokens;
@@ -232,13 +239,13 @@ static void rrl_token_bucket(const rrl_params_t *p, apr_int64_t cost,
     o->ttl = o->reset;
 }
 
-/* fixed-window: st = { window, count } */
+/* fixed-window: st = { start, count } */
 static void rrl_fixed_window(const rrl_params_t *p, apr_int64_t cost,
-                             rrl_mode_e mode, const apr_int64_t *st,
-                             int present, apr_int64_t now, rrl_outcome_t *o)
+                             const apr_int64_t *st, int present,
+                             apr_int64_t now, rrl_outcome_t *o)
 {
     apr_int64_t n = p->count, P = p->period;
-    apr_int64_t w = now / P, c = 0, end;
+    apr_int64_t w = now / P * P, c = 0, end;
 
     if (present) {
         if (st[0] >= w) {
@@ -246,36 +253,42 @@ static void rrl_fixed_window(const rrl_params_t *p, apr_int64_t cost,
             c = st[1];
         }
     }
-    end = (w + 1) * P;
-    if (mode == RRL_MODE_FORCE) {
-        o->allowed = 1;
-        cost = c + cost <= n ? cost : n - c;
-    }
-    else {
-        o->allowed = c + cost <= n;
-    }
-    if (o->allowed && mode != RRL_MODE_CHECK) {
+    end = w + P;
+    o->allowed = c + cost <= n;
+    if (o->allowed) {
         c += cost;
         o->write = 1;
         o->next[0] = w;
         o->next[1] = c;
         o->ttl = end - now;
     }
-    else if (!o->allowed) {
+    else {
         o->retry = end - now;
     }
     o->remaining = n - c > 0 ? n - c : 0;
     o->reset = c > 0 ? end - now : 0;
 }
 
-/* sliding-window: st = { window, count, previous window's count } */
+/* How long a sliding window's state matters: to the end of the next
+ * window while this one has a count, else to the end of this one */
+static apr_int64_t rrl_sw_left(apr_int64_t P, apr_int64_t w,
+                               apr_int64_t curr, apr_int64_t prev,
+                               apr_int64_t now)
+{
+    apr_int64_t left = curr > 0 ? w + 2 * P - now : prev > 0 ? w + P - now
+                                                             : 0;
+
+    return left > 0 ? left : 0;
+}
+
+/* sliding-window: st = { start, count, previous window's count } */
 static void rrl_sliding_window(const rrl_params_t *p, apr_int64_t cost,
-                               rrl_mode_e mode, const apr_int64_t *st,
-                               int present, apr_int64_t now, rrl_outcome_t *o)
+                               const apr_int64_t *st, int present,
+                               apr_int64_t now, rrl_outcome_t *o)
 {
     apr_int64_t n = p->count, P = p->period;
     apr_int64_t U = p->unit, PU = P / U;
-    apr_int64_t w = now / P, curr = 0, prev = 0, e, weight, avail;
+    apr_int64_t w = now / P * P, curr = 0, prev = 0, e, weight, avail;
 
     if (present) {
         if (st[0] >= w) {
@@ -283,39 +296,33 @@ static void rrl_sliding_window(const rrl_params_t *p, apr_int64_t cost,
             curr = st[1];
             prev = st[2];
         }
-        else if (st[0] == w - 1) {
+        else if (st[0] == w - P) {
             prev = st[1];
         }
     }
-    e = now - w * P;
+    e = now - w;
     if (e < 0) {
         e = 0;
     }
     weight = PU - e / U;                 /* of the previous window */
     /* the most this window may hold: prev*weight + total*PU <= N*PU */
     avail = rrl_floor_div(n * PU - prev * weight, PU);
-    if (mode == RRL_MODE_FORCE) {
-        o->allowed = 1;
-        cost = curr + cost <= n ? cost : n - curr;
-    }
-    else {
-        o->allowed = curr + cost <= avail;
-    }
-    if (o->allowed && mode != RRL_MODE_CHECK) {
+    o->allowed = curr + cost <= avail;
+    if (o->allowed) {
         curr += cost;
         o->write = 1;
         o->next[0] = w;
         o->next[1] = curr;
         o->next[2] = prev;
-        o->ttl = (w + 2) * P - now;
+        o->ttl = w + 2 * P - now;
     }
-    else if (!o->allowed) {
+    else {
         /* the first moment this request would pass: later in this
          * window as the previous one fades, or else in the next */
         apr_int64_t a = n - curr - cost, at;
 
         if (a >= 0 && prev > 0 && PU - (a * PU) / prev < PU) {
-            at = w * P + (PU - (a * PU) / prev) * U;
+            at = w + (PU - (a * PU) / prev) * U;
         }
         else {
             apr_int64_t b = n - cost, e2 = 0;
@@ -324,28 +331,126 @@ static void rrl_sliding_window(const rrl_params_t *p, apr_int64_t cost,
                 e2 = PU - (b * PU) / curr;
                 e2 = e2 > 0 ? e2 : 0;
             }
-            at = (w + 1) * P + e2 * U;
+            at = w + P + e2 * U;
         }
         o->retry = at - now;
     }
     o->remaining = avail - curr > 0 ? avail - curr : 0;
-    o->reset = curr > 0 ? (w + 2) * P - now
-                        : prev > 0 ? (w + 1) * P - now : 0;
+    o->reset = rrl_sw_left(P, w, curr, prev, now);
+}
+
+/*
+ * Giving back (count=: the final status was not one that counts) what a
+ * spend took, the spend's outcome having said until when it mattered
+ * (until = its now + reset).  Never more than the spend still holds: time
+ * refills gcra and token-bucket from the oldest spend on, so what is left
+ * of this one is at most until - now of time, and at most what the state
+ * holds beyond now; a window gives back only in the window it was spent
+ * in (until is that window's end; for sliding-window, the end of the next
+ * one, where its count is the previous).  The outcome: allowed, reset the
+ * time the state is kept now (ttl 0: it is deleted).
+ */
+static apr_int64_t rrl_min3(apr_int64_t a, apr_int64_t b, apr_int64_t c)
+{
+    a = a < b ? a : b;
+    return a < c ? a : c;
+}
+
+static void rrl_gcra_back(const rrl_params_t *p, apr_int64_t cost,
+                          apr_int64_t until, const apr_int64_t *st,
+                          int present, apr_int64_t now, rrl_outcome_t *o)
+{
+    if (present && st[0] > now && until > now) {
+        o->write = 1;
+        o->next[0] = st[0] - rrl_min3(cost * p->interval, st[0] - now,
+                                      until - now);
+        o->ttl = o->next[0] - now;
+    }
+}
+
+static void rrl_token_bucket_back(const rrl_params_t *p, apr_int64_t cost,
+                                  apr_int64_t until, const apr_int64_t *st,
+                                  int present, apr_int64_t now,
+                                  rrl_outcome_t *o)
+{
+    apr_int64_t T = p->interval, tokens, ts, owed, back;
+
+    rrl_tb_refill(p, st, present, now, &tokens, &ts);
+    /* what the bucket lacks, in time to refill, less what comes back */
+    owed = tokens >= p->burst ? 0 : (p->burst - tokens) * T - (now - ts);
+    back = rrl_min3(cost * T, owed, until - now);
+    if (back > 0) {
+        apr_int64_t left = owed - back, k = (left + T - 1) / T;
+
+        o->write = 1;
+        o->next[0] = p->burst - k;
+        o->next[1] = now - (k * T - left);
+        o->ttl = left;
+    }
+}
+
+static void rrl_fixed_window_back(const rrl_params_t *p, apr_int64_t cost,
+                                  apr_int64_t until, const apr_int64_t *st,
+                                  int present, apr_int64_t now,
+                                  rrl_outcome_t *o)
+{
+    if (present && until > now && st[0] == until - p->period && st[1] > 0) {
+        o->write = 1;
+        o->next[0] = st[0];
+        o->next[1] = st[1] - (cost < st[1] ? cost : st[1]);
+        o->ttl = o->next[1] > 0 ? until - now : 0;
+    }
+}
+
+static void rrl_sliding_window_back(const rrl_params_t *p, apr_int64_t cost,
+                                    apr_int64_t until, const apr_int64_t *st,
+                                    int present, apr_int64_t now,
+                                    rrl_outcome_t *o)
+{
+    apr_int64_t P = p->period, start = until - 2 * P;
+    int i = !present || until <= now ? 0
+            : st[0] == start ? 1 : st[0] == start + P ? 2 : 0;
+
+    if (i) {
+        o->write = 1;
+        memcpy(o->next, st, sizeof(o->next));
+        o->next[i] -= cost < st[i] ? cost : st[i];
+        o->ttl = rrl_sw_left(P, st[0], o->next[1], o->next[2], now);
+    }
 }
 
 typedef void (*rrl_algo_fn)(const rrl_params_t *p, apr_int64_t cost,
-                            rrl_mode_e mode, const apr_int64_t *st,
+                            const apr_int64_t *st, int present,
+                            apr_int64_t now, rrl_outcome_t *o);
+typedef void (*rrl_back_fn)(const rrl_params_t *p, apr_int64_t cost,
+                            apr_int64_t until, const apr_int64_t *st,
                             int present, apr_int64_t now, rrl_outcome_t *o);
 
 /* By rrl_alg_e, as rrl_algo_names */
 static const rrl_algo_fn rrl_algos[] = {
     rrl_gcra, rrl_token_bucket, rrl_fixed_window, rrl_sliding_window
 };
+static const rrl_back_fn rrl_algos_back[] = {
+    rrl_gcra_back, rrl_token_bucket_back, rrl_fixed_window_back,
+    rrl_sliding_window_back
+};
 
+/* st was written by stored_alg (RRL_ALG_NONE: nothing is stored): a
+ * limit whose algorithm changed under the same name starts afresh, never
+ * reads another algorithm's numbers as its own.  until: what a spend to
+ * give back (RRL_MODE_REFUND) said of itself */
 void rrl_algo_decide(const rrl_params_t *p, apr_int64_t cost, rrl_mode_e mode,
-                     const apr_int64_t *st, int present, apr_int64_t now,
-                     rrl_outcome_t *o)
+                     apr_int64_t until, const apr_int64_t *st,
+                     int stored_alg, apr_int64_t now, rrl_outcome_t *o)
 {
+    int present = stored_alg == (int)p->algorithm;
+
     memset(o, 0, sizeof(*o));
-    rrl_algos[p->algorithm](p, cost, mode, st, present, now, o);
+    if (mode == RRL_MODE_REFUND) {
+        rrl_algos_back[p->algorithm](p, cost, until, st, present, now, o);
+        o->allowed = 1;
+        o->reset = o->ttl > 0 ? o->ttl : 0;
+        return;
+    }
+    rrl_algos[p->algorithm](p, cost, st, present, now, o);
 }

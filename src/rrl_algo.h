@@ -22,7 +22,7 @@ extern const char *const rrl_algo_names[];
 typedef struct {
     int allowed;
     apr_int64_t remaining, reset, retry;
-    int write;                    /* store next[] for ttl us */
+    int write;                    /* store next[] for ttl us (0: delete) */
     apr_int64_t next[3];
     apr_int64_t ttl;
 } rrl_outcome_t;
@@ -33,7 +33,7 @@ const char *rrl_algo_check_params(apr_pool_t *p, const char *rate,
                                   rrl_params_t *rp, apr_int64_t cost,
                                   int burst_given);
 void rrl_algo_decide(const rrl_params_t *p, apr_int64_t cost, rrl_mode_e mode,
-                     const apr_int64_t *st, int present, apr_int64_t now,
-                     rrl_outcome_t *o);
+                     apr_int64_t until, const apr_int64_t *st,
+                     int stored_alg, apr_int64_t now, rrl_outcome_t *o);
 
 #endif /* RRL_ALGO_H */

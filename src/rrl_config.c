@@ -539,6 +539,20 @@ const char *rrl_config_cmd_redis_pool(cmd_parms *cmd, void *dummy, int argc,
     return NULL;
 }
 
+/* Some RateLimitOnError local was read (written while parsing, reset in
+ * pre_config): where it stands, the local store may decide */
+static int rrl_local_named;
+
+void rrl_config_pre_config(void)
+{
+    rrl_local_named = 0;
+}
+
+int rrl_config_local_named(void)
+{
+    return rrl_local_named;
+}
+
 const char *rrl_config_cmd_on_error(cmd_parms *cmd, void *dcfg,
                                     const char *how, const char *opt)
 {
@@ -555,6 +569,7 @@ const char *rrl_config_cmd_on_error(cmd_parms *cmd, void *dcfg,
                             "[instances=N]", how);
     }
     dc->on_error = i;
+    rrl_local_named |= i == RRL_ONERR_LOCAL;
     if (opt) {
         apr_int64_t n;
 

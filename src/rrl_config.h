@@ -73,6 +73,8 @@ int rrl_config_deny_cache(const rrl_srv_conf_t *sc);
 const char *rrl_config_prefix(const rrl_srv_conf_t *sc);
 apr_size_t rrl_config_local_size(const rrl_srv_conf_t *sc);
 int rrl_config_is_exempt(request_rec *r, const rrl_dir_conf_t *dc);
+void rrl_config_pre_config(void);
+int rrl_config_local_named(void);
 
 const char *rrl_config_context(cmd_parms *cmd, unsigned forbidden);
 const char *rrl_config_cmd_mode(cmd_parms *cmd, void *dcfg, const char *arg);

@@ -15,7 +15,6 @@
 
 #include "rrl.h"
 
-void rrl_decide_child_init(apr_pool_t *pchild);
 void rrl_decide_retrieve(void);
 int rrl_decide_protocol_switch(conn_rec *c, request_rec *r, server_rec *s,
                                const char *protocol);

@@ -9,6 +9,7 @@
 
 #include "apr_strings.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "rrl_script.h"
@@ -81,19 +82,20 @@ void rrl_script_init(apr_pool_t *p)
 const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
                                int n, apr_size_t *lenp)
 {
+    /* mode, and until: a refund's, or none */
     static const char *const modes[] = {
-        "$1\r\n0\r\n", "$1\r\n1\r\n", "$1\r\n2\r\n"
+        "$1\r\n0\r\n$0\r\n\r\n", "$1\r\n1\r\n"
     };
     apr_size_t room = 16 + rrl_script_evalsha_head_len + 26 + 6;
     char *buf, *o, num[20];
     int i;
 
     for (i = 0; i < n; i++) {
-        room += items[i].keylen + 26 + items[i].limit->resp_len + 7;
+        room += items[i].keylen + 26 + items[i].limit->resp_len + 7 + 26;
     }
     o = buf = apr_palloc(p, room);
     *o++ = '*';
-    o = rrl_util_put_uint(o, (apr_uint64_t)(4 + 9 * n));
+    o = rrl_util_put_uint(o, (apr_uint64_t)(4 + 10 * n));
     *o++ = '\r';
     *o++ = '\n';
     memcpy(o, rrl_script_evalsha_head, rrl_script_evalsha_head_len);
@@ -107,14 +109,98 @@ const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
     for (i = 0; i < n; i++) {
         memcpy(o, items[i].limit->resp, items[i].limit->resp_len);
         o += items[i].limit->resp_len;
-        memcpy(o, modes[items[i].mode], 7);
-        o += 7;
+        if (items[i].mode == RRL_MODE_REFUND) {
+            memcpy(o, modes[1], 7);
+            o = rrl_resp_put_bulk(o + 7, num, rrl_util_put_uint(
+                num, (apr_uint64_t)items[i].until) - num);
+        }
+        else {
+            memcpy(o, modes[0], 13);
+            o += 13;
+        }
     }
     *lenp = o - buf;
     return buf;
 }
 
-/* The script's reply into the items: { all, now, then 4 per limit } */
+/*
+ * Messages about an item never show its key, whose value may be an API
+ * key (SPEC 7a): they name its limit, NAME or NAME@VHOST, and the key by
+ * the first 12 hex digits of its SHA-1, which an operator can compute to
+ * find it (docs/operations.md).
+ */
+static const char *rrl_script_limit_name(apr_pool_t *p, const rrl_limit_t *l)
+{
+    apr_size_t sl = strlen(l->scope);
+
+    return sl ? apr_psprintf(p, "%s@%.*s", l->name, (int)sl - 1, l->scope)
+              : l->name;
+}
+
+static const char *rrl_script_key_id(apr_pool_t *p, const rrl_item_t *it)
+{
+    return apr_pstrcat(p, "key SHA-1 ", apr_pstrndup(
+        p, rrl_util_sha1_hex(p, it->key, it->keylen), 12), NULL);
+}
+
+/* "RateLimit a, b@v": the limits of a call, for what went wrong with it */
+static const char *rrl_script_limits(apr_pool_t *p, const rrl_item_t *items,
+                                     int n)
+{
+    const char *s = "RateLimit ";
+    int i;
+
+    for (i = 0; i < n; i++) {
+        s = apr_pstrcat(p, s, i ? ", " : "",
+                        rrl_script_limit_name(p, items[i].limit), NULL);
+    }
+    return s;
+}
+
+/* An error reply of Redis as messages show it: "ERR rrl: item I: WHY" of
+ * the script names the item's limit and key; any other names the call's
+ * limits, and any key it quoted (Redis quotes none) is replaced */
+static const char *rrl_script_error(apr_pool_t *p, const char *err,
+                                    const rrl_item_t *items, int n)
+{
+    static const char mine[] = "ERR rrl: item ";
+    int cut = strlen(err) >= RRL_REPLY_STR - 1;   /* the reply cut short */
+    char *end;
+    long k;
+    int i;
+
+    if (strncmp(err, mine, sizeof(mine) - 1) == 0
+        && (k = strtol(err + sizeof(mine) - 1, &end, 10)) >= 1 && k <= n
+        && *end == ':') {
+        return apr_psprintf(p, "EVALSHA: RateLimit %s, %s:%s",
+                            rrl_script_limit_name(p, items[k - 1].limit),
+                            rrl_script_key_id(p, &items[k - 1]), end + 1);
+    }
+    for (i = 0; i < n; i++) {
+        const char *hit;
+        apr_size_t len, j;
+
+        while ((hit = strstr(err, items[i].key)) != NULL) {
+            err = apr_pstrcat(p, apr_pstrmemdup(p, err, hit - err),
+                              rrl_script_key_id(p, &items[i]),
+                              hit + items[i].keylen, NULL);
+        }
+        /* a reply cut short (RRL_REPLY_STR) may end in part of a key */
+        len = strlen(err);
+        for (j = cut ? items[i].keylen - 1 : 0; j > 0; j--) {
+            if (j <= len && memcmp(err + len - j, items[i].key, j) == 0) {
+                err = apr_pstrcat(p, apr_pstrmemdup(p, err, len - j),
+                                  rrl_script_key_id(p, &items[i]), NULL);
+                break;
+            }
+        }
+    }
+    return apr_psprintf(p, "EVALSHA for %s: %s",
+                        rrl_script_limits(p, items, n), err);
+}
+
+/* The script's reply into the items: { all, now, then 4 per limit }; all
+ * allowed: each spent what it asked (until now + reset) */
 const char *rrl_script_reply(apr_pool_t *p, const rrl_reply_t *rep,
                              rrl_item_t *items, int n,
                              apr_int64_t *now)
@@ -122,15 +208,18 @@ const char *rrl_script_reply(apr_pool_t *p, const rrl_reply_t *rep,
     apr_size_t i;
 
     if (rep->type == REDIS_REPLY_ERROR) {
-        return apr_psprintf(p, "EVALSHA: %s", rep->str);
+        return rrl_script_error(p, rep->str, items, n);
     }
     if (rep->type != REDIS_REPLY_ARRAY || rep->bad
         || rep->elements != (apr_size_t)(2 + 4 * n)) {
-        return "EVALSHA: a reply of unexpected shape";
+        return apr_pstrcat(p, "EVALSHA for ", rrl_script_limits(p, items, n),
+                           ": a reply of unexpected shape", NULL);
     }
     for (i = 1; i < rep->elements; i++) {
         if (rep->ints[i] < 0) {
-            return "EVALSHA: a reply of unexpected shape";
+            return apr_pstrcat(p, "EVALSHA for ",
+                               rrl_script_limits(p, items, n),
+                               ": a reply of unexpected shape", NULL);
         }
     }
     *now = rep->ints[1];
@@ -141,6 +230,10 @@ const char *rrl_script_reply(apr_pool_t *p, const rrl_reply_t *rep,
         items[i].remaining = e[1];
         items[i].reset = e[2];
         items[i].retry = e[3];
+        items[i].spent = rep->ints[0] && items[i].mode == RRL_MODE_SPEND;
+        if (items[i].spent) {
+            items[i].until = *now + e[2];
+        }
     }
     return NULL;
 }

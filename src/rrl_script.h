@@ -7,8 +7,8 @@
  * The contract with lua/ratelimit.lua: its SHA-1, SCRIPT LOAD, the
  * EVALSHA that decides a request's limits (KEYS: the items' keys; ARGV:
  * "" then per item algorithm, count, period, burst, interval, unit, cost,
- * mode) and its reply { all, now, then allowed, remaining, reset, retry
- * per item }, all formatted once at startup where they can be.
+ * mode, until) and its reply { all, now, then allowed, remaining, reset,
+ * retry per item }, all formatted once at startup where they can be.
  */
 
 #ifndef RRL_SCRIPT_H

@@ -147,9 +147,7 @@ static rrl_row_t *rrl_status_rows(request_rec *r, const char *sep,
 static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
 {
     apr_time_t now = apr_time_now();
-    apr_size_t bytes;
-    unsigned keys;
-    apr_uint64_t evictions;
+    rrl_local_stats_t ls;
     rrl_row_t *rows;
     int i, nrows;
 
@@ -172,10 +170,19 @@ static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
               ap_ht_time(r->pool, rrl_counters_started(), RRL_TIME_FORMAT,
                          0), "</dt>\n<dt>Script SHA-1: ", rrl_script_sha,
               "</dt>\n", NULL);
-    rrl_local_stats(&bytes, &keys, &evictions);
-    ap_rprintf(r, "<dt>Local store: %" APR_SIZE_T_FMT " bytes, room for %u "
-               "keys, %" APR_UINT64_T_FMT " evicted</dt>\n</dl>\n\n",
-               bytes, keys, evictions);
+    rrl_local_stats(&ls);
+    if (ls.allocated) {
+        ap_rprintf(r, "<dt>Local store: %" APR_SIZE_T_FMT " bytes, room for "
+                   "%" APR_UINT64_T_FMT " keys, %" APR_UINT64_T_FMT " in "
+                   "use; %" APR_UINT64_T_FMT " entries given up for other "
+                   "keys, %" APR_UINT64_T_FMT " of them still holding "
+                   "state</dt>\n</dl>\n\n", ls.bytes, ls.capacity,
+                   ls.in_use, ls.evictions, ls.live_evictions);
+    }
+    else {
+        ap_rputs("<dt>Local store: none (every limit is kept in Redis, "
+                 "with RateLimitOnError allow or deny)</dt>\n</dl>\n\n", r);
+    }
 
     ap_rputs("<h2>Redis</h2>\n", r);
     if (!rrl_redis_backends()->nelts) {
@@ -258,9 +265,7 @@ static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
 
 static void rrl_status_auto(request_rec *r, const rrl_snapshot_t *sn)
 {
-    apr_size_t bytes;
-    unsigned keys;
-    apr_uint64_t evictions;
+    rrl_local_stats_t ls;
     rrl_row_t *rows;
     int i, nrows;
 
@@ -269,9 +274,14 @@ static void rrl_status_auto(request_rec *r, const rrl_snapshot_t *sn)
               "\n", NULL);
     ap_rprintf(r, "Uptime: %" APR_TIME_T_FMT "\n",
                apr_time_sec(apr_time_now() - rrl_counters_started()));
-    rrl_local_stats(&bytes, &keys, &evictions);
-    ap_rprintf(r, "LocalStoreKeys: %u\nLocalStoreEvictions: %"
-               APR_UINT64_T_FMT "\n", keys, evictions);
+    rrl_local_stats(&ls);
+    ap_rprintf(r, "LocalStoreBytes: %" APR_SIZE_T_FMT "\n"
+               "LocalStoreCapacity: %" APR_UINT64_T_FMT "\n"
+               "LocalStoreKeysInUse: %" APR_UINT64_T_FMT "\n"
+               "LocalStoreEvictions: %" APR_UINT64_T_FMT "\n"
+               "LocalStoreLiveEvictions: %" APR_UINT64_T_FMT "\n",
+               ls.bytes, ls.capacity, ls.in_use, ls.evictions,
+               ls.live_evictions);
     for (i = 0; i < rrl_redis_backends()->nelts; i++) {
         rrl_backend_t *be = APR_ARRAY_IDX(rrl_redis_backends(), i,
                                           rrl_backend_t *);
@@ -320,20 +330,22 @@ static void rrl_status_auto(request_rec *r, const rrl_snapshot_t *sn)
 static void rrl_status_json(request_rec *r, const rrl_snapshot_t *sn)
 {
     const char *sep = "";
-    apr_size_t bytes;
-    unsigned keys;
-    apr_uint64_t evictions;
+    rrl_local_stats_t ls;
     rrl_row_t *rows;
     int i, nrows;
 
-    rrl_local_stats(&bytes, &keys, &evictions);
+    rrl_local_stats(&ls);
     ap_set_content_type(r, "application/json");
     ap_rprintf(r, "{\"version\":\"" RRL_VERSION "\",\"script_sha\":\"%s\","
                "\"uptime_seconds\":%" APR_TIME_T_FMT ",\"local_store\":"
-               "{\"bytes\":%" APR_SIZE_T_FMT ",\"keys\":%u,\"evictions\":%"
-               APR_UINT64_T_FMT "},\"redis\":[", rrl_script_sha,
+               "{\"allocated\":%s,\"bytes\":%" APR_SIZE_T_FMT ","
+               "\"capacity_keys\":%" APR_UINT64_T_FMT ",\"keys_in_use\":%"
+               APR_UINT64_T_FMT ",\"evictions\":%" APR_UINT64_T_FMT ","
+               "\"live_evictions\":%" APR_UINT64_T_FMT "},\"redis\":[",
+               rrl_script_sha,
                apr_time_sec(apr_time_now() - rrl_counters_started()),
-               bytes, keys, evictions);
+               ls.allocated ? "true" : "false", ls.bytes, ls.capacity,
+               ls.in_use, ls.evictions, ls.live_evictions);
     for (i = 0; i < rrl_redis_backends()->nelts; i++) {
         rrl_backend_t *be = APR_ARRAY_IDX(rrl_redis_backends(), i,
                                           rrl_backend_t *);
@@ -359,7 +371,8 @@ static void rrl_status_json(request_rec *r, const rrl_snapshot_t *sn)
     }
     ap_rprintf(r, "},\"redis_latency\":{\"count\":%" APR_UINT64_T_FMT
                ",\"sum_seconds\":%.6f,\"avg_ms\":%.3f,\"max_ms\":%.3f,"
-               "\"buckets\":{", sn->lat_count, sn->lat_sum / 1e6,
+               "\"buckets_cumulative\":false,\"buckets\":{",
+               sn->lat_count, sn->lat_sum / 1e6,
                sn->lat_count ? sn->lat_sum / 1000.0 / sn->lat_count : 0.0,
                sn->lat_max / 1000.0);
     for (i = 0; i < RRL_LAT_BUCKETS; i++) {
@@ -422,6 +435,36 @@ static void rrl_prom_redis_gauge(request_rec *r, const char *name,
     }
 }
 
+/* The local store's series (all 0 while no limit can use it) */
+static void rrl_status_metrics_local(request_rec *r)
+{
+    rrl_local_stats_t ls;
+
+    rrl_local_stats(&ls);
+    rrl_prom_head(r, "local_store_bytes", "gauge", "Shared memory of the "
+                  "local store (0: none made, no limit can use it)");
+    ap_rprintf(r, RRL_PROM "local_store_bytes %" APR_SIZE_T_FMT "\n",
+               ls.bytes);
+    rrl_prom_head(r, "local_store_capacity_keys", "gauge", "Keys the local "
+                  "store has room for");
+    ap_rprintf(r, RRL_PROM "local_store_capacity_keys %" APR_UINT64_T_FMT
+               "\n", ls.capacity);
+    rrl_prom_head(r, "local_store_keys", "gauge", "Keys in the local store "
+                  "whose state has not expired");
+    ap_rprintf(r, RRL_PROM "local_store_keys %" APR_UINT64_T_FMT "\n",
+               ls.in_use);
+    rrl_prom_head(r, "local_store_evictions_total", "counter", "Entries of "
+                  "the local store given up for another key's (expired "
+                  "ones included)");
+    ap_rprintf(r, RRL_PROM "local_store_evictions_total %" APR_UINT64_T_FMT
+               "\n", ls.evictions);
+    rrl_prom_head(r, "local_store_live_evictions_total", "counter", "Of "
+                  "those, entries that still held state: each key started "
+                  "afresh early (RateLimitLocalSize too small)");
+    ap_rprintf(r, RRL_PROM "local_store_live_evictions_total %"
+               APR_UINT64_T_FMT "\n", ls.live_evictions);
+}
+
 static void rrl_status_metrics(request_rec *r, const rrl_snapshot_t *sn)
 {
     const apr_array_header_t *pairs = rrl_limit_pairs();
@@ -472,6 +515,7 @@ static void rrl_status_metrics(request_rec *r, const rrl_snapshot_t *sn)
                   "wait for Redis since start");
     ap_rprintf(r, RRL_PROM "redis_latency_max_seconds %.6f\n",
                sn->lat_max / 1e6);
+    rrl_status_metrics_local(r);
     if (rrl_redis_backends()->nelts) {
         rrl_prom_redis_gauge(r, "redis_up", "1 while the module reaches "
                              "this Redis, 0 while it is lost", 0);

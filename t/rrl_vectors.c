@@ -6,10 +6,15 @@
  * APR, no httpd.
  *
  * stdin, one command per line:
- *   LIMIT RATE ALGORITHM BURST|- COST      parse and check as RateLimit does
+ *   LIMIT RATE ALGORITHM BURST|- COST [keep]   parse and check as RateLimit
  *     -> "PARAMS alg count period burst interval unit cost" or "ERROR text"
- *   STEP NOW COST MODE                     decide with the state kept so far
- *     -> "OUT allowed remaining reset retry write ttl v0 v1 v2"
+ *     does; the state kept so far is forgotten, unless "keep" (the limit
+ *     changed under the same name: the state another algorithm wrote stays,
+ *     as it does in both stores)
+ *   STEP NOW COST MODE [UNTIL]             decide with the state kept so far
+ *     (MODE 1, a give-back: UNTIL what the spend given back said of itself)
+ *     -> "OUT allowed remaining reset retry write ttl v0 v1 v2 alg"
+ *     alg: the algorithm of the state kept after the step (-1: none)
  *   SIPHASH LEN                            rrl_util_siphash128 of the bytes
  *     -> "HASH hex"                          0..LEN-1 keyed with 00..0f
  * The state is forgotten when its ttl has passed, as both stores do.
@@ -29,24 +34,26 @@ int main(void)
     char line[1024];
     rrl_params_t p;
     apr_int64_t cost = 1, st[3] = { 0, 0, 0 }, expires = 0;
-    int present = 0, have = 0;
+    int stored = RRL_ALG_NONE, have = 0;
 
     apr_initialize();
     apr_pool_create(&pool, NULL);
     memset(&p, 0, sizeof(p));
 
     while (fgets(line, sizeof(line), stdin)) {
-        char rate[256], alg[64], burst[64];
-        long long now, c;
-        int mode;
+        char rate[256], alg[64], burst[64], keep[8];
+        long long now, c, until = 0;
+        int mode, nf;
 
-        if (sscanf(line, "LIMIT %255s %63s %63s %lld", rate, alg, burst,
-                   &c) == 4) {
+        if ((nf = sscanf(line, "LIMIT %255s %63s %63s %lld %7s", rate, alg,
+                        burst, &c, keep)) >= 4) {
             const char *err;
             int a, burst_given = strcmp(burst, "-") != 0;
 
             memset(&p, 0, sizeof(p));
-            present = 0;
+            if (nf < 5 || strcmp(keep, "keep") != 0) {
+                stored = RRL_ALG_NONE;
+            }
             have = 0;
             cost = c;
             if ((a = rrl_util_keyword(rrl_algo_names, alg)) < 0) {
@@ -91,32 +98,33 @@ int main(void)
             }
             printf("\n");
         }
-        else if (sscanf(line, "STEP %lld %lld %d", &now, &c, &mode) == 3
-                 && have) {
+        else if (sscanf(line, "STEP %lld %lld %d %lld", &now, &c, &mode,
+                        &until) >= 3 && have && mode >= 0 && mode <= 1) {
             rrl_outcome_t o;
 
-            if (present && now >= expires) {
-                present = 0;
+            if (now >= expires) {
+                stored = RRL_ALG_NONE;
             }
-            rrl_algo_decide(&p, c, (rrl_mode_e)mode, st, present, now, &o);
+            rrl_algo_decide(&p, c, (rrl_mode_e)mode, until, st, stored,
+                            now, &o);
             /* what the store keeps: all or nothing, decided by the caller;
              * a single limit commits when it is allowed */
             if (o.allowed && o.write) {
                 if (o.ttl > 0) {
                     memcpy(st, o.next, sizeof(st));
                     expires = now + o.ttl;
-                    present = 1;
+                    stored = p.algorithm;
                 }
                 else {
-                    present = 0;
+                    stored = RRL_ALG_NONE;
                 }
             }
             printf("OUT %d %" APR_INT64_T_FMT " %" APR_INT64_T_FMT
                    " %" APR_INT64_T_FMT " %d %" APR_INT64_T_FMT
                    " %" APR_INT64_T_FMT " %" APR_INT64_T_FMT
-                   " %" APR_INT64_T_FMT "\n",
+                   " %" APR_INT64_T_FMT " %d\n",
                    o.allowed, o.remaining, o.reset, o.retry, o.write, o.ttl,
-                   o.next[0], o.next[1], o.next[2]);
+                   o.next[0], o.next[1], o.next[2], stored);
         }
         else {
             printf("ERROR bad command\n");

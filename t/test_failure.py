@@ -3,6 +3,7 @@ request gets a promised answer fast, no child crashes, and limits come back
 to Redis on their own.  Faults are injected for real: Redis stopped and
 restarted, a listener that never answers, DEBUG SLEEP, CLIENT KILL,
 SCRIPT FLUSH, a key of another type, graceful restarts under load."""
+import hashlib
 import math
 import socket
 import statistics
@@ -259,6 +260,81 @@ def test_failure_07_key_of_another_type(httpd, redis_server, env, mpm):
     assert httpd.get("/small.txt", headers={"X-K": "good"}).status == 200
     assert httpd.access_log()[-1]["result"] == "allowed"
     assert c.type("rl:wt:bad") == b"hash"
+
+
+# ---- SPEC 7a: key values never in the error log or on the status page ----
+
+SECRET = "sk_live_SECRET123"
+SECRETS = """
+<VirtualHost *:${port}>
+    ServerName secrets.test
+    RateLimitRedis ${redis_url}
+    %s
+    RateLimitOnError allow
+    LogLevel warn redis_ratelimit:trace3
+    RateLimit 3/min key=%%{HTTP:X-Api-Key} name=apikey
+    <Location /rl-status>
+        SetHandler redis-ratelimit-status
+    </Location>
+</VirtualHost>
+""" % FAST
+
+
+def test_failure_13_key_values_never_logged_or_shown(httpd, redis_server,
+                                                     env):
+    """Each error Redis can give the module about a key, the key's value a
+    recognisable secret (an API key): a key of another type (WRONGTYPE), a
+    value no algorithm wrote, a value of the limit's own algorithm that
+    does not parse, Redis out of memory as the script writes.  Every line
+    of the error log (up to trace3: from trace4 on httpd's own expression
+    evaluator traces key values) and every status format (HTML, ?auto,
+    ?json, ?metrics) name the limit, its virtual host and the key's SHA-1
+    (what an operator can compute to find it), never the value."""
+    env.expect_log("RRL00013")
+    httpd.start(SECRETS, mpm="event", mpm_conf=ONE_CHILD)
+    c = redis_server.client()
+    kinds = {"FOREIGN": lambda k: c.set(k, "hello"),
+             "SHAPE": lambda k: c.set(k, "99999999999999999"),
+             "TYPE": lambda k: c.hset(k, "x", "1"),
+             "OOM": lambda k: c.config_set("maxmemory", "1")}
+    shown = []
+    try:
+        for kind, make in kinds.items():
+            value = f"{SECRET}_{kind}"
+            key = f"rl:secrets.test:apikey:{value}"
+            make(key)
+            seen = len(httpd.error_log_lines())
+            r = httpd.get("/small.txt", host="secrets.test",
+                          headers={"X-Api-Key": value})
+            assert r.status == 200                 # RateLimitOnError allow
+            assert httpd.access_log()[-1]["result"] == "fallback-allowed"
+            line = rrl.wait_for(lambda: next(
+                (ln for ln in httpd.error_log_lines()[seen:]
+                 if "RRL00013" in ln), None), 2 * rrl.SLOW, "RRL00013")
+            assert kind_word(kind) in line, line
+            assert SECRET not in line
+            assert "RateLimit apikey@secrets.test" in line, line
+            if kind != "OOM":     # an error of Redis names no key
+                sha = hashlib.sha1(key.encode()).hexdigest()[:12]
+                assert f"key SHA-1 {sha}:" in line, line
+            for q in ("", "?auto", "?json", "?metrics"):
+                page = httpd.get("/rl-status" + q, host="secrets.test")
+                assert page.status == 200
+                shown.append(page.text)
+            assert "apikey@secrets.test" in shown[-3]   # ?auto's LastError
+            time.sleep(1.1)      # RRL00013: a line a second per child
+    finally:
+        c.config_set("maxmemory", "0")
+    lines = httpd.error_log_lines()
+    assert len([ln for ln in lines if "RRL00013" in ln]) == len(kinds)
+    for text in lines + shown:
+        assert SECRET not in text, text
+
+
+def kind_word(kind):
+    """What the RRL00013 line of each error kind of test_failure_13 says"""
+    return {"TYPE": "WRONGTYPE", "FOREIGN": "unreadable",
+            "SHAPE": "unreadable", "OOM": "OOM"}[kind]
 
 
 # ---- logging ----

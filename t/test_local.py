@@ -3,6 +3,7 @@ through a real httpd.  Every directive and option of the single-server
 module, its headers, environment variables and corner cases."""
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -541,9 +542,9 @@ def test_auth_03_count_only_failed_logins(httpd, env):
         # the failure is spent as the response is logged, after it is sent
         httpd.access_log(6 + i)
     assert statuses(rs) == [401] * 3
-    # checked before the request runs, so it shows what was left then
+    # reserved before the request runs: what is left with it taken
     assert [r.headers["X-RateLimit-Remaining"] for r in rs] == \
-        ["3", "2", "1"]
+        ["2", "1", "0"]
     # three failures: the next attempt is denied before it runs
     r = httpd.get("/small.txt", auth=wrong)
     assert r.status == 429
@@ -645,20 +646,33 @@ def test_store_02_survives_graceful_restart(httpd):
     assert statuses(gets(httpd, 2)) == [200, 429]
 
 
-@pytest.mark.slow
-def test_store_03_full_store_evicts_what_expires_first(httpd):
-    httpd.start("""
+LOCAL_STATUS = """
+<Location "/rl-status">
+    SetHandler redis-ratelimit-status
+</Location>
+"""
+
+
+def flood_conf(kept, flood):
+    """A 64K store (872 keys), RATE kept on /dir and flood on /small.txt,
+    each by query string"""
+    return f"""
 RateLimitLocalSize 64K
 <Location /dir>
-    RateLimit 1/d key=%{QUERY_STRING} name=long
+    RateLimit {kept} key=%{{QUERY_STRING}} name=kept
 </Location>
 <Location /small.txt>
-    RateLimit 1/h key=%{QUERY_STRING} name=short
+    RateLimit {flood} key=%{{QUERY_STRING}} name=flood
 </Location>
-""")
+""" + LOCAL_STATUS
+
+
+@pytest.mark.slow
+def test_store_03_full_store_evicts_what_expires_first(httpd):
+    httpd.start(flood_conf("1/d", "1/h"))
     keep = [f"/dir/?keep{i}" for i in range(20)]
     assert statuses([httpd.get(p) for p in keep]) == [200] * 20
-    # 64K hold about 1,360 keys: 5,000 short-lived keys overflow it
+    # 64K hold 872 keys: 5,000 short-lived keys overflow it
     flood = [f"/small.txt?k{i}" for i in range(5000)]
     codes = httpd.hammer(len(flood), paths=flood, concurrency=8)
     assert codes == [200] * 5000
@@ -667,6 +681,88 @@ RateLimitLocalSize 64K
     # the earliest hour-long keys gave way, so the store stayed bounded
     again = statuses([httpd.get(p) for p in flood[:100]])
     assert again.count(200) > 50
+
+
+def auto(httpd):
+    r = httpd.get("/rl-status?auto")
+    assert r.status == 200
+    return dict(line.split(": ", 1) for line in r.text.splitlines())
+
+
+@pytest.mark.slow
+def test_store_04_denied_keys_are_evicted_last(httpd):
+    """RateLimitLocalSize 64K, twenty clients denied, then 3,000 other keys
+    flood the store: the denied ones expire first (a minute, the flood's a
+    day), yet a key denied now is evicted last, so they stay denied; the
+    entries given up to make room are counted, live ones apart."""
+    httpd.start(flood_conf("1/min", "100/d"))
+    victims = [f"/dir/?victim{i}" for i in range(20)]
+    assert statuses([httpd.get(p) for p in victims]) == [200] * 20
+    assert statuses([httpd.get(p) for p in victims]) == [429] * 20
+    flood = [f"/small.txt?k{i}" for i in range(3000)]
+    assert httpd.hammer(len(flood), paths=flood, concurrency=8) == \
+        [200] * 3000
+    assert statuses([httpd.get(p) for p in victims]) == [429] * 20
+    a = auto(httpd)
+    capacity, in_use = int(a["LocalStoreCapacity"]), \
+        int(a["LocalStoreKeysInUse"])
+    assert 500 < capacity < 1500
+    assert in_use == capacity           # full: every slot is live state
+    assert int(a["LocalStoreLiveEvictions"]) >= 3000 + 20 - capacity
+    assert int(a["LocalStoreEvictions"]) >= int(a["LocalStoreLiveEvictions"])
+
+
+def shared_mappings(pid, size):
+    """The shared mappings of process pid of size bytes (apr_shm adds a
+    header, rounded up to pages)"""
+    found = []
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        span, perms = line.split()[:2]
+        lo, hi = (int(x, 16) for x in span.split("-"))
+        if "s" in perms and size <= hi - lo < size + 65536:
+            found.append(line)
+    return found
+
+
+REDIS_ALLOW = """
+RateLimitRedis ${redis_url}
+RateLimitOnError allow
+RateLimit 10/min name=r
+"""
+
+
+@pytest.mark.parametrize("conf,store", [
+    ("", False),                               # loaded, no directive
+    (REDIS_ALLOW, False),
+    (REDIS_ALLOW.replace("allow", "deny"), False),
+    (REDIS_ALLOW + "<VirtualHost *:${port}>\n    ServerName v.test\n"
+     "</VirtualHost>\n", False),              # inherits all of it
+    (REDIS_ALLOW.replace("RateLimitOnError allow\n", ""), True),   # local
+    (REDIS_ALLOW + "<Location /dir>\n    RateLimitOnError local\n"
+     "</Location>\n", True),
+    ("RateLimit 10/min name=l\n", True),       # no Redis
+    (REDIS_ALLOW + "<VirtualHost *:${port}>\n    ServerName v.test\n"
+     "    RateLimitRedis off\n</VirtualHost>\n", True),
+], ids=["none", "redis-allow", "redis-deny", "vhost-inherits",
+        "redis-local", "local-in-a-location", "no-redis", "vhost-off"])
+def test_store_05_allocated_only_when_a_limit_can_use_it(httpd, redis_server,
+                                                         conf, store):
+    """The 8M of the local store are made (and zeroed, so resident) only
+    when a limit can be decided there: with no Redis for its server, or
+    RateLimitOnError local.  Without it, limits, the status page in every
+    format and ?health work as ever."""
+    httpd.start(conf + LOCAL_STATUS)
+    found = shared_mappings(httpd.pid, 8 * 1024 * 1024)
+    assert len(found) == (1 if store else 0), found
+    assert httpd.get("/small.txt").status == 200
+    a = auto(httpd)
+    assert a["LocalStoreBytes"] == (str(8 * 1024 * 1024) if store else "0")
+    assert int(a["LocalStoreCapacity"]) > 0 if store else \
+        a["LocalStoreCapacity"] == "0"
+    for q in ("", "?json", "?metrics", "?health"):
+        assert httpd.get("/rl-status" + q).status == 200, q
+    html = httpd.get("/rl-status").text
+    assert ("room for" in html) == store
 
 
 # ---- the configuration files of conf/ ----

@@ -409,7 +409,7 @@ RateLimit 100/h burst=20 name=site
 def test_status_12_long_redis_error_cut_at_a_word(httpd, redis_factory,
                                                   env):
     """A Redis error too long for the page is cut after a whole word, with
-    "..."; the WRONGTYPE text of Redis 7 is shown whole"""
+    "..."; a key of another type is shown whole"""
     env.expect_log("RRL00013")
     r = redis_factory("--enable-protected-configs", "local")
     httpd.start(status_conf(f"RateLimitRedis {r.url()}\n"
@@ -418,8 +418,9 @@ def test_status_12_long_redis_error_cut_at_a_word(httpd, redis_factory,
     c.hset("rl:long:typed", "x", "1")
     httpd.get("/small.txt", headers={"X-K": "typed"})
     err = status_json(httpd)["redis"][0]["last_error"]
-    assert re.search(r"WRONGTYPE Operation against a key holding the "
-                     r"wrong kind of value.*@user_script:\d+\.$", err), err
+    # named by its limit and its key's hash (never the key), whole
+    assert re.fullmatch(r"EVALSHA: RateLimit long, key SHA-1 [0-9a-f]{12}: "
+                        r"not a string \(WRONGTYPE\)", err), err
     # MISCONF: writes refused after a failed save, a message of 300 bytes
     d = r.dir / "gone"
     d.mkdir()
@@ -439,11 +440,13 @@ def test_status_12_long_redis_error_cut_at_a_word(httpd, redis_factory,
         "auto": auto(httpd)["Redis[0] LastError"],
     }
     html = httpd.get("/rl-status").text
-    shown["html"] = re.search(r"<td>(EVALSHA: MISCONF[^<]*) \(", html).group(1)
+    head = "EVALSHA for RateLimit long: "
+    shown["html"] = re.search("<td>(" + re.escape(head) + r"MISCONF[^<]*) \(",
+                              html).group(1)
     for where, text in shown.items():
-        assert text.startswith("EVALSHA: MISCONF"), (where, text)
+        assert text.startswith(head + "MISCONF"), (where, text)
         assert text.endswith("..."), (where, text)
-        kept = text[len("EVALSHA: "):-3]
+        kept = text[len(head):-3]
         assert full.startswith(kept), (where, text)
         assert full[len(kept)] in " ,", (where, text)   # a whole word
         assert len(text) < 256
@@ -527,3 +530,40 @@ RateLimit 2/h name=slow
     for q in ("", "?auto", "?json", "?metrics"):
         assert secret not in httpd.get("/rl-status" + q).text
     assert secret not in "\n".join(httpd.error_log_lines())
+
+
+def test_status_14_local_store_capacity_keys_and_evictions(httpd):
+    """The local store's numbers say what they are: its capacity, the keys
+    in use, the entries given up for other keys and, of those, the ones
+    that still held state, the same in ?auto, ?json and ?metrics (no
+    LocalStoreKeys that was the capacity); ?json says its latency buckets
+    are not cumulative (Prometheus's are)."""
+    httpd.start(status_conf("""
+RateLimitLocalSize 64K
+RateLimit 5/min key=%{QUERY_STRING} name=q
+"""))
+    for i in range(7):
+        assert httpd.get(f"/small.txt?k{i}").status == 200
+    a = auto(httpd)
+    assert "LocalStoreKeys" not in a
+    capacity = int(a["LocalStoreCapacity"])
+    assert 500 < capacity < 1500
+    assert a["LocalStoreBytes"] == str(64 * 1024)
+    assert a["LocalStoreKeysInUse"] == "7"
+    assert a["LocalStoreEvictions"] == a["LocalStoreLiveEvictions"] == "0"
+    j = status_json(httpd)
+    assert j["local_store"] == {
+        "allocated": True, "bytes": 64 * 1024, "capacity_keys": capacity,
+        "keys_in_use": 7, "evictions": 0, "live_evictions": 0}
+    assert j["redis_latency"]["buckets_cumulative"] is False
+    types, samples = parse_metrics(httpd.get("/rl-status?metrics").text)
+    for name, kind, value in [
+            ("local_store_bytes", "gauge", 64 * 1024),
+            ("local_store_capacity_keys", "gauge", capacity),
+            ("local_store_keys", "gauge", 7),
+            ("local_store_evictions_total", "counter", 0),
+            ("local_store_live_evictions_total", "counter", 0)]:
+        assert types["redis_ratelimit_" + name] == kind
+        assert metric(samples, "redis_ratelimit_" + name) == value
+    html = httpd.get("/rl-status").text
+    assert f"room for {capacity} keys, 7 in use" in html

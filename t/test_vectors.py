@@ -9,12 +9,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import redis as redis_py
 
 HERE = Path(__file__).resolve().parent
 VECTORS = json.loads((HERE / "vectors.json").read_text())
 SCRIPT = (HERE.parent / "lua" / "ratelimit.lua").read_text()
-MODES = {"spend": 0, "check": 1, "force": 2}
+MODES = {"spend": 0, "refund": 1}
 BASE = VECTORS["base"]
+
+
+def mode_of(text):
+    """"spend" -> (0, None); "refund@U" -> (1, BASE + U)"""
+    name, _, until = text.partition("@")
+    return MODES[name], BASE + int(until) if until else None
 
 
 class Driver:
@@ -32,13 +39,16 @@ class Driver:
         self.proc.stdin.flush()
         return self.proc.stdout.readline().split(maxsplit=1)
 
-    def limit(self, rate, algorithm, burst, cost):
+    def limit(self, rate, algorithm, burst, cost, keep=False):
+        """keep: the limit changed under its name; the state stays"""
         kind, rest = self.ask(f"LIMIT {rate} {algorithm} "
-                              f"{'-' if burst is None else burst} {cost}")
+                              f"{'-' if burst is None else burst} {cost}"
+                              + (" keep" if keep else ""))
         return kind, rest.strip()
 
-    def step(self, now, cost, mode):
-        kind, rest = self.ask(f"STEP {now} {cost} {mode}")
+    def step(self, now, cost, mode, until=None):
+        kind, rest = self.ask(f"STEP {now} {cost} {mode}"
+                              + ("" if until is None else f" {until}"))
         assert kind == "OUT", rest
         return [int(x) for x in rest.split()]
 
@@ -61,7 +71,7 @@ class Script:
         self.r = client
         self.sha = client.script_load(SCRIPT)
 
-    def step(self, params, key, now, cost, mode):
+    def step(self, params, key, now, cost, mode, until=None):
         alg, count, period, burst, interval, unit = params
         # Redis expires keys by its own clock, the vectors run on theirs:
         # read the expiry the script set and keep the state for the next
@@ -69,44 +79,69 @@ class Script:
         # the tests forget it when it expires by the vectors' clock
         p = self.r.pipeline(transaction=True)
         p.evalsha(self.sha, 1, key, str(now), alg, count, period, burst,
-                  interval, unit, str(cost), str(mode))
+                  interval, unit, str(cost), str(mode),
+                  "" if until is None else str(until))
         p.pttl(key)
         p.persist(key)
         reply, ttl, _ = p.execute()
         return reply, ttl
 
 
-def params_of(driver, case):
+def params_of(driver, case, keep=False):
     kind, rest = driver.limit(case["rate"], case["algorithm"], case["burst"],
-                              case["cost"])
+                              case["cost"], keep)
     assert kind == "PARAMS", rest
     return rest.split()[:6]
 
 
+def phases(case):
+    """A case's limits in turn, one key: "phases" (the limit changes under
+    its name, its state stays), or the case itself"""
+    return case.get("phases", [case])
+
+
+# The letter each algorithm's value in Redis starts with (gcra's is one
+# number, lua/ratelimit.lua) and how many numbers follow
+TAGS = {"0": [], "1": ["t"], "2": ["f"], "3": ["s"]}
+NUMBERS = {"0": 1, "1": 2, "2": 2, "3": 3}
+
+
+def stored_value(out):
+    """The value Redis must hold after a step the driver answered out"""
+    alg = str(out[9])
+    return TAGS[alg] + [str(v) for v in out[6:6 + NUMBERS[alg]]]
+
+
 @pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: c["name"])
 def test_vectors_01_local_arithmetic(driver, case):
-    params_of(driver, case)
-    for t, cost, mode, *want in case["steps"]:
-        out = driver.step(BASE + t, cost, MODES[mode])
-        assert out[:4] == want, f"step at {t} us"
+    for i, phase in enumerate(phases(case)):
+        params_of(driver, phase, keep=i > 0)
+        for t, cost, mode, *want in phase["steps"]:
+            out = driver.step(BASE + t, cost, *mode_of(mode))
+            assert out[:4] == want, f"phase {i}, step at {t} us"
 
 
 @pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: c["name"])
 def test_vectors_02_lua_script(driver, redis_server, case):
-    params = params_of(driver, case)
     client = redis_server.client()
     script = Script(client)
     expires = 0
-    for t, cost, mode, *want in case["steps"]:
-        if BASE + t >= expires:       # expired by the vectors' clock
-            client.delete("rl:v:k")
-        reply, ttl = script.step(params, "rl:v:k", BASE + t, cost, MODES[mode])
-        out = driver.step(BASE + t, cost, MODES[mode])   # its exact expiry
-        if out[0] and out[4]:
-            expires = BASE + t + out[5]
-        assert reply[1] == BASE + t
-        assert reply[2:6] == want, f"step at {t} us"
-        assert reply[0] == want[0]
+    for i, phase in enumerate(phases(case)):
+        params = params_of(driver, phase, keep=i > 0)
+        for t, cost, mode, *want in phase["steps"]:
+            if BASE + t >= expires:       # expired by the vectors' clock
+                client.delete("rl:v:k")
+            reply, ttl = script.step(params, "rl:v:k", BASE + t, cost,
+                                     *mode_of(mode))
+            out = driver.step(BASE + t, cost, *mode_of(mode))   # expiry
+            if out[0] and out[4]:
+                expires = BASE + t + out[5]
+            assert reply[1] == BASE + t
+            assert reply[2:6] == want, f"phase {i}, step at {t} us"
+            assert reply[0] == want[0]
+            if out[0] and out[4] and out[5] > 0:     # wrote: the same
+                assert client.get("rl:v:k").decode().split() == \
+                    stored_value(out)
 
 
 @pytest.mark.parametrize("rate,alg,burst,cost,words", VECTORS["errors"])
@@ -139,30 +174,143 @@ def test_vectors_04_random_traffic_agrees(driver, redis_server, rate, alg,
     client = redis_server.client()
     now = latest = BASE + rng.randrange(period)
     expires = 0
+    spends = []                   # (cost, until) of recent spends
     for i in range(400):
         now += rng.choice([0, 0, 1, rng.randrange(period // 50 + 1),
                            rng.randrange(period), -rng.randrange(period // 20 + 1)])
         latest = max(latest, now)
         cost = rng.choice([1, 1, 1, 2, 3])
-        mode = rng.choice([0, 0, 0, 0, 1, 2])
+        mode, until = rng.choice([0, 0, 0, 0, 1, 1]), None
+        if mode:        # give back a recent spend, now and then a made-up one
+            if spends and rng.random() < 0.8:
+                cost, until = spends.pop(rng.randrange(len(spends)))
+            else:
+                until = now + rng.randrange(-period, 2 * period)
         if now >= expires:        # expired by the vectors' clock, as Redis
             client.delete("rl:r:k")   # would have by its own
-        out = driver.step(now, cost, mode)
-        reply, ttl = script.step(params, "rl:r:k", now, cost, mode)
+        out = driver.step(now, cost, mode, until)
+        reply, ttl = script.step(params, "rl:r:k", now, cost, mode, until)
+        if out[0] and not mode:
+            spends = (spends + [(cost, now + out[2])])[-5:]
         if out[0] and out[4]:
             expires = now + out[5]
         assert reply[2:6] == out[:4], f"step {i} at {now}"
         if out[4] and out[0]:                    # wrote: same state, same ttl
             stored = client.get("rl:r:k")
             if out[5] > 0:
-                n = {"gcra": 1, "sliding-window": 3}.get(alg, 2)
-                assert stored.decode().split() == [str(v) for v in out[6:6 + n]]
+                assert stored.decode().split() == stored_value(out)
                 # PX is the ttl rounded up to ms; PTTL has run on since
                 assert (out[5] + 999) // 1000 - 100 <= ttl <= (out[5] + 999) // 1000
                 limit_ttl = {"sliding-window": 2 * period}.get(
                     alg, max(period, int(params[3]) * int(params[4])))
                 if now == latest:       # not after the clock went back
                     assert out[5] <= limit_ttl
+
+
+ALGORITHMS = ["gcra", "token-bucket", "fixed-window", "sliding-window"]
+
+
+@pytest.mark.parametrize("rate", ["7/s", "3/10s", "13/min"])
+def test_vectors_05_algorithm_changes_agree(driver, redis_server, rate):
+    """SPEC 4: a limit whose algorithm changes under its name (so its key)
+    reads the state another algorithm wrote as no state, in both stores
+    alike: random traffic, the algorithm (and sometimes the rate) changed
+    every few steps, C and Lua agree on every answer, on what is stored and
+    for how long, and a step right after a change of algorithm answers as a
+    fresh key would."""
+    rng = random.Random(f"changes {rate}")
+    client = redis_server.client()
+    script = Script(client)
+    alg, params, period, expires, now = None, None, None, 0, BASE
+    for i in range(600):
+        if i % rng.choice([3, 5, 11]) == 0:
+            changed = rng.choice(ALGORITHMS)
+            burst = rng.choice([None, 2]) if changed in ("gcra",
+                                                         "token-bucket") \
+                else None
+            kind, rest = driver.limit(rng.choice([rate, rate, "5/s"]), changed,
+                                      burst, 1, keep=True)
+            assert kind == "PARAMS", rest
+            fresh = changed != alg
+            alg, params = changed, rest.split()[:6]
+            period = int(params[2])
+        else:
+            fresh = False
+        now += rng.choice([0, 1, rng.randrange(period // 20 + 1),
+                           rng.randrange(period)])
+        cost = rng.choice([1, 1, 2])
+        if now >= expires:
+            client.delete("rl:c:k")
+        out = driver.step(now, cost, 0)
+        reply, ttl = script.step(params, "rl:c:k", now, cost, 0)
+        assert reply[2:6] == out[:4], f"step {i} at {now}, {alg}"
+        if fresh:       # as if nothing were stored: all of burst there
+            assert out[:2] == [1, int(params[3]) - cost], f"step {i}"
+        if out[0] and out[4]:
+            expires = now + out[5]
+            if out[5] > 0:
+                assert client.get("rl:c:k").decode().split() == \
+                    stored_value(out)
+                assert (out[5] + 999) // 1000 - 100 <= ttl <= \
+                    (out[5] + 999) // 1000
+
+
+@pytest.mark.parametrize("alg,value", [
+    ("gcra", b"2 1799971200"),             # before values had a letter:
+    ("gcra", b"29999520 1 0"),             # token-bucket, fixed-, sliding-
+    ("gcra", b"t 2 1799971200000000"), ("gcra", b"f 1799971200000000 3"),
+    ("gcra", b"s 1799971200000000 3 1"),
+    ("fixed-window", b"1799971260000000"),  # gcra's, then and now
+    ("fixed-window", b"2 1799971200"), ("sliding-window", b"f 1 2"),
+    ("token-bucket", b"s 1 2 3"),
+])
+def test_vectors_06_another_algorithms_value_is_no_value(driver,
+                                                         redis_server,
+                                                         alg, value):
+    """A limit meets values another algorithm (or the module before values
+    carried their algorithm's letter) wrote under its key: each reads as
+    nothing stored, never an error."""
+    kind, rest = driver.limit("3/min", alg, None, 1)
+    assert kind == "PARAMS", rest
+    client = redis_server.client()
+    client.set("rl:o:k", value)
+    reply, ttl = Script(client).step(rest.split()[:6], "rl:o:k", BASE, 1, 0)
+    out = driver.step(BASE, 1, 0)             # on a fresh key
+    assert reply[2:6] == out[:4] and out[:2] == [1, 2]
+    assert client.get("rl:o:k").decode().split() == stored_value(out)
+
+
+@pytest.mark.parametrize("value", [
+    b"99999999999999999", b"-5", b"1e9", b" 1", b"1 ", b"g 1", b"hello",
+    b"", b"1 2 3 4", b"t", b"T 1 2", b"x 1",
+])
+def test_vectors_07_an_unreadable_value_is_an_error(redis_server, value):
+    """What no algorithm wrote, or this one's letter with numbers that are
+    not its own, is an error reply: never a guess."""
+    client = redis_server.client()
+    client.set("rl:u:k", value)
+    with pytest.raises(redis_py.ResponseError, match="unreadable"):
+        Script(client).step(["0", "3", "60000000", "3", "20000000", "0"],
+                            "rl:u:k", BASE, 1, 0)
+    assert client.get("rl:u:k") == value
+
+
+def test_vectors_08_errors_name_the_item_never_the_key(redis_server):
+    """The script's error replies say which limit (by its place in KEYS)
+    and why, never the key: its value may be an API key (SPEC 7a)."""
+    client = redis_server.client()
+    sha = client.script_load(SCRIPT)
+    limit = ["0", "3", "60000000", "3", "20000000", "0", "1", "0", ""]
+    keys = ["rl:e:sk_live_A", "rl:e:sk_live_B"]
+    for make, why in ((lambda k: client.hset(k, "x", "1"),
+                       "not a string (WRONGTYPE)"),
+                      (lambda k: client.set(k, "hello"), "unreadable state")):
+        client.delete(*keys)
+        make(keys[1])
+        with pytest.raises(redis_py.ResponseError) as e:
+            client.evalsha(sha, 2, *keys, str(BASE), *limit, *limit)
+        assert str(e.value) == f"rrl: item 2: {why}"
+        assert client.exists(keys[0]) == 0          # nothing written
 
 
 def _siphash128(key: bytes, msg: bytes) -> bytes:

@@ -87,21 +87,28 @@ static void check_limit(const rrl_limit_t *l)
 /* A few decisions in a row, the state kept as the stores keep it */
 static void run_algo(const rrl_limit_t *l, unsigned seed)
 {
-    apr_int64_t st[3] = { 0, 0, 0 }, expires = 0;
+    apr_int64_t st[3] = { 0, 0, 0 }, expires = 0, until = 0;
     apr_int64_t now = APR_INT64_C(1700000000000000);
     const apr_int64_t steps[] = { 0, 0, 1, l->p.interval, l->p.period / 2,
                                   l->p.period, 3 * l->p.period, 7 };
-    int present = 0, i;
+    int stored = RRL_ALG_NONE, i;
 
     for (i = 0; i < 8; i++) {
         rrl_outcome_t o;
-        rrl_mode_e mode = (rrl_mode_e)((seed >> (2 * i)) % 3);
+        /* spends, and give-backs of the last spend (or of a made-up one) */
+        rrl_mode_e mode = (rrl_mode_e)((seed >> (2 * i)) % 3 == 2);
 
         now += steps[(seed >> i) % 8];
-        if (present && now >= expires) {
-            present = 0;
+        if (now >= expires) {
+            stored = RRL_ALG_NONE;
         }
-        rrl_algo_decide(&l->p, l->cost, mode, st, present, now, &o);
+        if (mode == RRL_MODE_REFUND && (seed >> (3 * i)) % 4 == 0) {
+            until = now + steps[(seed >> (i + 1)) % 8];
+        }
+        rrl_algo_decide(&l->p, l->cost, mode, until, st, stored, now, &o);
+        if (mode == RRL_MODE_SPEND && o.allowed) {
+            until = now + o.reset;
+        }
         RRL_FUZZ_ASSERT(o.remaining >= 0 && o.remaining <= l->p.burst);
         RRL_FUZZ_ASSERT(o.reset >= 0 && o.retry >= 0 && o.ttl >= 0);
         RRL_FUZZ_ASSERT(o.allowed || o.retry > 0);
@@ -109,10 +116,10 @@ static void run_algo(const rrl_limit_t *l, unsigned seed)
             if (o.ttl > 0) {
                 memcpy(st, o.next, sizeof(st));
                 expires = now + o.ttl;
-                present = 1;
+                stored = l->p.algorithm;
             }
             else {
-                present = 0;
+                stored = RRL_ALG_NONE;
             }
         }
     }
