@@ -25,14 +25,9 @@
 #include "rrl_limit.h"
 #include "rrl_local.h"
 #include "rrl_redis.h"
+#include "rrl_reserve.h"
 #include "rrl_util.h"
 
-
-/* A count= limit's spend, and the store it is in */
-typedef struct {
-    rrl_item_t it;
-    int local;                    /* the local store, else the server's Redis */
-} rrl_reserved_t;
 
 /*
  * What an upgrading request decided, kept on its connection for the
@@ -164,16 +159,7 @@ int rrl_decide_protocol_switch(conn_rec *c, request_rec *r, server_rec *s,
         }
     }
     if (rq->reserved) {
-        up->rq.reserved = apr_array_copy(c->pool, rq->reserved);
-        for (i = 0; i < up->rq.reserved->nelts; i++) {
-            rrl_item_t *it = &APR_ARRAY_IDX(up->rq.reserved, i,
-                                            rrl_reserved_t).it;
-
-            it->key = apr_pstrmemdup(c->pool, it->key, it->keylen);
-            if (it->p != &it->limit->p) {
-                it->p = apr_pmemdup(c->pool, it->p, sizeof(*it->p));
-            }
-        }
+        up->rq.reserved = rrl_reserve_copy(c->pool, rq->reserved);
         rq->reserved = NULL;      /* stream 1 gives them back, or not, by
                                    * its final status */
     }
@@ -221,35 +207,6 @@ static int rrl_take_upgrade(request_rec *r)
     }
     rrl_answer_env(r, rq, &rq->env_added);
     return 1;
-}
-
-/*
- * count= limits reserve at check time what the request would spend (they
- * spend it as any limit does), so that however many requests are in
- * flight at once no more of them can end with a counted status than the
- * limit has; what was spent is given back at log time (rrl_decide_log)
- * unless the final status counts.  A spend never given back (a child
- * killed) expires with the state.
- */
-static void rrl_reserve(request_rec *r, rrl_req_t *rq, const rrl_item_t *items,
-                        int n, int local)
-{
-    int i;
-
-    for (i = 0; i < n; i++) {
-        rrl_reserved_t *rs;
-
-        if (!items[i].spent || !items[i].limit->nstatuses) {
-            continue;
-        }
-        if (!rq->reserved) {
-            rq->reserved = apr_array_make(r->pool, 2, sizeof(*rs));
-        }
-        rs = apr_array_push(rq->reserved);
-        rs->it = items[i];
-        rs->it.mode = RRL_MODE_REFUND;
-        rs->local = local;
-    }
 }
 
 static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
@@ -347,7 +304,7 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
     if (!rrl_decide_items(r, sc, dc, items, n, &now, &src)) {
         return rrl_answer_on_error(r, dc, rq);
     }
-    rrl_reserve(r, rq, items, n, !sc->backend || src != RRL_BY_STORE);
+    rrl_reserve_add(r, rq, items, n, !sc->backend || src != RRL_BY_STORE);
     if (deny_cache && src == RRL_BY_STORE
         && rrl_config_mode(dc) == RRL_ENFORCE) {
         apr_time_t local = apr_time_now();
@@ -371,34 +328,17 @@ int rrl_decide_fixups(request_rec *r)
     return rrl_decide_phase(r, RRL_PHASE_AUTH);
 }
 
-/* Does limit l count final status st (count=)? */
-static int rrl_counts(const rrl_limit_t *l, int st)
-{
-    int j;
-
-    for (j = 0; j < l->nstatuses; j++) {
-        if (l->statuses[j] == st) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 /*
- * What count= limits reserved is given back when the final status is not
- * one they count, in the store that took it: Redis (one EVALSHA; when it
- * fails, the reservation expires with the state) or the local store.  The
- * RATELIMIT_* variables are also copied to the final request of an
- * internal redirect (ErrorDocument 429), where mod_log_config reads them.
+ * At log time: what count= limits reserved is settled by the final status
+ * (rrl_reserve_settle).  The RATELIMIT_* variables are also copied to the
+ * final request of an internal redirect (ErrorDocument 429), where
+ * mod_log_config reads them.
  */
 int rrl_decide_log(request_rec *r)
 {
     rrl_req_t *rq = ap_get_module_config(r->request_config,
                                          &redis_ratelimit_module);
     request_rec *last = r;
-    rrl_reserved_t *rs;
-    rrl_item_t *items;
-    int i, local, n;
 
     if (!rq) {
         return DECLINED;
@@ -415,31 +355,8 @@ int rrl_decide_log(request_rec *r)
         }
         rrl_counters_count_result(rq->result);
     }
-    if (!rq->reserved) {
-        return DECLINED;
-    }
-    rs = (rrl_reserved_t *)rq->reserved->elts;
-    items = apr_palloc(r->pool, sizeof(*items) * rq->reserved->nelts);
-    for (local = 0; local < 2; local++) {
-        for (i = n = 0; i < rq->reserved->nelts; i++) {
-            if (rs[i].local == local
-                && !rrl_counts(rs[i].it.limit, last->status)) {
-                items[n++] = rs[i].it;
-            }
-        }
-        if (n && local) {
-            rrl_local_decide(r, items, n, apr_time_now());
-        }
-        else if (n) {
-            const rrl_dir_conf_t *dc = ap_get_module_config(
-                r->per_dir_config, &redis_ratelimit_module);
-            const rrl_srv_conf_t *sc = ap_get_module_config(
-                r->server->module_config, &redis_ratelimit_module);
-            apr_int64_t now = apr_time_now();
-
-            rrl_redis_decide(r, sc->backend, rrl_config_on_error_name(dc),
-                             items, n, &now);
-        }
+    if (rq->reserved) {
+        rrl_reserve_settle(r, rq, last->status);
     }
     return DECLINED;
 }
