@@ -79,12 +79,18 @@ const char *rrl_url_mask(apr_pool_t *p, const char *url)
                               "****", at, NULL);
         }
     }
-    /* password=... of the query: up to its & */
-    if ((c = strchr(url, '?')) != NULL
-        && (c = strstr(c, "password=")) != NULL
-        && (c[-1] == '?' || c[-1] == '&')) {
-        out = apr_pstrmemdup(p, url, c + 9 - url);
-        url = apr_pstrcat(p, out, "****", c + 9 + strcspn(c + 9, "&"), NULL);
+    /* password=... of the query, each: up to its & (a parameter that
+     * only ends in "password=", user=mypassword=..., is not one) */
+    for (c = strchr(url, '?'); c && (c = strstr(c, "password=")) != NULL;
+         c += 9) {
+        if (c[-1] == '?' || c[-1] == '&') {
+            apr_size_t off = c + 9 - url;
+
+            out = apr_pstrmemdup(p, url, off);
+            url = apr_pstrcat(p, out, "****", c + 9 + strcspn(c + 9, "&"),
+                              NULL);
+            c = url + off - 9;
+        }
     }
     return url;
 }

@@ -424,6 +424,9 @@ BAD = [
      ["redis:// URLs take no parameters"]),
     ("RateLimitRedis rediss://:pw@h?cacert=/nonexistent",
      ["'rediss://:****@h?cacert=/nonexistent'"]),
+    # a parameter that ends in "password=" hides no password= after it
+    ("RateLimitRedis unix:/s?user=mypassword=x&password=s3cret&tls=1",
+     ["'unix:/s?user=mypassword=x&password=****&tls=1'"]),
     ("RateLimitRedis redis-sentinel://h1,h2", ["names no master",
                                                "/MASTERNAME[/DB]"]),
     ("RateLimitRedis redis-sentinel://h1,h2:0/m", ["'0' is not a port"]),

@@ -77,7 +77,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         RRL_FUZZ_ASSERT(u->masked != url && strstr(u->masked, "****"));
     }
     else {
-        RRL_FUZZ_ASSERT(u->masked == url);
+        /* nothing to hide; the mask, which does not parse, may still hide
+         * what looks like a password (USER:PASSWORD@ after a "://", a
+         * ?password= or &password= inside another parameter's value) */
+        RRL_FUZZ_ASSERT(u->masked == url || strstr(u->masked, "****"));
     }
     if (u->user) {
         RRL_FUZZ_ASSERT(*u->user);
