@@ -38,6 +38,7 @@
 #include "rrl_limit.h"
 #include "rrl_local.h"
 #include "rrl_redis.h"
+#include "rrl_reserve.h"
 #include "rrl_script.h"
 #include "rrl_status.h"
 
@@ -50,6 +51,11 @@ static const command_rec rrl_cmds[] = {
                       "[algorithm=gcra|token-bucket|fixed-window|"
                       "sliding-window] [cost=N] [phase=access|auth] "
                       "[ipv6-prefix=N] [count=STATUS,...], or 'off'"),
+    AP_INIT_TAKE_ARGV("RateLimitConcurrency", rrl_limit_concurrency_cmd,
+                      NULL, RSRC_CONF | ACCESS_CONF,
+                      "N [key=EXPR] [name=NAME] [lease=DUR] "
+                      "[phase=access|auth] [ipv6-prefix=N]: at most N "
+                      "requests of a key in flight"),
     AP_INIT_TAKE1("RateLimitRedis", rrl_config_cmd_redis, NULL, RSRC_CONF,
                   "Redis URL the limits are kept in, or off (default: this "
                   "server's shared memory)"),
@@ -137,6 +143,7 @@ static int rrl_post_config(apr_pool_t *pconf, apr_pool_t *plog,
 static void rrl_child_init(apr_pool_t *pchild, server_rec *s)
 {
     rrl_answer_child_init(pchild);
+    rrl_reserve_child_init(pchild);
     /* the connection pools; the deny cache when any limit is in Redis */
     if (rrl_redis_child_init(pchild, s) > 0) {
         rrl_deny_child_init(pchild, s);
@@ -160,6 +167,7 @@ static void rrl_register_hooks(apr_pool_t *p)
     ap_hook_fixups(rrl_decide_fixups, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_log_transaction(rrl_decide_log, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(rrl_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    rrl_reserve_register();       /* the concurrency slots' lease filter */
 }
 
 AP_DECLARE_MODULE(redis_ratelimit) = {

@@ -15,6 +15,10 @@ ARGV[2+9(i-1) .. 10+9(i-1)], for limit i:
           cost, mode (0 check and spend, 1 give back a spend: count=, at
           log time), until (mode 1: until when the spend mattered, its now
           + reset; else empty)
+          A concurrency limit (RateLimitConcurrency): algorithm 4, count N,
+          period its lease (us), interval and unit unused, cost 1, mode (0
+          take a slot, 1 release it, 2 renew its lease), and in until's
+          place the slot's member, unique to its request.
 
 Stored values (strings; each written with PX no longer than it matters),
 which say the algorithm that wrote them: gcra's is one number (so Redis
@@ -28,10 +32,17 @@ A value of another algorithm (the limit's algorithm= changed, its name
 kept) reads as no value, as do the two or three numbers the others wrote
 before values carried their letter: the key starts afresh, as in the
 local store.
+A concurrency limit's key is a sorted set: a member per slot in use,
+scored by its deadline (now + lease; renewed while the response goes on),
+trimmed of expired members when a slot is taken, and kept (PEXPIRE) as
+long as its longest lease.  A set under a rate's name, or a rate's value
+under a concurrency limit's, also reads as nothing stored.
 
 Reply: { all allowed (1/0), now (us),
          then for limit i: allowed (1/0), remaining, reset (us), retry (us) }
 A give-back is allowed; its reset is how long the value is kept now.
+A slot taken has reset 0; a renewal's reset is the lease when the slot
+was still held, 0 when its lease had run out (it is not taken again).
 A value of this algorithm the script cannot read is an error reply, never
 a guess, as is a key of another type: "ERR rrl: item I: WHY", naming the
 limit by its place in KEYS, never the key (its value may be an API key).
@@ -115,6 +126,52 @@ local function sw_left(w, curr, prev, period)
   return math.max(left, 0)
 end
 
+-- is key a sorted set (a concurrency limit's)?  After a WRONGTYPE error
+local function is_zset(key)
+  return redis.call('TYPE', key).ok == 'zset'
+end
+
+-- a concurrency limit's slot (RateLimitConcurrency): take, release or
+-- renew it; its write, if any, and its reply
+local function concurrency(key, count, period, mode, member)
+  local nows = string.format('%d', now)
+  local live = redis.pcall('ZCOUNT', key, '(' .. nows, '+inf')
+  local fresh = false
+  if type(live) == 'table' then
+    if redis.call('TYPE', key).ok ~= 'string' then
+      return nil, nil, 'not a sorted set (WRONGTYPE)'
+    end
+    live, fresh = 0, true     -- a rate's value under this name
+  end
+  local deadline = string.format('%d', now + period)
+  if mode == 0 then
+    if live + 1 <= count then
+      return { 1, count - live - 1, 0, 0 },
+             { z = 'take', key = key, member = member, fresh = fresh,
+               deadline = deadline, period = period }
+    end
+    return { 0, count - live, 0, 1000000 }, nil
+  end
+  local score = (not fresh) and redis.call('ZSCORE', key, member)
+  if mode == 1 then
+    return { 1, 0, 0, 0 }, score and { z = 'release', key = key,
+                                       member = member } or nil
+  end
+  if score and tonumber(score) > now then
+    return { 1, 0, period, 0 }, { z = 'renew', key = key, member = member,
+                                  deadline = deadline, period = period }
+  end
+  return { 1, 0, 0, 0 }, nil
+end
+
+-- keep a concurrency limit's set as long as its longest lease
+local function keep(key, period)
+  local ms = idiv(period + 999, 1000)
+  if redis.call('PTTL', key) < ms then
+    redis.call('PEXPIRE', key, ms)
+  end
+end
+
 local n = #KEYS
 local reply = { 1, now }
 local writes = {}
@@ -129,192 +186,225 @@ for i = 1, n do
   local cost, mode = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
   local untl = tonumber(ARGV[a + 8])
   local key = KEYS[i]
-  local state, bad = redis.pcall('GET', key), nil
+  local state, bad = false, nil
   local s1, s2, s3
-  if type(state) == 'table' then
-    bad = 'not a string (WRONGTYPE)'
-  elseif state and writer(state) == alg then
-    local a1, a2, a3 = string.match(state, SHAPE[alg])
-    s1, s2, s3 = num(a1), num(a2), num(a3)
-    local want = (alg == 0 and 1) or (alg == 3 and 3) or 2
-    if not s1 or (want > 1 and not s2) or (want > 2 and not s3) then
+  if alg == 4 then
+    local r, w, why = concurrency(key, count, period, mode, ARGV[a + 8])
+    if why then
+      return redis.error_reply('ERR rrl: item ' .. i .. ': ' .. why)
+    end
+    if r[1] == 0 then
+      all = false
+    end
+    if w then
+      writes[#writes + 1] = w
+    end
+    for j = 1, 4 do
+      reply[#reply + 1] = r[j]
+    end
+  else
+    state = redis.pcall('GET', key)
+    if type(state) == 'table' then
+      if is_zset(key) then
+        state = false           -- a concurrency limit's set under this name
+      else
+        bad = 'not a string (WRONGTYPE)'
+      end
+    elseif state and writer(state) == alg then
+      local a1, a2, a3 = string.match(state, SHAPE[alg])
+      s1, s2, s3 = num(a1), num(a2), num(a3)
+      local want = (alg == 0 and 1) or (alg == 3 and 3) or 2
+      if not s1 or (want > 1 and not s2) or (want > 2 and not s3) then
+        bad = 'unreadable state'
+      end
+    elseif state and writer(state) then
+      state = false             -- another algorithm's: nothing stored
+    elseif state then
       bad = 'unreadable state'
     end
-  elseif state and writer(state) then
-    state = false             -- another algorithm's: nothing stored
-  elseif state then
-    bad = 'unreadable state'
-  end
-  if bad then
-    return redis.error_reply('ERR rrl: item ' .. i .. ': ' .. bad)
-  end
+    if bad then
+      return redis.error_reply('ERR rrl: item ' .. i .. ': ' .. bad)
+    end
 
-  local allowed, remaining, reset, retry, value, ttl = false, 0, 0, 0, nil, 0
+    local allowed, remaining, reset, retry, value, ttl = false, 0, 0, 0, nil, 0
 
-  if mode == 1 then
-    -- give back what a spend took and still holds (rrl_*_back)
-    allowed = true
-    if alg == 0 then
-      if state and s1 > now and untl > now then
-        local v = s1 - math.min(cost * T, s1 - now, untl - now)
-        value, ttl = string.format('%d', v), v - now
-      end
-    elseif alg == 1 then
-      local tokens, ts = refill(state, s1, s2, burst, T)
-      local owed = 0
-      if tokens < burst then
-        owed = (burst - tokens) * T - (now - ts)
-      end
-      local back = math.min(cost * T, owed, untl - now)
-      if back > 0 then
-        local left = owed - back
-        local k = idiv(left + T - 1, T)
-        value = string.format('t %d %d', burst - k, now - (k * T - left))
-        ttl = left
-      end
-    elseif alg == 2 then
-      if state and untl > now and s1 == untl - period and s2 > 0 then
-        local c = s2 - math.min(cost, s2)
-        value = string.format('f %d %d', s1, c)
-        if c > 0 then
-          ttl = untl - now
+    if mode == 1 then
+      -- give back what a spend took and still holds (rrl_*_back)
+      allowed = true
+      if alg == 0 then
+        if state and s1 > now and untl > now then
+          local v = s1 - math.min(cost * T, s1 - now, untl - now)
+          value, ttl = string.format('%d', v), v - now
         end
-      end
-    elseif state and untl > now then
-      local start = untl - 2 * period
-      local curr, prev = s2, s3
-      if s1 == start then
-        curr = curr - math.min(cost, curr)
-      elseif s1 == start + period then
-        prev = prev - math.min(cost, prev)
-      end
-      if s1 == start or s1 == start + period then
-        value = string.format('s %d %d %d', s1, curr, prev)
-        ttl = sw_left(s1, curr, prev, period)
-      end
-    end
-    if ttl > 0 then
-      reset = ttl
-    end
-
-  elseif alg == 0 then
-    -- gcra
-    local tau = burst * T
-    local base = now
-    if state and s1 > now then
-      base = s1
-    end
-    local want = base + cost * T
-    allowed = want - now <= tau
-    if allowed then
-      value = string.format('%d', want)
-      ttl = want - now
-      base = want
-    else
-      retry = want - now - tau
-    end
-    if tau - (base - now) > 0 then
-      remaining = idiv(tau - (base - now), T)
-    end
-    reset = base - now
-
-  elseif alg == 1 then
-    -- token-bucket
-    local tokens, ts = refill(state, s1, s2, burst, T)
-    allowed = tokens >= cost
-    if allowed then
-      tokens = tokens - cost
-      value = string.format('t %d %d', tokens, ts)
-    else
-      retry = (cost - tokens) * T - (now - ts)
-    end
-    remaining = tokens
-    if tokens < burst then
-      reset = (burst - tokens) * T - (now - ts)
-    end
-    ttl = reset
-
-  elseif alg == 2 then
-    -- fixed-window
-    local w, c = idiv(now, period) * period, 0
-    if state and s1 >= w then
-      w, c = s1, s2           -- a clock going back stays put
-    end
-    local stop = w + period
-    allowed = c + cost <= count
-    if allowed then
-      c = c + cost
-      value = string.format('f %d %d', w, c)
-      ttl = stop - now
-    else
-      retry = stop - now
-    end
-    if count - c > 0 then
-      remaining = count - c
-    end
-    if c > 0 then
-      reset = stop - now
-    end
-
-  else
-    -- sliding-window
-    local PU = idiv(period, U)
-    local w, curr, prev = idiv(now, period) * period, 0, 0
-    if state then
-      if s1 >= w then
-        w, curr, prev = s1, s2, s3
-      elseif s1 == w - period then
-        prev = s2
-      end
-    end
-    local e = now - w
-    if e < 0 then
-      e = 0
-    end
-    local weight = PU - idiv(e, U)
-    local avail = idiv(count * PU - prev * weight, PU)
-    allowed = curr + cost <= avail
-    if allowed then
-      curr = curr + cost
-      value = string.format('s %d %d %d', w, curr, prev)
-      ttl = w + 2 * period - now
-    else
-      local a2, at = count - curr - cost, 0
-      if a2 >= 0 and prev > 0 and PU - idiv(a2 * PU, prev) < PU then
-        at = w + (PU - idiv(a2 * PU, prev)) * U
-      else
-        local e2 = 0
-        if curr > 0 then
-          e2 = PU - idiv((count - cost) * PU, curr)
-          if e2 < 0 then
-            e2 = 0
+      elseif alg == 1 then
+        local tokens, ts = refill(state, s1, s2, burst, T)
+        local owed = 0
+        if tokens < burst then
+          owed = (burst - tokens) * T - (now - ts)
+        end
+        local back = math.min(cost * T, owed, untl - now)
+        if back > 0 then
+          local left = owed - back
+          local k = idiv(left + T - 1, T)
+          value = string.format('t %d %d', burst - k, now - (k * T - left))
+          ttl = left
+        end
+      elseif alg == 2 then
+        if state and untl > now and s1 == untl - period and s2 > 0 then
+          local c = s2 - math.min(cost, s2)
+          value = string.format('f %d %d', s1, c)
+          if c > 0 then
+            ttl = untl - now
           end
         end
-        at = w + period + e2 * U
+      elseif state and untl > now then
+        local start = untl - 2 * period
+        local curr, prev = s2, s3
+        if s1 == start then
+          curr = curr - math.min(cost, curr)
+        elseif s1 == start + period then
+          prev = prev - math.min(cost, prev)
+        end
+        if s1 == start or s1 == start + period then
+          value = string.format('s %d %d %d', s1, curr, prev)
+          ttl = sw_left(s1, curr, prev, period)
+        end
       end
-      retry = at - now
-    end
-    if avail - curr > 0 then
-      remaining = avail - curr
-    end
-    reset = sw_left(w, curr, prev, period)
-  end
+      if ttl > 0 then
+        reset = ttl
+      end
 
-  if not allowed then
-    all = false
+    elseif alg == 0 then
+      -- gcra
+      local tau = burst * T
+      local base = now
+      if state and s1 > now then
+        base = s1
+      end
+      local want = base + cost * T
+      allowed = want - now <= tau
+      if allowed then
+        value = string.format('%d', want)
+        ttl = want - now
+        base = want
+      else
+        retry = want - now - tau
+      end
+      if tau - (base - now) > 0 then
+        remaining = idiv(tau - (base - now), T)
+      end
+      reset = base - now
+
+    elseif alg == 1 then
+      -- token-bucket
+      local tokens, ts = refill(state, s1, s2, burst, T)
+      allowed = tokens >= cost
+      if allowed then
+        tokens = tokens - cost
+        value = string.format('t %d %d', tokens, ts)
+      else
+        retry = (cost - tokens) * T - (now - ts)
+      end
+      remaining = tokens
+      if tokens < burst then
+        reset = (burst - tokens) * T - (now - ts)
+      end
+      ttl = reset
+
+    elseif alg == 2 then
+      -- fixed-window
+      local w, c = idiv(now, period) * period, 0
+      if state and s1 >= w then
+        w, c = s1, s2           -- a clock going back stays put
+      end
+      local stop = w + period
+      allowed = c + cost <= count
+      if allowed then
+        c = c + cost
+        value = string.format('f %d %d', w, c)
+        ttl = stop - now
+      else
+        retry = stop - now
+      end
+      if count - c > 0 then
+        remaining = count - c
+      end
+      if c > 0 then
+        reset = stop - now
+      end
+
+    else
+      -- sliding-window
+      local PU = idiv(period, U)
+      local w, curr, prev = idiv(now, period) * period, 0, 0
+      if state then
+        if s1 >= w then
+          w, curr, prev = s1, s2, s3
+        elseif s1 == w - period then
+          prev = s2
+        end
+      end
+      local e = now - w
+      if e < 0 then
+        e = 0
+      end
+      local weight = PU - idiv(e, U)
+      local avail = idiv(count * PU - prev * weight, PU)
+      allowed = curr + cost <= avail
+      if allowed then
+        curr = curr + cost
+        value = string.format('s %d %d %d', w, curr, prev)
+        ttl = w + 2 * period - now
+      else
+        local a2, at = count - curr - cost, 0
+        if a2 >= 0 and prev > 0 and PU - idiv(a2 * PU, prev) < PU then
+          at = w + (PU - idiv(a2 * PU, prev)) * U
+        else
+          local e2 = 0
+          if curr > 0 then
+            e2 = PU - idiv((count - cost) * PU, curr)
+            if e2 < 0 then
+              e2 = 0
+            end
+          end
+          at = w + period + e2 * U
+        end
+        retry = at - now
+      end
+      if avail - curr > 0 then
+        remaining = avail - curr
+      end
+      reset = sw_left(w, curr, prev, period)
+    end
+
+    if not allowed then
+      all = false
+    end
+    if value then
+      writes[#writes + 1] = { key, value, ttl }
+    end
+    reply[#reply + 1] = allowed and 1 or 0
+    reply[#reply + 1] = remaining
+    reply[#reply + 1] = reset
+    reply[#reply + 1] = retry
   end
-  if value then
-    writes[#writes + 1] = { key, value, ttl }
-  end
-  reply[#reply + 1] = allowed and 1 or 0
-  reply[#reply + 1] = remaining
-  reply[#reply + 1] = reset
-  reply[#reply + 1] = retry
 end
 
 if all then
   for _, w in ipairs(writes) do
-    if w[3] > 0 then
+    if w.z == 'take' then
+      if w.fresh then
+        redis.call('DEL', w.key)
+      end
+      redis.call('ZREMRANGEBYSCORE', w.key, '-inf', string.format('%d', now))
+      redis.call('ZADD', w.key, w.deadline, w.member)
+      keep(w.key, w.period)
+    elseif w.z == 'renew' then
+      redis.call('ZADD', w.key, 'XX', w.deadline, w.member)
+      keep(w.key, w.period)
+    elseif w.z == 'release' then
+      redis.call('ZREM', w.key, w.member)
+    elseif w[3] > 0 then
       redis.call('SET', w[1], w[2], 'PX', idiv(w[3] + 999, 1000))
     else
       redis.call('DEL', w[1])

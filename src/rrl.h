@@ -59,7 +59,8 @@ typedef enum {
     RRL_ALG_GCRA = 0,
     RRL_ALG_TOKEN_BUCKET,
     RRL_ALG_FIXED_WINDOW,
-    RRL_ALG_SLIDING_WINDOW
+    RRL_ALG_SLIDING_WINDOW,
+    RRL_ALG_CONCURRENCY         /* RateLimitConcurrency: requests in flight */
 } rrl_alg_e;
 
 typedef enum { RRL_PHASE_ACCESS = 0, RRL_PHASE_AUTH } rrl_phase_e;
@@ -67,8 +68,11 @@ typedef enum { RRL_PHASE_ACCESS = 0, RRL_PHASE_AUTH } rrl_phase_e;
 /* What one decision does with one limit */
 typedef enum {
     RRL_MODE_SPEND = 0,   /* check, and spend when every limit allows */
-    RRL_MODE_REFUND       /* give back a spend (count=: at log time, when
-                           * the final status is not one that counts) */
+    RRL_MODE_REFUND,      /* give back a spend (count=: at log time, when
+                           * the final status is not one that counts); of
+                           * a concurrency limit: release its slot */
+    RRL_MODE_RENEW        /* a concurrency limit: extend its slot's lease
+                           * (a response still under way) */
 } rrl_mode_e;
 
 typedef enum { RRL_ENFORCE = 0, RRL_DRY_RUN } rrl_run_mode_e;
@@ -123,7 +127,9 @@ typedef enum {
     RRL_RES_MAX
 } rrl_result_e;
 
-/* The arithmetic of a limit, as both stores use it */
+/* The arithmetic of a limit, as both stores use it.  A concurrency limit
+ * (RRL_ALG_CONCURRENCY) is N requests in flight: count N, period its
+ * lease, interval the local store's epoch (half the lease) */
 typedef struct {
     rrl_alg_e algorithm;
     apr_int64_t count;      /* N of N/PERIOD */
@@ -136,7 +142,9 @@ typedef struct {
 typedef struct rrl_limit_t {
     const char *name;
     int auto_named;             /* name derived from where it stands */
-    const char *rate_text;      /* RATE as written */
+    const char *directive;      /* RateLimit or RateLimitConcurrency */
+    const char *rate_text;      /* RATE (or N) as written */
+    int lease_given;            /* RateLimitConcurrency lease= */
     rrl_params_t p;
     apr_int64_t cost;
     rrl_phase_e phase;
@@ -179,7 +187,11 @@ typedef struct {
     apr_int64_t retry;            /* us until this request would be allowed */
     int spent;                    /* the store spent cost (all allowed) */
     apr_int64_t until;            /* its clock: until when the spend matters
-                                   * (now + reset), what a refund needs */
+                                   * (now + reset), what a refund needs; of
+                                   * a concurrency slot: when it was taken
+                                   * or last renewed */
+    apr_uint64_t ticket;          /* a concurrency slot's own name in the
+                                   * store, unique to its request */
     /* the key's hash, computed when first needed (rrl_local_hash) */
     int hashed;
     apr_uint64_t h[2];

@@ -16,7 +16,8 @@
 #include "rrl_util.h"
 
 const char *const rrl_algo_names[] = {
-    "gcra", "token-bucket", "fixed-window", "sliding-window", NULL
+    "gcra", "token-bucket", "fixed-window", "sliding-window", "concurrency",
+    NULL
 };
 
 static const struct {
@@ -419,6 +420,123 @@ static void rrl_sliding_window_back(const rrl_params_t *p, apr_int64_t cost,
     }
 }
 
+/*
+ * concurrency (RateLimitConcurrency): requests in flight.  Time is cut in
+ * epochs of half the lease (p->interval); a slot taken or renewed in
+ * epoch e counts until epoch e + 2 ends, so a slot whose release never
+ * comes (a child killed) is freed between one lease and one and a half
+ * after it was last taken or renewed.  st holds the counts of the three
+ * epochs that can still count, each as epoch * 2^21 + count, in place
+ * epoch % 3; until is when the slot was taken or last renewed (which
+ * names its epoch).  lua/ratelimit.lua keeps a slot as a member of a
+ * sorted set scored by its own deadline instead: the same answer, to the
+ * microsecond.
+ */
+#define RRL_CONC_BITS 21
+#define RRL_CONC_MASK ((APR_INT64_C(1) << RRL_CONC_BITS) - 1)
+
+/* The slots of st that count at now (the others zeroed into live), their
+ * total, and the last epoch any of them counts in */
+static apr_int64_t rrl_conc_live(const rrl_params_t *p, const apr_int64_t *st,
+                                 int present, apr_int64_t now,
+                                 apr_int64_t *live)
+{
+    apr_int64_t e = now / p->interval, total = 0;
+    int j;
+
+    for (j = 0; j < 3; j++) {
+        apr_int64_t ej = present ? st[j] >> RRL_CONC_BITS : 0;
+
+        live[j] = 0;
+        if (present && (st[j] & RRL_CONC_MASK) && ej >= e - 2) {
+            live[j] = st[j];       /* a later epoch: a clock gone back */
+            total += st[j] & RRL_CONC_MASK;
+        }
+    }
+    return total;
+}
+
+/* Write live as the next state: kept until its last epoch counts */
+static void rrl_conc_store(const rrl_params_t *p, const apr_int64_t *live,
+                           apr_int64_t now, rrl_outcome_t *o)
+{
+    apr_int64_t last = -1;
+    int j;
+
+    for (j = 0; j < 3; j++) {
+        if ((live[j] & RRL_CONC_MASK) && live[j] >> RRL_CONC_BITS > last) {
+            last = live[j] >> RRL_CONC_BITS;
+        }
+    }
+    o->write = 1;
+    memcpy(o->next, live, sizeof(o->next));
+    o->ttl = last < 0 ? 0 : (last + 3) * p->interval - now;
+}
+
+/* Add n slots to epoch e's place in live */
+static void rrl_conc_add(apr_int64_t *live, apr_int64_t e, apr_int64_t n)
+{
+    apr_int64_t *v = &live[e % 3];
+
+    if (*v >> RRL_CONC_BITS != e) {
+        *v = e << RRL_CONC_BITS;
+    }
+    *v += n;
+}
+
+/* Take n slots from epoch e's place, if they still count there: 1 if so */
+static int rrl_conc_take(apr_int64_t *live, apr_int64_t e, apr_int64_t n)
+{
+    apr_int64_t *v = &live[e % 3], c = *v & RRL_CONC_MASK;
+
+    if (*v >> RRL_CONC_BITS != e || c == 0) {
+        return 0;
+    }
+    *v -= n < c ? n : c;
+    return 1;
+}
+
+static void rrl_concurrency(const rrl_params_t *p, apr_int64_t cost,
+                            const apr_int64_t *st, int present,
+                            apr_int64_t now, rrl_outcome_t *o)
+{
+    apr_int64_t live[3], busy = rrl_conc_live(p, st, present, now, live);
+
+    o->allowed = busy + cost <= p->count;
+    if (o->allowed) {
+        busy += cost;
+        rrl_conc_add(live, now / p->interval, cost);
+        rrl_conc_store(p, live, now, o);
+    }
+    else {
+        o->retry = RRL_USEC_PER_SEC;   /* a slot may free at any moment */
+    }
+    o->remaining = p->count - busy > 0 ? p->count - busy : 0;
+}
+
+/* Release (RRL_MODE_REFUND) or renew (RRL_MODE_RENEW) the slot taken or
+ * last renewed at until; a renewal moves it to now's epoch.  reset: the
+ * lease it holds now, 0 when it no longer counted (its lease ran out) */
+static void rrl_concurrency_back(const rrl_params_t *p, apr_int64_t cost,
+                                 rrl_mode_e mode, apr_int64_t until,
+                                 const apr_int64_t *st, int present,
+                                 apr_int64_t now, rrl_outcome_t *o)
+{
+    apr_int64_t live[3];
+    int held;
+
+    rrl_conc_live(p, st, present, now, live);
+    held = rrl_conc_take(live, until / p->interval, cost);
+    if (held && mode == RRL_MODE_RENEW) {
+        rrl_conc_add(live, now / p->interval, cost);
+    }
+    if (held) {
+        rrl_conc_store(p, live, now, o);
+    }
+    o->allowed = 1;
+    o->reset = held && mode == RRL_MODE_RENEW ? p->period : 0;
+}
+
 typedef void (*rrl_algo_fn)(const rrl_params_t *p, apr_int64_t cost,
                             const apr_int64_t *st, int present,
                             apr_int64_t now, rrl_outcome_t *o);
@@ -428,7 +546,8 @@ typedef void (*rrl_back_fn)(const rrl_params_t *p, apr_int64_t cost,
 
 /* By rrl_alg_e, as rrl_algo_names */
 static const rrl_algo_fn rrl_algos[] = {
-    rrl_gcra, rrl_token_bucket, rrl_fixed_window, rrl_sliding_window
+    rrl_gcra, rrl_token_bucket, rrl_fixed_window, rrl_sliding_window,
+    rrl_concurrency
 };
 static const rrl_back_fn rrl_algos_back[] = {
     rrl_gcra_back, rrl_token_bucket_back, rrl_fixed_window_back,
@@ -446,6 +565,10 @@ void rrl_algo_decide(const rrl_params_t *p, apr_int64_t cost, rrl_mode_e mode,
     int present = stored_alg == (int)p->algorithm;
 
     memset(o, 0, sizeof(*o));
+    if (p->algorithm == RRL_ALG_CONCURRENCY && mode != RRL_MODE_SPEND) {
+        rrl_concurrency_back(p, cost, mode, until, st, present, now, o);
+        return;
+    }
     if (mode == RRL_MODE_REFUND) {
         rrl_algos_back[p->algorithm](p, cost, until, st, present, now, o);
         o->allowed = 1;

@@ -193,7 +193,10 @@ int rrl_answer_items(request_rec *r, const rrl_dir_conf_t *dc, rrl_req_t *rq,
     for (i = 0; i < n; i++) {
         const rrl_item_t *it = &items[i];
 
-        if (!allowed && it->allowed) {
+        /* allowed: the headers of a rate; a concurrency limit has none
+         * (what is left of it changes at any moment) */
+        if (allowed ? it->p->algorithm == RRL_ALG_CONCURRENCY
+                    : it->allowed) {
             continue;
         }
         if (!shown
@@ -205,13 +208,16 @@ int rrl_answer_items(request_rec *r, const rrl_dir_conf_t *dc, rrl_req_t *rq,
         }
     }
 
-    /* an earlier phase may have shown a limit with less left */
-    if (!allowed || !rq->shown || shown->remaining < rq->shown_remaining) {
+    /* an earlier phase may have shown a limit with less left; a denial
+     * by a concurrency limit names it, with no rate's headers */
+    if (shown && (!allowed || !rq->shown
+                  || shown->remaining < rq->shown_remaining)) {
         int fresh = !rq->shown;
 
         rq->shown = shown->limit;
         rq->shown_remaining = shown->remaining;
-        if (rrl_config_headers(dc) != RRL_HEADERS_OFF) {
+        if (rrl_config_headers(dc) != RRL_HEADERS_OFF
+            && shown->p->algorithm != RRL_ALG_CONCURRENCY) {
             rrl_set_headers(r, rrl_config_headers(dc), shown, now, fresh);
         }
     }
@@ -230,8 +236,9 @@ int rrl_answer_items(request_rec *r, const rrl_dir_conf_t *dc, rrl_req_t *rq,
         if (APLOGrinfo(r)
             && rrl_log_gate(shown->limit, RRL_LOG_DRY_RUN, &more)) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RRL_LOGNO(00007)
-                          "RateLimit %s would deny this request to %s "
-                          "(dry-run)%s", shown->limit->name,
+                          "%s %s would deny this request to %s "
+                          "(dry-run)%s", shown->limit->directive,
+                          shown->limit->name,
                           r->server->server_hostname,
                           rrl_log_more(r, more, "such requests"));
         }
@@ -245,8 +252,9 @@ int rrl_answer_items(request_rec *r, const rrl_dir_conf_t *dc, rrl_req_t *rq,
                                     ? rrl_ceil_sec(retry) : 1));
     if (APLOGrinfo(r) && rrl_log_gate(shown->limit, RRL_LOG_DENIED, &more)) {
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RRL_LOGNO(00008)
-                      "RateLimit %s denies this request to %s, retry in %"
-                      APR_INT64_T_FMT " ms%s", shown->limit->name,
+                      "%s %s denies this request to %s, retry in %"
+                      APR_INT64_T_FMT " ms%s", shown->limit->directive,
+                      shown->limit->name,
                       r->server->server_hostname, (retry + 999) / 1000,
                       rrl_log_more(r, more, "denials"));
     }

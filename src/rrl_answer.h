@@ -28,7 +28,12 @@ typedef struct {
     int env_added;                /* RATELIMIT_*: 1 RESULT, 2 all four */
     apr_array_header_t *reserved; /* rrl_reserved_t: what count= limits
                                    * spent, given back at log time unless
-                                   * the final status is one they count */
+                                   * the final status is one they count,
+                                   * and the concurrency slots it holds
+                                   * (rrl_reserve.c) */
+    apr_time_t renew_at;          /* when the slots' leases are renewed */
+    int holding;                  /* its release is set up (a pool cleanup,
+                                   * the lease filter) */
     int replay;                   /* stream 1 of an h2c upgrade: decided */
 } rrl_req_t;
 

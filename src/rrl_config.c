@@ -431,8 +431,9 @@ const char *rrl_config_cmd_redis(cmd_parms *cmd, void *dummy, const char *arg)
 }
 
 /* DUR: a number with ms or s (plain: seconds), above 0 and up to max */
-static const char *rrl_parse_duration(cmd_parms *cmd, const char *what,
-                                      const char *v, apr_interval_time_t max,
+const char *rrl_config_parse_duration(cmd_parms *cmd, const char *what,
+                                      const char *v,
+                                      apr_interval_time_t max,
                                       apr_interval_time_t *out)
 {
     apr_interval_time_t t;
@@ -462,12 +463,14 @@ const char *rrl_config_cmd_redis_timeout(cmd_parms *cmd, void *dummy,
     }
     for (i = 0; i < 2 && args[i]; i++) {
         if (strncasecmp(args[i], "connect=", 8) == 0) {
-            err = rrl_parse_duration(cmd, args[i], args[i] + 8,
-                                     RRL_MAX_TIMEOUT, &sc->connect_timeout);
+            err = rrl_config_parse_duration(cmd, args[i], args[i] + 8,
+                                            RRL_MAX_TIMEOUT,
+                                            &sc->connect_timeout);
         }
         else if (strncasecmp(args[i], "command=", 8) == 0) {
-            err = rrl_parse_duration(cmd, args[i], args[i] + 8,
-                                     RRL_MAX_TIMEOUT, &sc->command_timeout);
+            err = rrl_config_parse_duration(cmd, args[i], args[i] + 8,
+                                            RRL_MAX_TIMEOUT,
+                                            &sc->command_timeout);
         }
         else {
             err = apr_psprintf(cmd->pool, "RateLimitRedisTimeout: '%s' is not "
@@ -520,9 +523,9 @@ const char *rrl_config_cmd_redis_pool(cmd_parms *cmd, void *dummy, int argc,
             sc->pool_keep = (int)n;
         }
         else if (strncasecmp(argv[i], "ttl=", 4) == 0) {
-            if ((err = rrl_parse_duration(cmd, argv[i], argv[i] + 4,
-                                          apr_time_from_sec(86400),
-                                          &sc->pool_ttl)) != NULL) {
+            if ((err = rrl_config_parse_duration(
+                     cmd, argv[i], argv[i] + 4, apr_time_from_sec(86400),
+                     &sc->pool_ttl)) != NULL) {
                 return err;
             }
         }

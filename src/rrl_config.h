@@ -35,6 +35,7 @@ typedef struct {
     apr_array_header_t *limits;   /* rrl_limit_t *: all that apply here */
     int off;                      /* "RateLimit off" drops what's inherited */
     int unnamed;                  /* unnamed limits so far (default names) */
+    int unnamed_concurrency;      /* of RateLimitConcurrency */
     int mode;
     int status;
     int headers;
@@ -77,6 +78,9 @@ void rrl_config_pre_config(void);
 int rrl_config_local_named(void);
 
 const char *rrl_config_context(cmd_parms *cmd, unsigned forbidden);
+const char *rrl_config_parse_duration(cmd_parms *cmd, const char *what,
+                                      const char *v, apr_interval_time_t max,
+                                      apr_interval_time_t *out);
 const char *rrl_config_cmd_mode(cmd_parms *cmd, void *dcfg, const char *arg);
 const char *rrl_config_cmd_status(cmd_parms *cmd, void *dcfg, const char *arg);
 const char *rrl_config_cmd_headers(cmd_parms *cmd, void *dcfg,

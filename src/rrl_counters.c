@@ -282,3 +282,132 @@ apr_time_t rrl_counters_started(void)
     return rrl_status->started;
 }
 
+
+/*
+ * The requests in flight of concurrency limits, as the status page shows
+ * them: a gauge per limit, and a table of holds, one per request holding
+ * a slot, each with its deadline (the slot's lease, renewed with it).
+ * The gauge goes up when a slot is taken and down when its hold ends:
+ * released, or found past its deadline (its child was killed, or its
+ * response outlived the lease without renewal: the store has freed the
+ * slot too), by whoever looks for a free hold or by the status page
+ * (rrl_counters_sweep).  Made once per server lifetime, in the process
+ * pool, sized to the MPM's most threads; when every hold is taken, a slot
+ * still counts, without a hold (a crash leaves it counted).
+ */
+typedef struct {
+    volatile apr_uint64_t deadline;   /* us; 0: free */
+    rrl_limit_stat_t *volatile st;    /* its limit's counters */
+} rrl_hold_t;
+
+typedef struct {
+    apr_size_t n;
+    rrl_hold_t *holds;                /* in shared memory */
+} rrl_holds_t;
+
+static rrl_holds_t *rrl_holds;
+
+#define RRL_HOLD_PROBES 64
+
+apr_status_t rrl_counters_holds_create(server_rec *s, apr_size_t n)
+{
+    apr_pool_t *pglobal = s->process->pool;
+    apr_shm_t *shm = NULL;
+    apr_status_t rv;
+
+    apr_pool_userdata_get((void **)&rrl_holds, "rrl_holds", pglobal);
+    if (rrl_holds) {
+        return APR_SUCCESS;
+    }
+    if ((rv = apr_shm_create(&shm, sizeof(rrl_hold_t) * n, NULL, pglobal))
+        != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RRL_LOGNO(00026)
+                     "cannot create shared memory for %" APR_SIZE_T_FMT
+                     " requests in flight", n);
+        return rv;
+    }
+    rrl_holds = apr_pcalloc(pglobal, sizeof(*rrl_holds));
+    rrl_holds->n = n;
+    rrl_holds->holds = apr_shm_baseaddr_get(shm);
+    memset(rrl_holds->holds, 0, sizeof(rrl_hold_t) * n);
+    apr_pool_userdata_set(rrl_holds, "rrl_holds", apr_pool_cleanup_null,
+                          pglobal);
+    return APR_SUCCESS;
+}
+
+/* End hold h of deadline was, once: 1 if this call ended it */
+static int rrl_hold_end(rrl_hold_t *h, apr_uint64_t was)
+{
+    rrl_limit_stat_t *st = h->st;
+
+    if (!was || apr_atomic_cas64(&h->deadline, 0, was) != was) {
+        return 0;
+    }
+    apr_atomic_dec32(&st->in_flight);
+    return 1;
+}
+
+/* A slot of st taken until deadline: counted, with a hold when one is
+ * free (its index, or RRL_HOLD_NONE) */
+int rrl_counters_hold(rrl_limit_stat_t *st, apr_uint64_t ticket,
+                      apr_time_t deadline)
+{
+    apr_uint32_t now_in = apr_atomic_inc32(&st->in_flight) + 1, peak;
+    apr_time_t now = apr_time_now();
+    apr_size_t i, k;
+
+    while ((peak = apr_atomic_read32(&st->peak)) < now_in
+           && apr_atomic_cas32(&st->peak, now_in, peak) != peak)
+        ;
+    for (k = 0; rrl_holds && k < RRL_HOLD_PROBES && k < rrl_holds->n; k++) {
+        rrl_hold_t *h = &rrl_holds->holds[(ticket + k) % rrl_holds->n];
+        apr_uint64_t d = apr_atomic_read64(&h->deadline);
+
+        if (d && (apr_time_t)d <= now) {
+            rrl_hold_end(h, d);        /* past its deadline: swept */
+            d = apr_atomic_read64(&h->deadline);
+        }
+        if (!d && apr_atomic_cas64(&h->deadline, (apr_uint64_t)deadline, 0)
+                  == 0) {
+            h->st = st;
+            i = (ticket + k) % rrl_holds->n;
+            return (int)i;
+        }
+    }
+    return RRL_HOLD_NONE;
+}
+
+/* Hold hold (deadline was) renewed until deadline: 0 when it had ended */
+int rrl_counters_rehold(int hold, apr_time_t was, apr_time_t deadline)
+{
+    return hold >= 0
+           && apr_atomic_cas64(&rrl_holds->holds[hold].deadline,
+                               (apr_uint64_t)deadline, (apr_uint64_t)was)
+              == (apr_uint64_t)was;
+}
+
+/* A slot of st released: the end of its hold, or of its count */
+void rrl_counters_unhold(rrl_limit_stat_t *st, int hold, apr_time_t was)
+{
+    if (hold == RRL_HOLD_NONE) {
+        apr_atomic_dec32(&st->in_flight);
+    }
+    else if (hold >= 0) {
+        rrl_hold_end(&rrl_holds->holds[hold], (apr_uint64_t)was);
+    }
+}
+
+/* Every hold past its deadline ended (the status page, before it shows
+ * the gauges) */
+void rrl_counters_sweep(apr_time_t now)
+{
+    apr_size_t i;
+
+    for (i = 0; rrl_holds && i < rrl_holds->n; i++) {
+        apr_uint64_t d = apr_atomic_read64(&rrl_holds->holds[i].deadline);
+
+        if (d && (apr_time_t)d <= now) {
+            rrl_hold_end(&rrl_holds->holds[i], d);
+        }
+    }
+}

@@ -6,8 +6,8 @@
 /*
  * The counters of all children, in shared memory made once per server
  * lifetime (kept over graceful restarts): decisions, Redis round trips and
- * latency, each Redis's state and last error, each limit's decisions.
- * What the status page shows.
+ * latency, each Redis's state and last error, each limit's decisions and
+ * a concurrency limit's requests in flight.  What the status page shows.
  */
 
 #ifndef RRL_COUNTERS_H
@@ -85,6 +85,9 @@ typedef struct rrl_limit_stat {
     char name[RRL_NAME_MAX + 1];
     char vhost[256];              /* "" outside any virtual host */
     volatile apr_uint64_t allowed, denied, dry_run_denied;
+    /* a concurrency limit: this server's requests holding a slot of it
+     * (rrl_counters_hold), and the most that ever did at once */
+    volatile apr_uint32_t in_flight, peak;
 } rrl_limit_stat_t;
 
 /* A consistent enough copy of the shared counters */
@@ -108,6 +111,18 @@ void rrl_counters_error(rrl_shared_backend_t *sb, const char *err);
 const char *rrl_counters_last_error(apr_pool_t *p, rrl_shared_backend_t *sb,
                                     apr_time_t *at);
 void rrl_counters_snapshot(rrl_snapshot_t *sn);
+
+/* A slot's hold (rrl_counters_hold): an index, or counted without one,
+ * or no longer counted */
+#define RRL_HOLD_NONE  (-1)
+#define RRL_HOLD_ENDED (-2)
+
+apr_status_t rrl_counters_holds_create(server_rec *s, apr_size_t n);
+int rrl_counters_hold(rrl_limit_stat_t *st, apr_uint64_t ticket,
+                      apr_time_t deadline);
+int rrl_counters_rehold(int hold, apr_time_t was, apr_time_t deadline);
+void rrl_counters_unhold(rrl_limit_stat_t *st, int hold, apr_time_t was);
+void rrl_counters_sweep(apr_time_t now);
 apr_time_t rrl_counters_started(void);
 
 #endif /* RRL_COUNTERS_H */

@@ -62,7 +62,9 @@ static void rrl_scale_items(request_rec *r, rrl_item_t *items, int n,
         apr_int64_t cost = items[i].cost;
 
         p->count = p->count / instances > cost ? p->count / instances : cost;
-        p->interval = (p->period + p->count - 1) / p->count;
+        if (p->algorithm != RRL_ALG_CONCURRENCY) {
+            p->interval = (p->period + p->count - 1) / p->count;
+        }                            /* a concurrency limit's: its epoch */
         if (p->algorithm == RRL_ALG_GCRA
             || p->algorithm == RRL_ALG_TOKEN_BUCKET) {
             p->burst = p->burst / instances > cost ? p->burst / instances
@@ -198,6 +200,7 @@ static int rrl_take_upgrade(request_rec *r)
     }
     rq = rrl_answer_state(r);
     *rq = up->rq;
+    rrl_reserve_take_over(r, rq);
     for (i = 0; rrl_header_names[i]; i++) {
         const char *v = apr_table_get(up->headers, rrl_header_names[i]);
 
@@ -281,6 +284,8 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
         it->mode = RRL_MODE_SPEND;   /* count= too: a reservation */
         it->spent = 0;
         it->hashed = 0;
+        it->ticket = l->p.algorithm == RRL_ALG_CONCURRENCY
+                     ? rrl_reserve_ticket() : 0;
         n++;
     }
     if (!n) {
@@ -310,7 +315,9 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
         apr_time_t local = apr_time_now();
 
         for (i = 0; i < n; i++) {
-            if (!items[i].allowed && items[i].retry > 0) {
+            /* a concurrency slot may be free at any moment */
+            if (!items[i].allowed && items[i].retry > 0
+                && items[i].p->algorithm != RRL_ALG_CONCURRENCY) {
                 rrl_deny_remember(&items[i], local);
             }
         }

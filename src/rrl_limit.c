@@ -11,6 +11,8 @@
 #include "apr_hash.h"
 #include "apr_strings.h"
 
+#include "ap_mpm.h"
+
 #include <string.h>
 
 #include "rrl_private.h"
@@ -57,7 +59,9 @@ static char *rrl_slug(apr_pool_t *p, const char *s)
  * one configuration agree on it.  "server-1" and "vhost-1" outside any
  * section; "location-login-1" in <Location "/login">; an <If> contributes a
  * hash of its condition; the number counts the unnamed limits of that
- * section.  Too long: the innermost section's kind and a hash.
+ * section, RateLimitConcurrency's apart ("location-login-concurrency-1"),
+ * so that adding one renames no RateLimit.  Too long: the innermost
+ * section's kind and a hash.
  */
 static int rrl_names_place(const char *section)
 {
@@ -70,7 +74,8 @@ static int rrl_names_place(const char *section)
     return section[0] == '<' && rrl_util_keyword(silent, section) < 0;
 }
 
-static const char *rrl_default_name(cmd_parms *cmd, int ordinal)
+static const char *rrl_default_name(cmd_parms *cmd, const char *kind_of,
+                                    int ordinal)
 {
     const ap_directive_t *d;
     const char *chain = "", *kind = NULL;
@@ -112,11 +117,12 @@ static const char *rrl_default_name(cmd_parms *cmd, int ordinal)
     if (!*chain) {
         chain = cmd->server->is_virtual ? "vhost" : "server";
     }
-    name = apr_psprintf(cmd->pool, "%s-%d", chain, ordinal);
+    name = apr_psprintf(cmd->pool, "%s-%s%d", chain, kind_of, ordinal);
     if (strlen(name) > RRL_NAME_MAX) {
-        name = apr_psprintf(cmd->pool, "%s-%.16s-%d", kind,
+        name = apr_psprintf(cmd->pool, "%s-%.16s-%s%d", kind,
                             rrl_util_sha1_hex(cmd->temp_pool, chain,
-                                              strlen(chain)), ordinal);
+                                              strlen(chain)), kind_of,
+                            ordinal);
     }
     return name;
 }
@@ -148,12 +154,35 @@ static int rrl_beside_status_handler(cmd_parms *cmd)
     return 0;
 }
 
+/* A message about the directive being parsed: "RateLimit: ..." */
+static const char *rrl_limit_err(cmd_parms *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static const char *rrl_limit_err(cmd_parms *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    const char *msg;
+
+    va_start(ap, fmt);
+    msg = apr_pvsprintf(cmd->temp_pool, fmt, ap);
+    va_end(ap);
+    return apr_pstrcat(cmd->pool, cmd->cmd->name, ": ", msg, NULL);
+}
+
 /* RateLimit's options, each parsed into the limit by its function */
 typedef enum {
     RRL_OPT_BURST = 0, RRL_OPT_KEY, RRL_OPT_NAME, RRL_OPT_ALGORITHM,
     RRL_OPT_COST, RRL_OPT_PHASE, RRL_OPT_IPV6_PREFIX, RRL_OPT_COUNT,
-    RRL_OPT_MAX
+    RRL_OPT_LEASE, RRL_OPT_MAX
 } rrl_option_e;
+
+#define RRL_OPT(o) (1u << (o))
+/* The options of RateLimit and of RateLimitConcurrency */
+#define RRL_OPTS_RATE (RRL_OPT(RRL_OPT_LEASE) - 1)
+#define RRL_OPTS_CONCURRENCY (RRL_OPT(RRL_OPT_KEY) | RRL_OPT(RRL_OPT_NAME) \
+                              | RRL_OPT(RRL_OPT_PHASE) \
+                              | RRL_OPT(RRL_OPT_IPV6_PREFIX) \
+                              | RRL_OPT(RRL_OPT_LEASE))
 
 typedef const char *(*rrl_option_fn)(cmd_parms *cmd, rrl_limit_t *l,
                                      const char *val);
@@ -163,8 +192,8 @@ static const char *rrl_opt_units(cmd_parms *cmd, const char *opt,
                                  const char *val, apr_int64_t *out)
 {
     if (!rrl_util_parse_int(val, 1, RRL_MAX_UNITS, out)) {
-        return apr_psprintf(cmd->pool, "RateLimit: %s=%s is not accepted; "
-                            "expected a positive whole number", opt, val);
+        return rrl_limit_err(cmd, "%s=%s is not accepted; "
+                             "expected a positive whole number", opt, val);
     }
     return NULL;
 }
@@ -190,10 +219,10 @@ static const char *rrl_opt_key(cmd_parms *cmd, rrl_limit_t *l,
     l->key = ap_expr_parse_cmd(cmd, l->key_text, AP_EXPR_FLAG_STRING_RESULT,
                                &experr, NULL);
     if (experr) {
-        return apr_psprintf(cmd->pool, "RateLimit: key=%s does not parse as "
-                            "an expression (%s); expected a string "
-                            "expression such as %%{HTTP:X-Api-Key}", val,
-                            experr);
+        return rrl_limit_err(cmd, "key=%s does not parse as "
+                             "an expression (%s); expected a string "
+                             "expression such as %%{HTTP:X-Api-Key}", val,
+                             experr);
     }
     if (strcmp(val, "%{REMOTE_ADDR}") == 0) {
         l->key = NULL;          /* the client address, fast path */
@@ -218,8 +247,8 @@ static const char *rrl_opt_name(cmd_parms *cmd, rrl_limit_t *l,
     for (c = val; *c && rrl_limit_name_char(*c); c++)
         ;
     if (*c || c - val > RRL_NAME_MAX) {
-        return apr_psprintf(cmd->pool, "RateLimit: name=%s is not accepted; "
-                            "expected 1 to 64 of A-Z a-z 0-9 _ . -", val);
+        return rrl_limit_err(cmd, "name=%s is not accepted; "
+                             "expected 1 to 64 of A-Z a-z 0-9 _ . -", val);
     }
     l->name = apr_pstrdup(cmd->pool, val);
     return NULL;
@@ -230,10 +259,10 @@ static const char *rrl_opt_algorithm(cmd_parms *cmd, rrl_limit_t *l,
 {
     int a = rrl_util_keyword(rrl_algo_names, val);
 
-    if (a < 0) {
-        return apr_psprintf(cmd->pool, "RateLimit: algorithm=%s is not "
-                            "known; expected gcra, token-bucket, "
-                            "fixed-window or sliding-window", val);
+    if (a < 0 || a == RRL_ALG_CONCURRENCY) {
+        return rrl_limit_err(cmd, "algorithm=%s is not "
+                             "known; expected gcra, token-bucket, "
+                             "fixed-window or sliding-window", val);
     }
     l->p.algorithm = a;
     return NULL;
@@ -246,8 +275,8 @@ static const char *rrl_opt_phase(cmd_parms *cmd, rrl_limit_t *l,
     int ph = rrl_util_keyword(phases, val);   /* in rrl_phase_e order */
 
     if (ph < 0) {
-        return apr_psprintf(cmd->pool, "RateLimit: phase=%s is not known; "
-                            "expected access or auth", val);
+        return rrl_limit_err(cmd, "phase=%s is not known; "
+                             "expected access or auth", val);
     }
     l->phase = ph;
     return NULL;
@@ -259,9 +288,9 @@ static const char *rrl_opt_ipv6_prefix(cmd_parms *cmd, rrl_limit_t *l,
     apr_int64_t bits;
 
     if (!rrl_util_parse_int(val, 1, 128, &bits)) {
-        return apr_psprintf(cmd->pool, "RateLimit: ipv6-prefix=%s is not "
-                            "accepted; expected a prefix length from 1 to "
-                            "128", val);
+        return rrl_limit_err(cmd, "ipv6-prefix=%s is not "
+                             "accepted; expected a prefix length from 1 to "
+                             "128", val);
     }
     l->ipv6_prefix = (int)bits;
     return NULL;
@@ -278,17 +307,39 @@ static const char *rrl_opt_count(cmd_parms *cmd, rrl_limit_t *l,
         apr_int64_t st;
 
         if (!rrl_util_parse_int(tok, 100, 599, &st)) {
-            return apr_psprintf(cmd->pool, "RateLimit: count=%s is not "
-                                "accepted; expected HTTP status codes from "
-                                "100 to 599 separated by commas, such as "
-                                "count=401,403", val);
+            return rrl_limit_err(cmd, "count=%s is not "
+                                 "accepted; expected HTTP status codes from "
+                                 "100 to 599 separated by commas, such as "
+                                 "count=401,403", val);
         }
         l->statuses[l->nstatuses++] = (int)st;
     }
     if (!l->nstatuses) {
-        return apr_psprintf(cmd->pool, "RateLimit: count=%s names no "
-                            "status; expected count=401,403", val);
+        return rrl_limit_err(cmd, "count=%s names no "
+                             "status; expected count=401,403", val);
     }
+    return NULL;
+}
+
+/* lease= of RateLimitConcurrency: from 1 s to a day */
+static const char *rrl_opt_lease(cmd_parms *cmd, rrl_limit_t *l,
+                                 const char *val)
+{
+    apr_interval_time_t t;
+    const char *err = rrl_config_parse_duration(
+        cmd, apr_pstrcat(cmd->temp_pool, "lease=", val, NULL), val,
+        apr_time_from_sec(86400), &t);
+
+    if (err) {
+        return err;
+    }
+    if (t < apr_time_from_sec(1)) {
+        return rrl_limit_err(cmd, "lease=%s is not accepted; a lease is "
+                             "at least 1s (a slot lives that long after "
+                             "its request was last heard of)", val);
+    }
+    l->p.period = t;
+    l->lease_given = 1;
     return NULL;
 }
 
@@ -304,25 +355,31 @@ static const struct {
     [RRL_OPT_PHASE] = { "phase", rrl_opt_phase },
     [RRL_OPT_IPV6_PREFIX] = { "ipv6-prefix", rrl_opt_ipv6_prefix },
     [RRL_OPT_COUNT] = { "count", rrl_opt_count },
+    [RRL_OPT_LEASE] = { "lease", rrl_opt_lease },
     [RRL_OPT_MAX] = { NULL, NULL }
 };
 
-/* "burst, key, ..., count": the options, for messages */
-static const char *rrl_option_list(apr_pool_t *p)
+/* "burst, key, ..., count": the options of a directive, for messages */
+static const char *rrl_option_list(apr_pool_t *p, unsigned accepted)
 {
-    const char *list = rrl_options[0].name;
+    const char *list = NULL;
     int i;
 
-    for (i = 1; i < RRL_OPT_MAX; i++) {
-        list = apr_pstrcat(p, list, ", ", rrl_options[i].name, NULL);
+    for (i = 0; i < RRL_OPT_MAX; i++) {
+        if (accepted & RRL_OPT(i)) {
+            list = list ? apr_pstrcat(p, list, ", ", rrl_options[i].name,
+                                      NULL)
+                        : rrl_options[i].name;
+        }
     }
     return list;
 }
 
-/* NAME=VALUE options after the RATE into l; *given: a bit per option */
+/* NAME=VALUE options after the RATE into l, of those accepted; *given: a
+ * bit per option */
 static const char *rrl_limit_options(cmd_parms *cmd, rrl_limit_t *l,
                                      int argc, char *const argv[],
-                                     unsigned *given)
+                                     unsigned accepted, unsigned *given)
 {
     int i, o;
 
@@ -332,9 +389,10 @@ static const char *rrl_limit_options(cmd_parms *cmd, rrl_limit_t *l,
         char *opt;
 
         if (!eq || eq == argv[i] || !eq[1]) {
-            return apr_psprintf(cmd->pool, "RateLimit: '%s' is not an "
-                                "option; expected name=value with one of "
-                                "%s", argv[i], rrl_option_list(cmd->pool));
+            return rrl_limit_err(cmd, "'%s' is not an "
+                                 "option; expected name=value with one of "
+                                 "%s", argv[i],
+                                 rrl_option_list(cmd->pool, accepted));
         }
         opt = apr_pstrndup(cmd->temp_pool, argv[i], eq - argv[i]);
         ap_str_tolower(opt);
@@ -343,14 +401,14 @@ static const char *rrl_limit_options(cmd_parms *cmd, rrl_limit_t *l,
                 break;
             }
         }
-        if (!rrl_options[o].name) {
-            return apr_psprintf(cmd->pool, "RateLimit: unknown option '%s'; "
-                                "accepted: %s", opt,
-                                rrl_option_list(cmd->pool));
+        if (!rrl_options[o].name || !(accepted & RRL_OPT(o))) {
+            return rrl_limit_err(cmd, "unknown option '%s'; "
+                                 "accepted: %s", opt,
+                                 rrl_option_list(cmd->pool, accepted));
         }
         if (*given & (1u << o)) {
-            return apr_psprintf(cmd->pool, "RateLimit: option %s= is given "
-                                "twice", opt);
+            return rrl_limit_err(cmd, "option %s= is given "
+                                 "twice", opt);
         }
         *given |= 1u << o;
         if ((err = rrl_options[o].parse(cmd, l, eq + 1)) != NULL) {
@@ -371,10 +429,10 @@ static const char *rrl_limit_add(cmd_parms *cmd, rrl_dir_conf_t *dc,
             const rrl_limit_t *o = APR_ARRAY_IDX(dc->limits, i,
                                                  rrl_limit_t *);
             if (strcmp(o->name, l->name) == 0) {
-                return apr_psprintf(cmd->pool, "RateLimit: name=%s is "
-                                    "already used by the limit on line %u "
-                                    "of this section; give each limit its "
-                                    "own name", l->name, o->line);
+                return rrl_limit_err(cmd, "name=%s is "
+                                     "already used by the limit on line %u "
+                                     "of this section; give each limit its "
+                                     "own name", l->name, o->line);
             }
         }
     }
@@ -386,6 +444,53 @@ static const char *rrl_limit_add(cmd_parms *cmd, rrl_dir_conf_t *dc,
         APR_ARRAY_PUSH(rrl_all_limits, rrl_limit_t *) = l;
     }
     return NULL;
+}
+
+/* A new limit of the directive being parsed, with its defaults */
+static rrl_limit_t *rrl_limit_new(cmd_parms *cmd, const char *text)
+{
+    rrl_limit_t *l = apr_pcalloc(cmd->pool, sizeof(*l));
+
+    l->directive = cmd->cmd->name;
+    l->rate_text = text;
+    l->cost = 1;
+    l->phase = RRL_PHASE_ACCESS;
+    l->ipv6_prefix = 64;
+    l->server = cmd->server;
+    l->in_vhost = cmd->server->is_virtual;
+    l->file = cmd->directive->filename;
+    l->line = cmd->directive->line_num;
+    l->p.algorithm = RRL_ALG_GCRA;
+    l->for_status = rrl_beside_status_handler(cmd);
+    return l;
+}
+
+/* What RateLimit and RateLimitConcurrency check last: a key that names
+ * the user decides after authentication; the name; the section's list */
+static const char *rrl_limit_finish(cmd_parms *cmd, rrl_dir_conf_t *dc,
+                                    rrl_limit_t *l, unsigned given)
+{
+    if (l->key_text && ap_strstr_c(l->key_text, "REMOTE_USER")) {
+        if (!(given & RRL_OPT(RRL_OPT_PHASE))) {
+            l->phase = RRL_PHASE_AUTH;     /* the user is known only then */
+        }
+        else if (l->phase == RRL_PHASE_ACCESS) {
+            return rrl_limit_err(cmd, "key=%s with phase=access is never "
+                                 "known: the user is authenticated after "
+                                 "the access phase, so the limit would "
+                                 "never count; use phase=auth (the default "
+                                 "for a key that names REMOTE_USER)",
+                                 l->key_text);
+        }
+    }
+    if (!l->name) {
+        l->name = l->p.algorithm == RRL_ALG_CONCURRENCY
+                  ? rrl_default_name(cmd, "concurrency-",
+                                     ++dc->unnamed_concurrency)
+                  : rrl_default_name(cmd, "", ++dc->unnamed);
+        l->auto_named = 1;
+    }
+    return rrl_limit_add(cmd, dc, l);
 }
 
 /* RateLimit RATE [option=value ...] | RateLimit off */
@@ -412,50 +517,65 @@ const char *rrl_limit_cmd(cmd_parms *cmd, void *dcfg, int argc,
         return NULL;
     }
 
-    l = apr_pcalloc(cmd->pool, sizeof(*l));
-    l->rate_text = argv[0];
-    l->cost = 1;
-    l->phase = RRL_PHASE_ACCESS;
-    l->ipv6_prefix = 64;
-    l->server = cmd->server;
-    l->in_vhost = cmd->server->is_virtual;
-    l->file = cmd->directive->filename;
-    l->line = cmd->directive->line_num;
-    l->p.algorithm = RRL_ALG_GCRA;
-    l->for_status = rrl_beside_status_handler(cmd);
-
+    l = rrl_limit_new(cmd, argv[0]);
     if ((err = rrl_algo_parse_rate(cmd->temp_pool, argv[0], &l->p.count,
                                    &l->p.period)) != NULL) {
         return apr_pstrcat(cmd->pool, "RateLimit: ", err, NULL);
     }
     l->p.burst = l->p.count;
-    if ((err = rrl_limit_options(cmd, l, argc - 1, argv + 1, &given))
-        != NULL) {
+    if ((err = rrl_limit_options(cmd, l, argc - 1, argv + 1, RRL_OPTS_RATE,
+                                 &given)) != NULL) {
         return err;
     }
     if ((err = rrl_algo_check_params(cmd->pool, l->rate_text, &l->p, l->cost,
-                                     given & (1u << RRL_OPT_BURST)))
+                                     given & RRL_OPT(RRL_OPT_BURST)))
         != NULL) {
         return apr_pstrcat(cmd->pool, "RateLimit: ", err, NULL);
     }
-    if (l->key_text && ap_strstr_c(l->key_text, "REMOTE_USER")) {
-        if (!(given & (1u << RRL_OPT_PHASE))) {
-            l->phase = RRL_PHASE_AUTH;     /* the user is known only then */
-        }
-        else if (l->phase == RRL_PHASE_ACCESS) {
-            return apr_psprintf(cmd->pool, "RateLimit: key=%s with "
-                                "phase=access is never known: the user is "
-                                "authenticated after the access phase, so "
-                                "the limit would never count; use "
-                                "phase=auth (the default for a key that "
-                                "names REMOTE_USER)", l->key_text);
-        }
+    return rrl_limit_finish(cmd, dc, l, given);
+}
+
+/* The most requests in flight a concurrency limit counts (the local
+ * store keeps a count in 21 bits) */
+#define RRL_MAX_CONCURRENCY 1000000
+
+/* RateLimitConcurrency N [key=EXPR] [name=NAME] [lease=DUR] ...: at most N
+ * requests of a key in flight.  A limit of algorithm concurrency: count
+ * N, period its lease (set in check_config when not given: Apache's
+ * Timeout for the server, at least 60 s) */
+const char *rrl_limit_concurrency_cmd(cmd_parms *cmd, void *dcfg, int argc,
+                                      char *const argv[])
+{
+    rrl_dir_conf_t *dc = dcfg;
+    rrl_limit_t *l;
+    const char *err;
+    unsigned given;
+
+    if ((err = rrl_config_context(cmd, NOT_IN_LIMIT)) != NULL) {
+        return err;
     }
-    if (!l->name) {
-        l->name = rrl_default_name(cmd, ++dc->unnamed);
-        l->auto_named = 1;
+    if (argc == 0) {
+        return "RateLimitConcurrency: expected N [option=value ...], the "
+               "most requests of a key served at once";
     }
-    return rrl_limit_add(cmd, dc, l);
+    l = rrl_limit_new(cmd, argv[0]);
+    l->p.algorithm = RRL_ALG_CONCURRENCY;
+    if (!rrl_util_parse_int(argv[0], 1, RRL_MAX_CONCURRENCY, &l->p.count)) {
+        return rrl_limit_err(cmd, "'%s' is not accepted; expected the most "
+                             "requests of a key in flight at once, a whole "
+                             "number from 1 to %d, such as 10", argv[0],
+                             RRL_MAX_CONCURRENCY);
+    }
+    l->p.burst = l->p.count;
+    l->p.unit = 1;
+    if ((err = rrl_limit_options(cmd, l, argc - 1, argv + 1,
+                                 RRL_OPTS_CONCURRENCY, &given)) != NULL) {
+        return err;
+    }
+    if (l->lease_given) {
+        l->p.interval = (l->p.period + 1) / 2;
+    }
+    return rrl_limit_finish(cmd, dc, l, given);
 }
 
 void rrl_limit_pre_config(apr_pool_t *pconf)
@@ -505,6 +625,12 @@ int rrl_limit_check_config(apr_pool_t *pconf, apr_pool_t *ptemp)
         const char *id;
         const rrl_limit_t *o;
 
+        if (l->p.algorithm == RRL_ALG_CONCURRENCY && !l->lease_given) {
+            /* a live request is heard of at least every Timeout */
+            l->p.period = l->server->timeout > RRL_DEFAULT_LEASE
+                          ? l->server->timeout : RRL_DEFAULT_LEASE;
+            l->p.interval = (l->p.period + 1) / 2;
+        }
         l->scope = (l->in_vhost && l->server->server_hostname)
                    ? apr_pstrcat(pconf, l->server->server_hostname, ":",
                                  NULL)
@@ -516,11 +642,12 @@ int rrl_limit_check_config(apr_pool_t *pconf, apr_pool_t *ptemp)
         }
         else if (!rrl_same_settings(o, l)) {
             ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL,
-                         RRL_LOGNO(00009) "%s:%u: RateLimit %s name=%s "
+                         RRL_LOGNO(00009) "%s:%u: %s %s name=%s "
                          "differs from the limit of that name at %s:%u%s; "
                          "one name in one %s is one limit, so give them the "
                          "same settings or different names", l->file,
-                         l->line, l->rate_text, l->name, o->file, o->line,
+                         l->line, l->directive, l->rate_text, l->name,
+                         o->file, o->line,
                          l->auto_named ? " (a default name: add name= to "
                          "tell them apart)" : "",
                          l->in_vhost ? "virtual host" : "server");
@@ -547,6 +674,7 @@ apr_status_t rrl_limit_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
     const char **names, **vhosts;
     rrl_limit_stat_t **stats;
     apr_status_t rv;
+    int concurrency = 0;
 
     rrl_pairs = apr_array_make(pconf, n ? n : 1, sizeof(rrl_limit_t *));
     for (i = 0; i < n; i++) {
@@ -586,6 +714,18 @@ apr_status_t rrl_limit_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
         rrl_limit_t *l = APR_ARRAY_IDX(rrl_all_limits, i, rrl_limit_t *);
 
         l->stat = stats[l->pair];
+        concurrency |= l->p.algorithm == RRL_ALG_CONCURRENCY;
+    }
+    if (concurrency) {
+        /* a hold per request in flight: the MPM's threads, twice over
+         * (HTTP/2 workers, a generation going after a graceful restart) */
+        int daemons = 0, threads = 0;
+
+        ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &daemons);
+        ap_mpm_query(AP_MPMQ_HARD_LIMIT_THREADS, &threads);
+        return rrl_counters_holds_create(
+            s, 2 * (apr_size_t)(daemons > 0 ? daemons : 1)
+               * (apr_size_t)(threads > 0 ? threads : 1) + 256);
     }
     return APR_SUCCESS;
 }

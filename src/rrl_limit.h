@@ -4,9 +4,10 @@
  */
 
 /*
- * RateLimit: the directive (RATE and options), default names from where it
- * stands, the checks across sections that apachectl -t runs, and each
- * limit's texts formatted once at startup.  Every limit parsed is kept in
+ * RateLimit and RateLimitConcurrency: the directives (RATE or N, and
+ * options), default names from where they stand, the checks across
+ * sections that apachectl -t runs, and each limit's texts formatted once
+ * at startup.  Every limit parsed is kept in
  * one list (rrl_limit_all), and the first of each (name, scope) pair in
  * another (rrl_limit_pairs): what the status page lists.
  */
@@ -19,6 +20,12 @@
 int rrl_limit_name_char(int c);
 const char *rrl_limit_cmd(cmd_parms *cmd, void *dcfg, int argc,
                           char *const argv[]);
+const char *rrl_limit_concurrency_cmd(cmd_parms *cmd, void *dcfg, int argc,
+                                      char *const argv[]);
+
+/* RateLimitConcurrency's lease when not given: Apache's Timeout for the
+ * server, at least this */
+#define RRL_DEFAULT_LEASE apr_time_from_sec(60)
 
 void rrl_limit_pre_config(apr_pool_t *pconf);
 int rrl_limit_check_config(apr_pool_t *pconf, apr_pool_t *ptemp);

@@ -82,9 +82,9 @@ void rrl_script_init(apr_pool_t *p)
 const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
                                int n, apr_size_t *lenp)
 {
-    /* mode, and until: a refund's, or none */
+    /* mode, and until: a refund's, or none; a concurrency slot's member */
     static const char *const modes[] = {
-        "$1\r\n0\r\n$0\r\n\r\n", "$1\r\n1\r\n"
+        "$1\r\n0\r\n$0\r\n\r\n", "$1\r\n1\r\n", "$1\r\n2\r\n"
     };
     apr_size_t room = 16 + rrl_script_evalsha_head_len + 26 + 6;
     char *buf, *o, num[20];
@@ -109,7 +109,12 @@ const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
     for (i = 0; i < n; i++) {
         memcpy(o, items[i].limit->resp, items[i].limit->resp_len);
         o += items[i].limit->resp_len;
-        if (items[i].mode == RRL_MODE_REFUND) {
+        if (items[i].p->algorithm == RRL_ALG_CONCURRENCY) {
+            memcpy(o, modes[items[i].mode], 7);
+            o = rrl_resp_put_bulk(o + 7, num, rrl_util_put_uint(
+                num, items[i].ticket) - num);
+        }
+        else if (items[i].mode == RRL_MODE_REFUND) {
             memcpy(o, modes[1], 7);
             o = rrl_resp_put_bulk(o + 7, num, rrl_util_put_uint(
                 num, (apr_uint64_t)items[i].until) - num);
@@ -143,23 +148,29 @@ static const char *rrl_script_key_id(apr_pool_t *p, const rrl_item_t *it)
         p, rrl_util_sha1_hex(p, it->key, it->keylen), 12), NULL);
 }
 
-/* "RateLimit a, b@v": the limits of a call, for what went wrong with it */
+/* "RateLimit a, b@v, RateLimitConcurrency c": the limits of a call, for
+ * what went wrong with it */
 static const char *rrl_script_limits(apr_pool_t *p, const rrl_item_t *items,
                                      int n)
 {
-    const char *s = "RateLimit ";
+    const char *s = "";
     int i;
 
     for (i = 0; i < n; i++) {
+        const char *d = items[i].limit->directive;
+
         s = apr_pstrcat(p, s, i ? ", " : "",
+                        !i || strcmp(d, items[i - 1].limit->directive)
+                        ? apr_pstrcat(p, d, " ", NULL) : "",
                         rrl_script_limit_name(p, items[i].limit), NULL);
     }
     return s;
 }
 
-/* An error reply of Redis as messages show it: "ERR rrl: item I: WHY" of
- * the script names the item's limit and key; any other names the call's
- * limits, and any key it quoted (Redis quotes none) is replaced */
+/* An error reply of Redis as messages show it: any key it quotes (Redis
+ * quotes none, the script none) replaced; "ERR rrl: item I: WHY" of the
+ * script names the item's limit and key; any other names the call's
+ * limits */
 static const char *rrl_script_error(apr_pool_t *p, const char *err,
                                     const rrl_item_t *items, int n)
 {
@@ -169,13 +180,6 @@ static const char *rrl_script_error(apr_pool_t *p, const char *err,
     long k;
     int i;
 
-    if (strncmp(err, mine, sizeof(mine) - 1) == 0
-        && (k = strtol(err + sizeof(mine) - 1, &end, 10)) >= 1 && k <= n
-        && *end == ':') {
-        return apr_psprintf(p, "EVALSHA: RateLimit %s, %s:%s",
-                            rrl_script_limit_name(p, items[k - 1].limit),
-                            rrl_script_key_id(p, &items[k - 1]), end + 1);
-    }
     for (i = 0; i < n; i++) {
         const char *hit;
         apr_size_t len, j;
@@ -194,6 +198,14 @@ static const char *rrl_script_error(apr_pool_t *p, const char *err,
                 break;
             }
         }
+    }
+    if (strncmp(err, mine, sizeof(mine) - 1) == 0
+        && (k = strtol(err + sizeof(mine) - 1, &end, 10)) >= 1 && k <= n
+        && *end == ':') {
+        return apr_psprintf(p, "EVALSHA: %s %s, %s:%s",
+                            items[k - 1].limit->directive,
+                            rrl_script_limit_name(p, items[k - 1].limit),
+                            rrl_script_key_id(p, &items[k - 1]), end + 1);
     }
     return apr_psprintf(p, "EVALSHA for %s: %s",
                         rrl_script_limits(p, items, n), err);

@@ -7,8 +7,9 @@
  * The contract with lua/ratelimit.lua: its SHA-1, SCRIPT LOAD, the
  * EVALSHA that decides a request's limits (KEYS: the items' keys; ARGV:
  * "" then per item algorithm, count, period, burst, interval, unit, cost,
- * mode, until) and its reply { all, now, then allowed, remaining, reset,
- * retry per item }, all formatted once at startup where they can be.
+ * mode, until or a concurrency slot's member) and its reply { all, now,
+ * then allowed, remaining, reset, retry per item }, all formatted once at
+ * startup where they can be.
  */
 
 #ifndef RRL_SCRIPT_H

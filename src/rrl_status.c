@@ -103,6 +103,8 @@ typedef struct {
     const char *burst;            /* "" where it has no meaning */
     const char *key;              /* the key expression */
     const char *defined;          /* "FILE:LINE" each, joined */
+    const char *rate;             /* RATE, or a concurrency limit's N */
+    int slots;                    /* a concurrency limit */
 } rrl_row_t;
 
 /* One row per (name, virtual host) pair of the configuration, each with
@@ -128,6 +130,11 @@ static rrl_row_t *rrl_status_rows(request_rec *r, const char *sep,
         rows[i].st = l->stat;
         rows[i].burst = bursty ? rrl_util_i64(r->pool, l->p.burst) : "";
         rows[i].key = l->key_text ? l->key_text : "%{REMOTE_ADDR}";
+        rows[i].slots = l->p.algorithm == RRL_ALG_CONCURRENCY;
+        rows[i].rate = rows[i].slots
+            ? apr_psprintf(r->pool, "%s at once, lease %" APR_TIME_T_FMT "s",
+                           l->rate_text, apr_time_sec(l->p.period))
+            : l->rate_text;
     }
     for (i = 0; all && i < all->nelts; i++) {
         const rrl_limit_t *l = APR_ARRAY_IDX(all, i, const rrl_limit_t *);
@@ -239,8 +246,8 @@ static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
     ap_rputs("</table>\n\n<h2>Limits</h2>\n<table>\n<tr><th>Limit</th>"
              "<th>Virtual host</th><th>Rate</th><th>Burst</th>"
              "<th>Algorithm</th><th>Key</th><th>Defined at</th>"
-             "<th>Allowed</th><th>Denied</th><th>Dry-run denied</th></tr>\n",
-             r);
+             "<th>Allowed</th><th>Denied</th><th>Dry-run denied</th>"
+             "<th>In flight</th><th>Peak</th></tr>\n", r);
     rows = rrl_status_rows(r, "<br>", rrl_html, &nrows);
     for (i = 0; i < nrows; i++) {
         const rrl_row_t *w = &rows[i];
@@ -248,17 +255,22 @@ static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
         ap_rvputs(r, "<tr><td>", ap_escape_html(r->pool, w->st->name),
                   "</td><td>", w->st->vhost[0]
                   ? ap_escape_html(r->pool, w->st->vhost) : "(all)",
-                  "</td><td>", ap_escape_html(r->pool, w->l->rate_text),
+                  "</td><td>", ap_escape_html(r->pool, w->rate),
                   "</td><td class=\"n\">", w->burst, "</td><td>",
                   rrl_algo_names[w->l->p.algorithm], "</td><td><code>",
                   ap_escape_html(r->pool, w->key), "</code></td><td>",
                   w->defined ? w->defined : "", "</td>", NULL);
         ap_rprintf(r, "<td class=\"n\">%" APR_UINT64_T_FMT "</td>"
                    "<td class=\"n\">%" APR_UINT64_T_FMT "</td>"
-                   "<td class=\"n\">%" APR_UINT64_T_FMT "</td></tr>\n",
+                   "<td class=\"n\">%" APR_UINT64_T_FMT "</td>",
                    apr_atomic_read64(&w->st->allowed),
                    apr_atomic_read64(&w->st->denied),
                    apr_atomic_read64(&w->st->dry_run_denied));
+        ap_rputs(w->slots ? apr_psprintf(r->pool, "<td class=\"n\">%u</td>"
+                                         "<td class=\"n\">%u</td></tr>\n",
+                                         apr_atomic_read32(&w->st->in_flight),
+                                         apr_atomic_read32(&w->st->peak))
+                          : "<td></td><td></td></tr>\n", r);
     }
     ap_rputs("</table>\n</body></html>\n", r);
 }
@@ -324,6 +336,13 @@ static void rrl_status_auto(request_rec *r, const rrl_snapshot_t *sn)
                    id, apr_atomic_read64(&st->allowed),
                    id, apr_atomic_read64(&st->denied),
                    id, apr_atomic_read64(&st->dry_run_denied));
+        if (w->slots) {
+            ap_rprintf(r, "Limit[%s] LeaseSeconds: %" APR_TIME_T_FMT "\n"
+                       "Limit[%s] InFlight: %u\nLimit[%s] Peak: %u\n", id,
+                       apr_time_sec(w->l->p.period), id,
+                       apr_atomic_read32(&st->in_flight), id,
+                       apr_atomic_read32(&st->peak));
+        }
     }
 }
 
@@ -390,7 +409,7 @@ static void rrl_status_json(request_rec *r, const rrl_snapshot_t *sn)
                    APR_INT64_T_FMT ",\"burst\":%s,\"algorithm\":\"%s\","
                    "\"key\":%s,\"defined\":[%s],\"allowed\":%"
                    APR_UINT64_T_FMT ",\"denied\":%" APR_UINT64_T_FMT
-                   ",\"dry_run_denied\":%" APR_UINT64_T_FMT "}", i ? "," : "",
+                   ",\"dry_run_denied\":%" APR_UINT64_T_FMT, i ? "," : "",
                    rrl_json_string(r->pool, w->st->name),
                    rrl_json_string(r->pool, w->st->vhost),
                    rrl_json_string(r->pool, l->rate_text), l->p.count,
@@ -402,6 +421,12 @@ static void rrl_status_json(request_rec *r, const rrl_snapshot_t *sn)
                    apr_atomic_read64(&w->st->allowed),
                    apr_atomic_read64(&w->st->denied),
                    apr_atomic_read64(&w->st->dry_run_denied));
+        ap_rputs(w->slots ? apr_psprintf(
+                     r->pool, ",\"lease_seconds\":%" APR_TIME_T_FMT
+                     ",\"in_flight\":%u,\"peak\":%u}",
+                     apr_time_sec(l->p.period),
+                     apr_atomic_read32(&w->st->in_flight),
+                     apr_atomic_read32(&w->st->peak)) : "}", r);
     }
     ap_rputs("]}\n", r);
 }
@@ -463,6 +488,41 @@ static void rrl_status_metrics_local(request_rec *r)
                   "afresh early (RateLimitLocalSize too small)");
     ap_rprintf(r, RRL_PROM "local_store_live_evictions_total %"
                APR_UINT64_T_FMT "\n", ls.live_evictions);
+}
+
+/* Each concurrency limit's requests in flight: gauges */
+static void rrl_status_metrics_slots(request_rec *r,
+                                     const apr_array_header_t *pairs)
+{
+    int i, what;
+
+    for (what = 0; what < 2; what++) {
+        int head = 0;
+
+        for (i = 0; pairs && i < pairs->nelts; i++) {
+            const rrl_limit_t *l = APR_ARRAY_IDX(pairs, i,
+                                                 const rrl_limit_t *);
+
+            if (l->p.algorithm != RRL_ALG_CONCURRENCY) {
+                continue;
+            }
+            if (!head++) {
+                rrl_prom_head(r, what ? "limit_in_flight_peak"
+                                      : "limit_in_flight", "gauge",
+                              what ? "The most requests of this server that "
+                                     "held a slot of each concurrency limit "
+                                     "at once"
+                                   : "Requests of this server holding a "
+                                     "slot of each concurrency limit");
+            }
+            ap_rprintf(r, RRL_PROM "%s{limit=\"%s\",vhost=\"%s\"} %u\n",
+                       what ? "limit_in_flight_peak" : "limit_in_flight",
+                       rrl_prom_value(r->pool, l->stat->name),
+                       rrl_prom_value(r->pool, l->stat->vhost),
+                       apr_atomic_read32(what ? &l->stat->peak
+                                              : &l->stat->in_flight));
+        }
+    }
 }
 
 static void rrl_status_metrics(request_rec *r, const rrl_snapshot_t *sn)
@@ -544,6 +604,7 @@ static void rrl_status_metrics(request_rec *r, const rrl_snapshot_t *sn)
                    apr_atomic_read64(&st->denied), labels,
                    apr_atomic_read64(&st->dry_run_denied));
     }
+    rrl_status_metrics_slots(r, pairs);
 }
 
 /* ?health: 200 when limits can be decided by the configured store, 503
@@ -615,6 +676,7 @@ int rrl_status_handler(request_rec *r)
     if (r->header_only) {
         return OK;
     }
+    rrl_counters_sweep(apr_time_now());   /* holds of killed children */
     rrl_counters_snapshot(&sn);
     switch (fmt) {
     case RRL_FMT_AUTO:

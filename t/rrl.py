@@ -1348,3 +1348,126 @@ def run_script(main) -> None:
             h.stop()
         for r in Redis.instances:
             r.stop()
+
+
+# ---- a backend that holds its responses until told ----
+
+class HeldBackend:
+    """A small HTTP/1.1 server on 127.0.0.1 behind mod_proxy, in this
+    process, that holds each response until the test lets it go: what a
+    slow PHP worker is to a concurrency limit.
+
+    GET /hold/...    sends its headers and a first chunk at once, then
+                     holds the rest until release(); with ?trickle=S it
+                     keeps sending a chunk every S seconds while held
+    GET /quick/...   answers at once
+
+    held()           requests being held now; peak: the most at once
+    wait_held(n)     until n requests are held
+    release()        let every held response (and those to come) finish
+    """
+
+    def __init__(self):
+        import http.server
+
+        backend = self
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.now = 0
+        self.peak = 0
+        self.total = 0
+        self.go = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                hold = self.path.startswith("/hold")
+                trickle = None
+                m = re.search(r"[?&]trickle=([\d.]+)", self.path)
+                if m:
+                    trickle = float(m.group(1))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    self._chunk(b"first\n")
+                    if hold:
+                        backend._enter()
+                        try:
+                            while not backend.go.wait(trickle or 0.05):
+                                if trickle:
+                                    self._chunk(b".\n")
+                        finally:
+                            backend._leave()
+                    self._chunk(b"done\n")
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+            def _chunk(self, data: bytes):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                      Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       daemon=True)
+        self.thread.start()
+
+    def _enter(self):
+        with self.cond:
+            self.now += 1
+            self.total += 1
+            self.peak = max(self.peak, self.now)
+            self.cond.notify_all()
+
+    def _leave(self):
+        with self.cond:
+            self.now -= 1
+            self.cond.notify_all()
+
+    def held(self) -> int:
+        with self.lock:
+            return self.now
+
+    def wait_held(self, n: int, timeout: float = 10):
+        with self.cond:
+            if not self.cond.wait_for(lambda: self.now >= n, timeout):
+                raise AssertionError(f"{self.now} requests held, not {n}")
+
+    def wait_none(self, timeout: float = 10):
+        with self.cond:
+            if not self.cond.wait_for(lambda: self.now == 0, timeout):
+                raise AssertionError(f"{self.now} requests still held")
+
+    def release(self):
+        self.go.set()
+
+    def hold_again(self):
+        """hold the requests to come (after release())"""
+        self.go.clear()
+        with self.lock:
+            self.peak = self.now
+
+    def close(self):
+        self.go.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+PROXY_MODULES = """
+<IfModule !proxy_module>
+    LoadModule proxy_module "${mods}/mod_proxy.so"
+</IfModule>
+<IfModule !proxy_http_module>
+    LoadModule proxy_http_module "${mods}/mod_proxy_http.so"
+</IfModule>
+"""

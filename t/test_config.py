@@ -216,6 +216,7 @@ RateLimitLocalSize 16M
 # a valid line of each directive of the command table
 HTACCESS_LINES = {
     "RateLimit": "RateLimit 2/min",
+    "RateLimitConcurrency": "RateLimitConcurrency 1",
     "RateLimitRedis": "RateLimitRedis off",
     "RateLimitRedisTimeout": "RateLimitRedisTimeout connect=50ms",
     "RateLimitRedisPool": "RateLimitRedisPool max=2",

@@ -1,15 +1,17 @@
 /*
  * libFuzzer: the RateLimit directive (rrl_limit_cmd: RATE, then
  * rrl_algo_parse_rate, every option, rrl_algo_check_params, default names
- * from the enclosing sections), and the algorithms (rrl_algo_decide) at
- * the parameters it accepts.
+ * from the enclosing sections) and RateLimitConcurrency
+ * (rrl_limit_concurrency_cmd), and the algorithms (rrl_algo_decide) at the
+ * parameters they accept.
  *
  * Input: lines.  "<" C ARGS adds an enclosing section, outermost first: C
  * picks the kind from the list below, ARGS are its arguments as httpd keeps
  * them (with the closing '>').  "|HANDLER" puts "SetHandler HANDLER" in the
  * innermost section.  Any other line is one argument of a RateLimit
  * directive; an empty line ends one directive, and the next starts in the
- * same section (so that names can clash).
+ * same section (so that names can clash).  A directive whose first
+ * argument starts with "~" is a RateLimitConcurrency (the "~" dropped).
  */
 #include "apr_strings.h"
 
@@ -50,6 +52,17 @@ static void check_limit(const rrl_limit_t *l)
     for (c = l->name; *c; c++) {
         RRL_FUZZ_ASSERT(rrl_limit_name_char(*c));
     }
+    RRL_FUZZ_ASSERT(l->ipv6_prefix >= 1 && l->ipv6_prefix <= 128);
+    if (l->p.algorithm == RRL_ALG_CONCURRENCY) {
+        RRL_FUZZ_ASSERT(l->p.count >= 1 && l->p.count <= 1000000
+                        && l->p.burst == l->p.count && l->cost == 1
+                        && !l->statuses);
+        RRL_FUZZ_ASSERT(!l->lease_given
+                        || (l->p.period >= RRL_USEC_PER_SEC
+                            && l->p.period <= 86400 * RRL_USEC_PER_SEC
+                            && l->p.interval == (l->p.period + 1) / 2));
+        return;
+    }
     RRL_FUZZ_ASSERT(l->p.count >= 1);
     RRL_FUZZ_ASSERT(l->p.period >= RRL_USEC_PER_SEC
                     && l->p.period <= RRL_MAX_PERIOD
@@ -60,7 +73,6 @@ static void check_limit(const rrl_limit_t *l)
                     && (l->p.interval - 1) * l->p.count < l->p.period);
     RRL_FUZZ_ASSERT(l->cost >= 1 && l->cost <= l->p.burst);
     RRL_FUZZ_ASSERT(l->p.burst >= 1);
-    RRL_FUZZ_ASSERT(l->ipv6_prefix >= 1 && l->ipv6_prefix <= 128);
     if (l->p.algorithm == RRL_ALG_GCRA
         || l->p.algorithm == RRL_ALG_TOKEN_BUCKET) {
         RRL_FUZZ_ASSERT(l->p.burst <= RRL_MAX_REFILL / l->p.interval);
@@ -84,30 +96,45 @@ static void check_limit(const rrl_limit_t *l)
     }
 }
 
-/* A few decisions in a row, the state kept as the stores keep it */
+/* A few decisions in a row, the state kept as the stores keep it; of a
+ * concurrency limit, slots taken, released and renewed, never more held
+ * than it has, never fewer than were taken and not given back (while the
+ * lease runs) */
 static void run_algo(const rrl_limit_t *l, unsigned seed)
 {
     apr_int64_t st[3] = { 0, 0, 0 }, expires = 0, until = 0;
     apr_int64_t now = APR_INT64_C(1700000000000000);
     const apr_int64_t steps[] = { 0, 0, 1, l->p.interval, l->p.period / 2,
                                   l->p.period, 3 * l->p.period, 7 };
+    int slots = l->p.algorithm == RRL_ALG_CONCURRENCY;
     int stored = RRL_ALG_NONE, i;
 
     for (i = 0; i < 8; i++) {
         rrl_outcome_t o;
-        /* spends, and give-backs of the last spend (or of a made-up one) */
+        /* spends, and give-backs of the last spend (or of a made-up one);
+         * slots renewed too */
         rrl_mode_e mode = (rrl_mode_e)((seed >> (2 * i)) % 3 == 2);
 
+        if (slots && (seed >> (3 * i + 1)) % 4 == 3) {
+            mode = RRL_MODE_RENEW;
+        }
         now += steps[(seed >> i) % 8];
         if (now >= expires) {
             stored = RRL_ALG_NONE;
         }
-        if (mode == RRL_MODE_REFUND && (seed >> (3 * i)) % 4 == 0) {
+        if (mode != RRL_MODE_SPEND && (seed >> (3 * i)) % 4 == 0) {
             until = now + steps[(seed >> (i + 1)) % 8];
         }
         rrl_algo_decide(&l->p, l->cost, mode, until, st, stored, now, &o);
         if (mode == RRL_MODE_SPEND && o.allowed) {
             until = now + o.reset;
+        }
+        if (slots && mode == RRL_MODE_RENEW && o.reset > 0) {
+            until = now;
+        }
+        if (slots) {
+            RRL_FUZZ_ASSERT(o.reset == 0 || o.reset == l->p.period);
+            RRL_FUZZ_ASSERT(o.allowed || o.retry == RRL_USEC_PER_SEC);
         }
         RRL_FUZZ_ASSERT(o.remaining >= 0 && o.remaining <= l->p.burst);
         RRL_FUZZ_ASSERT(o.reset >= 0 && o.retry >= 0 && o.ttl >= 0);
@@ -134,6 +161,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cmd_parms cmd;
     rrl_dir_conf_t *dc;
     char *argv[MAX_ARGS];
+    command_rec rate = { .name = "RateLimit" };
+    command_rec conc = { .name = "RateLimitConcurrency" };
     int argc = 0, nsections = 0, ndirectives = 0, done = 0;
     unsigned seed = 2166136261u;
     size_t i;
@@ -201,7 +230,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             self.parent = nsections ? &sections[nsections - 1] : NULL;
             self.line_num = (unsigned)(ndirectives + 1);
             self.args = argv[0];
-            err = rrl_limit_cmd(&cmd, dc, argc, argv);
+            if (argv[0][0] == '~') {
+                argv[0]++;
+                self.directive = conc.name;
+                cmd.cmd = &conc;
+                err = rrl_limit_concurrency_cmd(&cmd, dc, argc, argv);
+            }
+            else {
+                self.directive = rate.name;
+                cmd.cmd = &rate;
+                err = rrl_limit_cmd(&cmd, dc, argc, argv);
+            }
             if (err) {
                 RRL_FUZZ_ASSERT(*err);
             }
@@ -215,6 +254,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                 && dc->limits->nelts == before + 1);
                 l = APR_ARRAY_IDX(dc->limits, before, rrl_limit_t *);
                 check_limit(l);
+                if (l->p.algorithm == RRL_ALG_CONCURRENCY
+                    && !l->lease_given) {
+                    /* as check_config sets it */
+                    rrl_limit_t *w = (rrl_limit_t *)l;
+
+                    w->p.period = RRL_DEFAULT_LEASE;
+                    w->p.interval = (w->p.period + 1) / 2;
+                }
                 run_algo(l, seed);
             }
             argc = 0;

@@ -8,16 +8,19 @@
  * Logging formats the message (so that a format and its arguments that do
  * not agree still show under ASan and UBSan) and drops it.  ap_expr, which
  * lives in the httpd binary, is replaced by a stand-in: a parsed key= is an
- * empty ap_expr_info_t, and evaluating it gives rrl_fuzz_expr_value.  What
- * an object refers to but no harness reaches aborts if it is ever called.
+ * empty ap_expr_info_t, and evaluating it gives rrl_fuzz_expr_value; httpd's
+ * parser of timeouts is copied.  What an object refers to but no harness
+ * reaches aborts if it is ever called.
  */
 #include "httpd.h"
 #include "http_config.h"
 #include "http_log.h"
 #include "ap_expr.h"
+#include "ap_mpm.h"
 #include "apr_strings.h"
 #include "apr_lib.h"
 
+#include <errno.h>
 #include <stdlib.h>
 
 #include "fuzz.h"
@@ -125,11 +128,58 @@ AP_DECLARE(const char *) ap_expr_str_exec(request_rec *r,
     return rrl_fuzz_expr_value;
 }
 
-/* RateLimitRedisTimeout and RateLimitRedisPool: no harness parses them */
+/* RateLimitConcurrency lease=DUR: httpd's parser of a timeout, as it is
+ * (a number, then s, ms, mi[n] or h[r], anything after that ignored),
+ * without its overflows */
 AP_DECLARE(apr_status_t) ap_timeout_parameter_parse(
     const char *timeout_parameter, apr_interval_time_t *timeout,
     const char *default_time_unit)
 {
-    (void)timeout_parameter; (void)timeout; (void)default_time_unit;
+    char *endp;
+    const char *unit;
+    apr_int64_t tout, mult;
+
+    errno = 0;
+    tout = apr_strtoi64(timeout_parameter, &endp, 10);
+    if (errno) {
+        return errno;
+    }
+    unit = (!endp || !*endp) ? default_time_unit : endp;
+    if (tout < 0) {
+        return APR_EGENERAL;
+    }
+    switch (*unit) {
+    case 's':
+        mult = APR_USEC_PER_SEC;
+        break;
+    case 'h':
+        mult = 3600 * APR_USEC_PER_SEC;
+        break;
+    case 'm':
+        if (unit[1] == 's') {
+            mult = 1000;
+        }
+        else if (unit[1] == 'i') {
+            mult = 60 * APR_USEC_PER_SEC;
+        }
+        else {
+            return APR_EGENERAL;
+        }
+        break;
+    default:
+        return APR_EGENERAL;
+    }
+    if (tout > APR_INT64_MAX / mult) {
+        return APR_EGENERAL;        /* httpd's would overflow */
+    }
+    *timeout = (apr_interval_time_t)(tout * mult);
+    return APR_SUCCESS;
+}
+
+/* RateLimitConcurrency's holds, sized in post_config: no harness gets
+ * there */
+AP_DECLARE(apr_status_t) ap_mpm_query(int query_code, int *result)
+{
+    (void)query_code; (void)result;
     abort();
 }
