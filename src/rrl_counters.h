@@ -85,6 +85,11 @@ typedef struct rrl_limit_stat {
     char name[RRL_NAME_MAX + 1];
     char vhost[256];              /* "" outside any virtual host */
     volatile apr_uint64_t allowed, denied, dry_run_denied;
+    /* plans=: decisions made with a key's plan (its numbers or off), and
+     * plans that did not parse; the minute of the last line logged of
+     * those (once a minute, all children together) */
+    volatile apr_uint64_t plan_decisions, plan_errors;
+    volatile apr_uint32_t plan_logged;
 } rrl_limit_stat_t;
 
 /* A consistent enough copy of the shared counters */

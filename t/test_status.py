@@ -394,7 +394,8 @@ RateLimit 100/h burst=20 name=site
         "<code>%{HTTP:X-Api-Key}</code>", "<br>".join(api_at)]
     # numbers right, text left
     assert [bool(c[0]) for c in cells] == [False] * 3 + [True] + \
-        [False] * 3 + [True] * 3
+        [False] * 3 + [True] * 3 + [False] + [True] * 2
+    assert [c[1] for c in cells[10:]] == ["", "0", "0"]     # no plans=
     css = re.search(r"<style>(.*)</style>", html, re.S).group(1)
     rules = dict(re.findall(r"^([^{\n]+) \{ (.*) \}$", css, re.M))
     assert "text-align: left" in rules["th, td"]
