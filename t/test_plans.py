@@ -116,6 +116,8 @@ def seen_between(h, start, end):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(rrl.CHECKER != "", reason="every child: httpd -X has "
+                    "none")
 def test_plans_02_changes_seen_by_every_child_of_two_instances(
         httpd, httpd_factory, redis_server):
     """Raised, lowered, set to off and removed under traffic: within a
