@@ -37,6 +37,8 @@
 #include "rrl_deny.h"
 #include "rrl_limit.h"
 #include "rrl_local.h"
+#include "rrl_plan.h"
+#include "rrl_plan_file.h"
 #include "rrl_redis.h"
 #include "rrl_reserve.h"
 #include "rrl_script.h"
@@ -50,7 +52,8 @@ static const command_rec rrl_cmds[] = {
                       "RATE [burst=N] [key=EXPR] [name=NAME] "
                       "[algorithm=gcra|token-bucket|fixed-window|"
                       "sliding-window] [cost=N] [phase=access|auth] "
-                      "[ipv6-prefix=N] [count=STATUS,...], or 'off'"),
+                      "[ipv6-prefix=N] [count=STATUS,...] "
+                      "[plans=redis|FILE], or 'off'"),
     AP_INIT_TAKE_ARGV("RateLimitConcurrency", rrl_limit_concurrency_cmd,
                       NULL, RSRC_CONF | ACCESS_CONF,
                       "N [key=EXPR] [name=NAME] [lease=DUR] "
@@ -108,9 +111,15 @@ static int rrl_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
 static int rrl_check_config(apr_pool_t *pconf, apr_pool_t *plog,
                             apr_pool_t *ptemp, server_rec *s)
 {
+    int rv;
+
     (void)plog;
     (void)s;
-    return rrl_limit_check_config(pconf, ptemp);
+    rv = rrl_limit_check_config(pconf, ptemp);
+    if (rrl_plan_file_check_config(pconf, ptemp) != OK) {
+        rv = !OK;
+    }
+    return rv;
 }
 
 static int rrl_post_config(apr_pool_t *pconf, apr_pool_t *plog,
@@ -129,7 +138,8 @@ static int rrl_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     rrl_script_init(pconf);
-    if (rrl_limit_post_config(pconf, ptemp, s) != APR_SUCCESS) {
+    if (rrl_limit_post_config(pconf, ptemp, s) != APR_SUCCESS
+        || rrl_plan_file_post_config(pconf, ptemp, s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (rrl_redis_post_config(pconf, ptemp, s) != OK) {
@@ -144,9 +154,11 @@ static void rrl_child_init(apr_pool_t *pchild, server_rec *s)
 {
     rrl_answer_child_init(pchild);
     rrl_reserve_child_init(pchild);
-    /* the connection pools; the deny cache when any limit is in Redis */
+    /* the connection pools; the deny cache and the memory of plans when
+     * any limit is in Redis */
     if (rrl_redis_child_init(pchild, s) > 0) {
         rrl_deny_child_init(pchild, s);
+        rrl_plan_child_init(pchild, s);
     }
 }
 

@@ -5,20 +5,24 @@ written, so a denied request spends nothing.  The arithmetic is the module's
 rrl_algo_decide() (src/rrl_algo.c), line for line, in integer microseconds
 (every value stays below 2^53, so Lua's doubles hold it exactly).
 
-KEYS[i]   key of limit i: PREFIX[VHOST:]NAME:VALUE
+KEYS[i]   key of limit i: PREFIX[VHOST:]NAME:VALUE, for the n limits;
+          then the plan keys some of them name (PREFIX plan/[VHOST:]...)
 ARGV[1]   now in microseconds; empty: Redis TIME (the module always sends
           empty; the shared test vectors pass their own clock)
-ARGV[2+9(i-1) .. 10+9(i-1)], for limit i:
+ARGV[2+10(i-1) .. 11+10(i-1)], for limit i:
           algorithm (0 gcra, 1 token-bucket, 2 fixed-window,
           3 sliding-window), count, period (us), burst, interval (us, the
           refill time of one unit), unit (us, sliding-window granularity),
           cost, mode (0 check and spend, 1 give back a spend: count=, at
           log time), until (mode 1: until when the spend mattered, its now
-          + reset; else empty)
+          + reset; else empty), plans (empty: the limit has no plans=;
+          else the index in KEYS of its plan key, read before deciding
+          (plan(), below), or 0: none to read; gcra then owes no more
+          than its burst, whatever numbers spent before)
           A concurrency limit (RateLimitConcurrency): algorithm 4, count N,
           period its lease (us), interval and unit unused, cost 1, mode (0
-          take a slot, 1 release it, 2 renew its lease), and in until's
-          place the slot's member, unique to its request.
+          take a slot, 1 release it, 2 renew its lease), in until's place
+          the slot's member, unique to its request; plans empty.
 
 Stored values (strings; each written with PX no longer than it matters),
 which say the algorithm that wrote them: gcra's is one number (so Redis
@@ -39,10 +43,15 @@ long as its longest lease.  A set under a rate's name, or a rate's value
 under a concurrency limit's, also reads as nothing stored.
 
 Reply: { all allowed (1/0), now (us),
-         then for limit i: allowed (1/0), remaining, reset (us), retry (us) }
+         then for limit i: allowed (1/0), remaining, reset (us), retry (us),
+         then for each limit that named a plan key, in order: what its plan
+         said (0 no plan, 1 applied, 2 off, 3 does not parse or fit), and
+         the count, period and burst it decided with (0 0 0 unless 1) }
 A give-back is allowed; its reset is how long the value is kept now.
 A slot taken has reset 0; a renewal's reset is the lease when the slot
 was still held, 0 when its lease had run out (it is not taken again).
+A limit whose plan is off is allowed and neither reads nor writes its key.
+Plan keys are the operator's: read, never written.
 A value of this algorithm the script cannot read is an error reply, never
 a guess, as is a key of another type: "ERR rrl: item I: WHY", naming the
 limit by its place in KEYS, never the key (its value may be an API key).
@@ -84,6 +93,96 @@ local function num(s)
     end
   end
   return nil
+end
+
+-- plans=redis: the plan of a limit, the value of its plan key: "off", or
+-- RATE and at most one burst=N, words separated by spaces or tabs; RATE
+-- and the checks as RateLimit's (rrl_algo_parse_plan, rrl_algo_parse_rate
+-- and rrl_algo_check_params in src/rrl_algo.c, which t/vectors.json holds
+-- this to).  Returns what it said (0 none, 1 applied, 2 off, 3 does not
+-- parse or fit the limit), then count, period, burst, T and U to decide
+-- with: the plan's when applied, else the directive's as given.
+local UNITS = { s = 1, sec = 1, secs = 1, second = 1, seconds = 1,
+                m = 60, min = 60, mins = 60, minute = 60, minutes = 60,
+                h = 3600, hr = 3600, hour = 3600, hours = 3600,
+                d = 86400, day = 86400, days = 86400 }
+local MAX_SECONDS = 366 * 86400
+local MAX_UNITS = 2 ^ 50              -- RRL_MAX_UNITS, RRL_MAX_REFILL
+local MAX_PRODUCT = 2 ^ 52
+
+-- digits only, from lo to hi (rrl_util_parse_int)
+local function whole(s, lo, hi)
+  local v = s and string.match(s, '^%d+$') and tonumber(s)
+  if v and v >= lo and v <= hi then
+    return v
+  end
+  return nil
+end
+
+local function rate(text)
+  local ns, rest = string.match(text, '^([^/]*)/(.*)$')
+  local n = whole(ns, 1, math.huge)
+  if not n then
+    return nil
+  end
+  local ms, unit = string.match(rest, '^(%d*)(.*)$')
+  local mult, sec = 1, UNITS[string.lower(unit)]
+  if ms ~= '' then
+    mult = whole(ms, 1, MAX_SECONDS)
+  end
+  if not mult or not sec or mult * sec > MAX_SECONDS then
+    return nil
+  end
+  local period = mult * sec * 1000000
+  if n > period then
+    return nil                 -- more than 1,000,000 per second
+  end
+  return n, period
+end
+
+local function plan(key, alg, count, period, burst, T, U, cost)
+  local v = redis.pcall('GET', key)
+  if not v then
+    return 0, count, period, burst, T, U
+  elseif type(v) == 'table' then
+    v = ''                     -- not a string (WRONGTYPE): does not parse
+  end
+  local words = {}
+  for w in string.gmatch(v, '[^ \t]+') do
+    words[#words + 1] = w
+  end
+  if #words == 1 and string.lower(words[1]) == 'off' then
+    return 2, count, period, burst, T, U
+  end
+  local n, p = rate(words[1] or '')
+  local b = nil
+  if words[2] and string.lower(string.sub(words[2], 1, 6)) == 'burst=' then
+    b = whole(string.sub(words[2], 7), 1, MAX_UNITS)
+  end
+  if not n or #words > 2 or (words[2] and not b)
+     or (b and alg >= 2) then
+    return 3, count, period, burst, T, U
+  end
+  local t, u = idiv(p + n - 1, n), 0
+  b = b or n
+  if alg <= 1 then
+    if b > idiv(MAX_UNITS, t) or cost > b then
+      return 3, count, period, burst, T, U
+    end
+  elseif cost > n then
+    return 3, count, period, burst, T, U
+  elseif alg == 3 then
+    for _, unit in ipairs({ 1, 1000, 1000000 }) do
+      if n <= idiv(MAX_PRODUCT, idiv(p, unit)) then
+        u = unit
+        break
+      end
+    end
+    if u == 0 then
+      return 3, count, period, burst, T, U
+    end
+  end
+  return 1, n, p, b, t, u
 end
 
 local now = tonumber(ARGV[1])
@@ -172,13 +271,15 @@ local function keep(key, period)
   end
 end
 
-local n = #KEYS
+local n = (#ARGV - 1) / 10
 local reply = { 1, now }
+local plans = {}
+local cuts = {}
 local writes = {}
 local all = true
 
 for i = 1, n do
-  local a = 2 + 9 * (i - 1)
+  local a = 2 + 10 * (i - 1)
   local alg, count, period = tonumber(ARGV[a]), tonumber(ARGV[a + 1]),
                              tonumber(ARGV[a + 2])
   local burst, T, U = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
@@ -186,8 +287,6 @@ for i = 1, n do
   local cost, mode = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
   local untl = tonumber(ARGV[a + 8])
   local key = KEYS[i]
-  local state, bad = false, nil
-  local s1, s2, s3
   if alg == 4 then
     local r, w, why = concurrency(key, count, period, mode, ARGV[a + 8])
     if why then
@@ -203,7 +302,20 @@ for i = 1, n do
       reply[#reply + 1] = r[j]
     end
   else
-    state = redis.pcall('GET', key)
+    local said, capped, pk = 0, ARGV[a + 9] ~= '', tonumber(ARGV[a + 9])
+    if pk and pk > 0 then
+      said, count, period, burst, T, U =
+        plan(KEYS[pk], alg, count, period, burst, T, U, cost)
+      plans[#plans + 1] = said
+      plans[#plans + 1] = said == 1 and count or 0
+      plans[#plans + 1] = said == 1 and period or 0
+      plans[#plans + 1] = said == 1 and burst or 0
+    end
+    local state, bad = false, nil
+    if said ~= 2 then
+      state = redis.pcall('GET', key)
+    end
+    local s1, s2, s3
     if type(state) == 'table' then
       if is_zset(key) then
         state = false           -- a concurrency limit's set under this name
@@ -228,7 +340,9 @@ for i = 1, n do
 
     local allowed, remaining, reset, retry, value, ttl = false, 0, 0, 0, nil, 0
 
-    if mode == 1 then
+    if said == 2 then
+      allowed = true            -- its plan is off: this limit does not apply
+    elseif mode == 1 then
       -- give back what a spend took and still holds (rrl_*_back)
       allowed = true
       if alg == 0 then
@@ -280,6 +394,12 @@ for i = 1, n do
       local base = now
       if state and s1 > now then
         base = s1
+      end
+      if capped and base - now > tau then
+        -- plans=: spent under other numbers beyond what these hold: all of
+        -- these spent, kept as such whatever is decided (rrl_gcra)
+        base = now + tau
+        cuts[#cuts + 1] = { key, string.format('%d', base), tau }
       end
       local want = base + cost * T
       allowed = want - now <= tau
@@ -390,6 +510,9 @@ for i = 1, n do
   end
 end
 
+for _, w in ipairs(cuts) do
+  redis.call('SET', w[1], w[2], 'PX', idiv(w[3] + 999, 1000))
+end
 if all then
   for _, w in ipairs(writes) do
     if w.z == 'take' then
@@ -412,5 +535,8 @@ if all then
   end
 else
   reply[1] = 0
+end
+for _, v in ipairs(plans) do
+  reply[#reply + 1] = v
 end
 return reply

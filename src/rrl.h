@@ -84,6 +84,21 @@ typedef enum {
     RRL_ONERR_LOCAL
 } rrl_on_error_e;
 
+/* plans= of a limit: per-key overrides of its RATE and burst */
+typedef enum {
+    RRL_PLANS_NONE = 0,
+    RRL_PLANS_REDIS,              /* read by the script, beside the key */
+    RRL_PLANS_FILE                /* from a file (rrl_plan_file.c) */
+} rrl_plans_e;
+
+/* What a key's plan said, as the script answers it (lua/ratelimit.lua) */
+typedef enum {
+    RRL_PLAN_NONE = 0,            /* no plan: the directive's RATE */
+    RRL_PLAN_APPLIED,             /* the plan's RATE and burst decided */
+    RRL_PLAN_OFF,                 /* "off": this limit does not apply */
+    RRL_PLAN_INVALID              /* does not parse: the directive's RATE */
+} rrl_plan_e;
+
 /* Who decided: the configured store, or the local store standing in */
 typedef enum { RRL_BY_STORE = 0, RRL_BY_LOCAL_FALLBACK } rrl_source_e;
 
@@ -137,6 +152,9 @@ typedef struct {
     apr_int64_t burst;      /* instantaneous capacity (gcra, token-bucket) */
     apr_int64_t interval;   /* ceil(period / count): time one unit refills */
     apr_int64_t unit;       /* sliding-window: granularity of elapsed time */
+    int capped;             /* plans=: a gcra state that owes more than
+                             * these numbers' burst owes their burst (the
+                             * numbers changed; rrl_algo.c) */
 } rrl_params_t;
 
 typedef struct rrl_limit_t {
@@ -168,6 +186,9 @@ typedef struct rrl_limit_t {
     const char *count_text;     /* "100" */
     const char *policy;         /* "\"name\";q=100;w=60" */
     const char *ietf_prefix;    /* "\"name\";r=" */
+    rrl_plans_e plans;            /* plans= */
+    const char *plans_path;       /* plans=FILE: the file */
+    struct rrl_plan_file *plan_file;  /* its table, set in post_config */
     struct rrl_limit_stat *stat;  /* its counters, set in post_config */
     int pair;                     /* its (name, scope) among all, ditto */
 } rrl_limit_t;
@@ -192,6 +213,11 @@ typedef struct {
                                    * or last renewed */
     apr_uint64_t ticket;          /* a concurrency slot's own name in the
                                    * store, unique to its request */
+    /* plans=: its plan's key in Redis (plans=redis; NULL otherwise), and
+     * what the plan said; p points to the plan's numbers when one applied */
+    const char *plan_key;
+    apr_size_t plan_keylen;
+    rrl_plan_e plan;
     /* the key's hash, computed when first needed (rrl_local_hash) */
     int hashed;
     apr_uint64_t h[2];

@@ -145,6 +145,64 @@ const char *rrl_algo_check_params(apr_pool_t *p, const char *rate,
 }
 
 /*
+ * A plan, as plans= gives it (a line of a plans file after its value; the
+ * script parses a plan kept in Redis the same way, t/vectors.json holds
+ * both to it): "off", or RATE then at most one burst=N, words separated by
+ * spaces or tabs.  RATE is rrl_algo_parse_rate's, burst= what RateLimit
+ * accepts.
+ */
+const char *rrl_algo_parse_plan(apr_pool_t *p, const char *text,
+                                rrl_algo_plan_t *pl)
+{
+    char *words = apr_pstrdup(p, text), *state, *w;
+    const char *err;
+    int i;
+
+    memset(pl, 0, sizeof(*pl));
+    for (i = 0, w = apr_strtok(words, " \t", &state); w;
+         i++, w = apr_strtok(NULL, " \t", &state)) {
+        if (i == 0 && strcasecmp(w, "off") == 0) {
+            pl->off = 1;
+        }
+        else if (i == 0) {
+            if ((err = rrl_algo_parse_rate(p, w, &pl->count, &pl->period))
+                != NULL) {
+                return err;
+            }
+            pl->rate = w;
+        }
+        else if (pl->off || pl->burst || strncasecmp(w, "burst=", 6) != 0) {
+            return apr_psprintf(p, "'%s' is not accepted after %s; "
+                                "expected RATE [burst=N] or off", w,
+                                pl->off ? "off" : "the rate");
+        }
+        else if (!rrl_util_parse_int(w + 6, 1, RRL_MAX_UNITS, &pl->burst)) {
+            return apr_psprintf(p, "%s is not accepted; expected burst= a "
+                                "positive whole number", w);
+        }
+    }
+    if (i == 0) {
+        return "no plan; expected RATE [burst=N] or off";
+    }
+    return NULL;
+}
+
+/* The numbers a limit decides with under plan pl (not off): its own with
+ * the plan's RATE and burst, checked as RateLimit checks its own */
+const char *rrl_algo_plan_params(apr_pool_t *p, const rrl_algo_plan_t *pl,
+                                 const rrl_params_t *limit, apr_int64_t cost,
+                                 rrl_params_t *out)
+{
+    *out = *limit;
+    out->count = pl->count;
+    out->period = pl->period;
+    out->burst = pl->burst ? pl->burst : pl->count;
+    out->unit = 0;
+    return rrl_algo_check_params(p, pl->rate ? pl->rate : "the plan's rate",
+                                 out, cost, pl->burst != 0);
+}
+
+/*
  * The four algorithms, in integer microseconds.  st[] is the stored state
  * (present == 0: nothing stored, which every algorithm reads as "nothing
  * used"), now the store's clock.  lua/ratelimit.lua is the same code for
@@ -166,7 +224,12 @@ static apr_int64_t rrl_floor_div(apr_int64_t a, apr_int64_t b)
     return a >= 0 ? a / b : -((-a + b - 1) / b);
 }
 
-/* gcra: st = { tat }, the theoretical arrival time */
+/* gcra: st = { tat }, the theoretical arrival time.  A tat further than
+ * tau ahead (the numbers changed, or the clock went back) holds: a key
+ * keeps what it spent.  But for plans= (p->capped), where a key's numbers
+ * change by the day, it owes at most tau: raised from 100/h to 5000/min
+ * after spending its hour, a key may go on at 5000/min at once rather
+ * than wait out the hour */
 static void rrl_gcra(const rrl_params_t *p, apr_int64_t cost,
                      const apr_int64_t *st, int present, apr_int64_t now,
                      rrl_outcome_t *o)
@@ -174,7 +237,18 @@ static void rrl_gcra(const rrl_params_t *p, apr_int64_t cost,
     apr_int64_t T = p->interval;
     apr_int64_t tau = p->burst * T;
     apr_int64_t base = (present && st[0] > now) ? st[0] : now;
-    apr_int64_t want = base + cost * T;
+    apr_int64_t want;
+
+    if (p->capped && base - now > tau) {
+        /* plans=: spent under other numbers (a plan changed) beyond what
+         * these hold: all of these spent, from now on; a state kept as
+         * such, so that time repays it */
+        base = now + tau;
+        o->cut = 1;
+        o->cut_to = base;
+        o->cut_ttl = tau;
+    }
+    want = base + cost * T;
 
     o->allowed = want - now <= tau;
     if (o->allowed) {

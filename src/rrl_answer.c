@@ -147,7 +147,9 @@ void rrl_answer_env(request_rec *r, const rrl_req_t *rq, int *added)
             = have >= 2 ? apr_table_setn : apr_table_addn;
 
         put(env, RRL_ENV_NAME, rq->shown->name);
-        put(env, RRL_ENV_LIMIT, rq->shown->count_text);
+        put(env, RRL_ENV_LIMIT, rq->shown_count == rq->shown->p.count
+                                ? rq->shown->count_text
+                                : rrl_util_i64(r->pool, rq->shown_count));
         put(env, RRL_ENV_REMAINING,
             rrl_util_i64(r->pool, rq->shown_remaining));
     }
@@ -182,6 +184,9 @@ int rrl_answer_items(request_rec *r, const rrl_dir_conf_t *dc, rrl_req_t *rq,
         if (!st) {
             continue;
         }
+        if (items[i].plan == RRL_PLAN_APPLIED) {
+            apr_atomic_inc64(&st->plan_decisions);
+        }
         if (!items[i].allowed) {
             apr_atomic_inc64(rrl_config_mode(dc) == RRL_DRY_RUN
                              ? &st->dry_run_denied : &st->denied);
@@ -215,6 +220,8 @@ int rrl_answer_items(request_rec *r, const rrl_dir_conf_t *dc, rrl_req_t *rq,
         int fresh = !rq->shown;
 
         rq->shown = shown->limit;
+        rq->shown_count = shown->plan == RRL_PLAN_APPLIED
+                          ? shown->p->count : shown->limit->p.count;
         rq->shown_remaining = shown->remaining;
         if (rrl_config_headers(dc) != RRL_HEADERS_OFF
             && shown->p->algorithm != RRL_ALG_CONCURRENCY) {

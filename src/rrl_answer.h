@@ -24,6 +24,7 @@ typedef struct {
     rrl_result_e result;
     int denied;
     const rrl_limit_t *shown;     /* limit whose headers are out */
+    apr_int64_t shown_count;      /* its count as decided (a plan's) */
     apr_int64_t shown_remaining;
     int env_added;                /* RATELIMIT_*: 1 RESULT, 2 all four */
     apr_array_header_t *reserved; /* rrl_reserved_t: what count= limits

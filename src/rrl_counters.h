@@ -88,6 +88,11 @@ typedef struct rrl_limit_stat {
     /* a concurrency limit: this server's requests holding a slot of it
      * (rrl_counters_hold), and the most that ever did at once */
     volatile apr_uint32_t in_flight, peak;
+    /* plans=: decisions made with a key's plan (its numbers or off), and
+     * plans that did not parse; the minute of the last line logged of
+     * those (once a minute, all children together) */
+    volatile apr_uint64_t plan_decisions, plan_errors;
+    volatile apr_uint32_t plan_logged;
 } rrl_limit_stat_t;
 
 /* A consistent enough copy of the shared counters */

@@ -24,6 +24,7 @@
 #include "rrl_key.h"
 #include "rrl_limit.h"
 #include "rrl_local.h"
+#include "rrl_plan.h"
 #include "rrl_redis.h"
 #include "rrl_reserve.h"
 #include "rrl_util.h"
@@ -101,6 +102,7 @@ static int rrl_decide_items(request_rec *r, const rrl_srv_conf_t *sc,
     }
     *now = apr_time_now();
     *src = RRL_BY_LOCAL_FALLBACK;
+    n = rrl_plan_fallback(r, items, n);      /* the last plans Redis gave */
     rrl_scale_items(r, items, n, rrl_config_on_error_instances(dc));
     return rrl_local_decide(r, items, n, *now) == APR_SUCCESS;
 }
@@ -288,6 +290,7 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
                      ? rrl_reserve_ticket() : 0;
         n++;
     }
+    n = rrl_plan_items(r, items, n, prefix, tag, sc->backend != NULL);
     if (!n) {
         return DECLINED;
     }
@@ -298,7 +301,7 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
         rrl_item_t *hit;
 
         now = apr_time_now();
-        if ((hit = rrl_deny_lookup(items, n, now)) != NULL) {
+        if ((hit = rrl_deny_lookup(r->pool, items, n, now)) != NULL) {
             rrl_counters_count(RRL_CTR_DENY_CACHE_HITS);
             ap_log_rerror(APLOG_MARK, APLOG_TRACE2, 0, r, "RateLimit %s: "
                           "denied by the deny cache", hit->limit->name);
@@ -308,6 +311,9 @@ static int rrl_decide_phase(request_rec *r, rrl_phase_e phase)
 
     if (!rrl_decide_items(r, sc, dc, items, n, &now, &src)) {
         return rrl_answer_on_error(r, dc, rq);
+    }
+    if (!(n = rrl_plan_settle(r, items, n, src))) {
+        return DECLINED;          /* every plan said off */
     }
     rrl_reserve_add(r, rq, items, n, !sc->backend || src != RRL_BY_STORE);
     if (deny_cache && src == RRL_BY_STORE

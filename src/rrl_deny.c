@@ -8,6 +8,7 @@
  * or for a second at most.
  */
 
+#include "apr_strings.h"
 #include "apr_thread_mutex.h"
 
 #include "rrl_private.h"
@@ -29,6 +30,8 @@ typedef struct {
     apr_time_t retry_until;       /* denied until then, as Redis said */
     apr_time_t reset_until;
     apr_int64_t remaining;
+    apr_int64_t count, period;    /* a plan's (plans=), for the headers; 0:
+                                   * the limit's own */
 } rrl_deny_t;
 
 static rrl_deny_t *rrl_deny;                /* per child */
@@ -63,11 +66,13 @@ int rrl_deny_ready(void)
 }
 
 /* Is a key of these items denied for now?  The first such item, its
- * outcome filled in from the cache */
-rrl_item_t *rrl_deny_lookup(rrl_item_t *items, int n,
+ * outcome filled in from the cache (and the numbers of the plan it was
+ * denied by, in p) */
+rrl_item_t *rrl_deny_lookup(apr_pool_t *p, rrl_item_t *items, int n,
                             apr_time_t now)
 {
     rrl_item_t *hit = NULL;
+    apr_int64_t count = 0, period = 0;
     int i, j;
 
     apr_thread_mutex_lock(rrl_deny_mutex);
@@ -84,11 +89,21 @@ rrl_item_t *rrl_deny_lookup(rrl_item_t *items, int n,
                 hit->retry = b[j].retry_until - now;
                 hit->reset = b[j].reset_until > now ? b[j].reset_until - now
                                                     : 0;
+                count = b[j].count;
+                period = b[j].period;
                 break;
             }
         }
     }
     apr_thread_mutex_unlock(rrl_deny_mutex);
+    if (hit && count) {
+        rrl_params_t *rp = apr_pmemdup(p, hit->p, sizeof(*rp));
+
+        rp->count = count;
+        rp->period = period;
+        hit->p = rp;
+        hit->plan = RRL_PLAN_APPLIED;
+    }
     return hit;
 }
 
@@ -115,5 +130,7 @@ void rrl_deny_remember(rrl_item_t *it, apr_time_t now)
     slot->retry_until = now + it->retry;
     slot->reset_until = now + it->reset;
     slot->remaining = it->remaining;
+    slot->count = it->plan == RRL_PLAN_APPLIED ? it->p->count : 0;
+    slot->period = it->p->period;
     apr_thread_mutex_unlock(rrl_deny_mutex);
 }

@@ -16,7 +16,8 @@
 
 void rrl_deny_child_init(apr_pool_t *pchild, server_rec *s);
 int rrl_deny_ready(void);
-rrl_item_t *rrl_deny_lookup(rrl_item_t *items, int n, apr_time_t now);
+rrl_item_t *rrl_deny_lookup(apr_pool_t *p, rrl_item_t *items, int n,
+                            apr_time_t now);
 void rrl_deny_remember(rrl_item_t *it, apr_time_t now);
 
 #endif /* RRL_DENY_H */

@@ -173,7 +173,7 @@ static const char *rrl_limit_err(cmd_parms *cmd, const char *fmt, ...)
 typedef enum {
     RRL_OPT_BURST = 0, RRL_OPT_KEY, RRL_OPT_NAME, RRL_OPT_ALGORITHM,
     RRL_OPT_COST, RRL_OPT_PHASE, RRL_OPT_IPV6_PREFIX, RRL_OPT_COUNT,
-    RRL_OPT_LEASE, RRL_OPT_MAX
+    RRL_OPT_PLANS, RRL_OPT_LEASE, RRL_OPT_MAX
 } rrl_option_e;
 
 #define RRL_OPT(o) (1u << (o))
@@ -321,6 +321,25 @@ static const char *rrl_opt_count(cmd_parms *cmd, rrl_limit_t *l,
     return NULL;
 }
 
+/* plans=redis, or plans=FILE (relative to ServerRoot); the file is read
+ * and checked in check_config (rrl_plan_file.c), where every limit that
+ * uses it is known */
+static const char *rrl_opt_plans(cmd_parms *cmd, rrl_limit_t *l,
+                                 const char *val)
+{
+    if (strcasecmp(val, "redis") == 0) {
+        l->plans = RRL_PLANS_REDIS;
+        return NULL;
+    }
+    l->plans = RRL_PLANS_FILE;
+    l->plans_path = ap_server_root_relative(cmd->pool, val);
+    if (!l->plans_path) {
+        return rrl_limit_err(cmd, "plans=%s is not accepted; expected "
+                             "redis or the path of a plans file", val);
+    }
+    return NULL;
+}
+
 /* lease= of RateLimitConcurrency: from 1 s to a day */
 static const char *rrl_opt_lease(cmd_parms *cmd, rrl_limit_t *l,
                                  const char *val)
@@ -355,6 +374,7 @@ static const struct {
     [RRL_OPT_PHASE] = { "phase", rrl_opt_phase },
     [RRL_OPT_IPV6_PREFIX] = { "ipv6-prefix", rrl_opt_ipv6_prefix },
     [RRL_OPT_COUNT] = { "count", rrl_opt_count },
+    [RRL_OPT_PLANS] = { "plans", rrl_opt_plans },
     [RRL_OPT_LEASE] = { "lease", rrl_opt_lease },
     [RRL_OPT_MAX] = { NULL, NULL }
 };
@@ -527,6 +547,7 @@ const char *rrl_limit_cmd(cmd_parms *cmd, void *dcfg, int argc,
                                  &given)) != NULL) {
         return err;
     }
+    l->p.capped = l->plans != RRL_PLANS_NONE;
     if ((err = rrl_algo_check_params(cmd->pool, l->rate_text, &l->p, l->cost,
                                      given & RRL_OPT(RRL_OPT_BURST)))
         != NULL) {
@@ -602,7 +623,8 @@ static int rrl_same_settings(const rrl_limit_t *a, const rrl_limit_t *b)
         || a->p.period != b->p.period || a->p.burst != b->p.burst
         || a->cost != b->cost || a->phase != b->phase
         || a->ipv6_prefix != b->ipv6_prefix
-        || a->nstatuses != b->nstatuses
+        || a->nstatuses != b->nstatuses || a->plans != b->plans
+        || (a->plans_path && strcmp(a->plans_path, b->plans_path) != 0)
         || (a->key_text == NULL) != (b->key_text == NULL)
         || (a->key_text && strcmp(a->key_text, b->key_text) != 0)) {
         return 0;

@@ -184,6 +184,10 @@ apr_status_t rrl_local_decide(request_rec *r, rrl_item_t *items, int n,
                         items[i].until, s ? s->v : NULL,
                         s ? s->alg : RRL_ALG_NONE, now, &o[i]);
         all = all && o[i].allowed;
+        if (s && o[i].cut) {          /* plans=: owes no more than this */
+            s->v[0] = o[i].cut_to;
+            s->expires = now + o[i].cut_ttl;
+        }
         if (s && !o[i].allowed) {
             s->denied = (apr_uint32_t)apr_time_sec(now + o[i].retry
                                                    + RRL_USEC_PER_SEC - 1);

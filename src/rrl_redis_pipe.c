@@ -630,7 +630,7 @@ rrl_redis_rc_e rrl_redis_pipe_eval(request_rec *r, rrl_backend_t *be,
                                    const char **errp)
 {
     static const char asking_resp[] = "*1\r\n$6\r\nASKING\r\n";
-    apr_int64_t ints[2 + 4 * 8];
+    apr_int64_t ints[2 + 8 * 8];       /* 4 per item, 4 per plan read */
     rrl_reply_t rep;
     rrl_redis_rc_e rc;
     apr_size_t len;
@@ -644,7 +644,7 @@ rrl_redis_rc_e rrl_redis_pipe_eval(request_rec *r, rrl_backend_t *be,
         cmd = both;
         len += sizeof(asking_resp) - 1;
     }
-    rep.nints = 2 + 4 * (apr_size_t)n;
+    rep.nints = 2 + 8 * (apr_size_t)n;
     rep.ints = rep.nints <= sizeof(ints) / sizeof(ints[0])
                ? ints : apr_palloc(r->pool, sizeof(*ints) * rep.nints);
     if ((rc = rrl_redis_pipe_call(r, be, node, "EVALSHA", cmd, len, asking,

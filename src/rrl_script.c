@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "rrl_script.h"
+#include "rrl_algo.h"
 #include "rrl_limit.h"
 #include "rrl_util.h"
 
@@ -40,26 +41,35 @@ static void rrl_script_commands(apr_pool_t *p)
     rrl_script_evalsha_head_len = o - rrl_script_evalsha_head;
 }
 
-/* A limit's part of the script's ARGV, formatted once: algorithm, count,
- * period, burst, interval, unit, cost (the mode follows per request) */
+/* A limit's numbers as the script's arguments at o, in RESP: algorithm,
+ * count, period, burst, interval, unit, cost; the end (at most
+ * RRL_SCRIPT_ARGS_MAX bytes) */
+#define RRL_SCRIPT_ARGS_MAX (7 * 27)
+
+static char *rrl_script_put_args(char *o, const rrl_params_t *rp,
+                                 apr_int64_t cost)
+{
+    const apr_int64_t v[7] = { rp->algorithm, rp->count, rp->period,
+                               rp->burst, rp->interval, rp->unit, cost };
+    char num[20];
+    int i;
+
+    for (i = 0; i < 7; i++) {
+        o = rrl_resp_put_bulk(o, num, rrl_util_put_uint(
+            num, (apr_uint64_t)v[i]) - num);
+    }
+    return o;
+}
+
+/* A limit's part of the script's ARGV, formatted once (the mode follows
+ * per request) */
 static const char *rrl_script_limit_args(apr_pool_t *p, const rrl_limit_t *l,
                                          apr_size_t *lenp)
 {
-    const char *argv[7];
-    char *o;
+    char *buf = apr_palloc(p, RRL_SCRIPT_ARGS_MAX);
 
-    argv[0] = apr_itoa(p, l->p.algorithm);
-    argv[1] = apr_psprintf(p, "%" APR_INT64_T_FMT, l->p.count);
-    argv[2] = apr_psprintf(p, "%" APR_INT64_T_FMT, l->p.period);
-    argv[3] = apr_psprintf(p, "%" APR_INT64_T_FMT, l->p.burst);
-    argv[4] = apr_psprintf(p, "%" APR_INT64_T_FMT, l->p.interval);
-    argv[5] = apr_psprintf(p, "%" APR_INT64_T_FMT, l->p.unit);
-    argv[6] = apr_psprintf(p, "%" APR_INT64_T_FMT, l->cost);
-    o = (char *)rrl_resp_format(p, 7, argv, NULL, lenp);
-    /* without the "*7" array header: these are arguments of EVALSHA */
-    o = strchr(o, '$');
-    *lenp -= 4;
-    return o;
+    *lenp = rrl_script_put_args(buf, &l->p, l->cost) - buf;
+    return buf;
 }
 
 /* The script's SHA-1 and commands, and each limit's part of its ARGV */
@@ -78,7 +88,17 @@ void rrl_script_init(apr_pool_t *p)
     }
 }
 
-/* EVALSHA sha n KEY... "" ARGS... for the items, in the request's pool */
+/* Does the script read this item's plan?  Not for a give-back, which
+ * gives back at the numbers it spent with */
+static int rrl_script_reads_plan(const rrl_item_t *it)
+{
+    return it->plan_key && it->mode == RRL_MODE_SPEND;
+}
+
+/* EVALSHA sha numkeys KEY... PLANKEY... "" ARGS... for the items, in the
+ * request's pool: each item's numbers (a plan's, when one applies), mode,
+ * until and, for a limit with plans=, the index of its plan key (0: none
+ * to read) */
 const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
                                int n, apr_size_t *lenp)
 {
@@ -88,27 +108,44 @@ const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
     };
     apr_size_t room = 16 + rrl_script_evalsha_head_len + 26 + 6;
     char *buf, *o, num[20];
-    int i;
+    int i, m = 0;
 
     for (i = 0; i < n; i++) {
-        room += items[i].keylen + 26 + items[i].limit->resp_len + 7 + 26;
+        room += items[i].keylen + 26 + RRL_SCRIPT_ARGS_MAX + 7 + 26 + 26;
+        if (rrl_script_reads_plan(&items[i])) {
+            room += items[i].plan_keylen + 26;
+            m++;
+        }
     }
     o = buf = apr_palloc(p, room);
     *o++ = '*';
-    o = rrl_util_put_uint(o, (apr_uint64_t)(4 + 10 * n));
+    o = rrl_util_put_uint(o, (apr_uint64_t)(4 + 11 * n + m));
     *o++ = '\r';
     *o++ = '\n';
     memcpy(o, rrl_script_evalsha_head, rrl_script_evalsha_head_len);
     o += rrl_script_evalsha_head_len;
     o = rrl_resp_put_bulk(o, num,
-                          rrl_util_put_uint(num, (apr_uint64_t)n) - num);
+                          rrl_util_put_uint(num, (apr_uint64_t)(n + m)) - num);
     for (i = 0; i < n; i++) {
         o = rrl_resp_put_bulk(o, items[i].key, items[i].keylen);
     }
-    o = rrl_resp_put_bulk(o, "", 0);           /* now: Redis TIME */
     for (i = 0; i < n; i++) {
-        memcpy(o, items[i].limit->resp, items[i].limit->resp_len);
-        o += items[i].limit->resp_len;
+        if (rrl_script_reads_plan(&items[i])) {
+            o = rrl_resp_put_bulk(o, items[i].plan_key,
+                                  items[i].plan_keylen);
+        }
+    }
+    o = rrl_resp_put_bulk(o, "", 0);           /* now: Redis TIME */
+    for (i = 0, m = 0; i < n; i++) {
+        const rrl_limit_t *l = items[i].limit;
+
+        if (items[i].p == &l->p) {
+            memcpy(o, l->resp, l->resp_len);
+            o += l->resp_len;
+        }
+        else {
+            o = rrl_script_put_args(o, items[i].p, items[i].cost);
+        }
         if (items[i].p->algorithm == RRL_ALG_CONCURRENCY) {
             memcpy(o, modes[items[i].mode], 7);
             o = rrl_resp_put_bulk(o + 7, num, rrl_util_put_uint(
@@ -122,6 +159,13 @@ const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
         else {
             memcpy(o, modes[0], 13);
             o += 13;
+        }
+        if (rrl_script_reads_plan(&items[i])) {
+            o = rrl_resp_put_bulk(o, num, rrl_util_put_uint(
+                num, (apr_uint64_t)(n + ++m)) - num);
+        }
+        else {
+            o = rrl_resp_put_bulk(o, "0", items[i].p->capped ? 1 : 0);
         }
     }
     *lenp = o - buf;
@@ -211,19 +255,52 @@ static const char *rrl_script_error(apr_pool_t *p, const char *err,
                         rrl_script_limits(p, items, n), err);
 }
 
-/* The script's reply into the items: { all, now, then 4 per limit }; all
- * allowed: each spent what it asked (until now + reset) */
+/* What the script said of an item's plan (4 numbers: what, count,
+ * period, burst), into the item: the numbers it decided with, when a plan
+ * applied (checked again: a reply the module cannot have asked for is an
+ * error) */
+static int rrl_script_plan(apr_pool_t *p, const apr_int64_t *e,
+                           rrl_item_t *it)
+{
+    rrl_algo_plan_t pl;
+    rrl_params_t *rp;
+
+    it->plan = (rrl_plan_e)e[0];
+    if (e[0] != RRL_PLAN_APPLIED) {
+        return e[0] <= RRL_PLAN_INVALID;
+    }
+    memset(&pl, 0, sizeof(pl));
+    pl.count = e[1];
+    pl.period = e[2];
+    pl.burst = it->p->algorithm == RRL_ALG_GCRA
+               || it->p->algorithm == RRL_ALG_TOKEN_BUCKET ? e[3] : 0;
+    rp = apr_palloc(p, sizeof(*rp));
+    if (pl.count < 1 || pl.period < RRL_USEC_PER_SEC
+        || pl.period > RRL_MAX_PERIOD || pl.count > pl.period
+        || rrl_algo_plan_params(p, &pl, it->p, it->cost, rp) != NULL) {
+        return 0;
+    }
+    it->p = rp;
+    return 1;
+}
+
+/* The script's reply into the items: { all, now, then 4 per limit, then 4
+ * per plan it read }; all allowed: each spent what it asked (until now +
+ * reset), but those whose plan is off, which the limit does not apply to */
 const char *rrl_script_reply(apr_pool_t *p, const rrl_reply_t *rep,
                              rrl_item_t *items, int n,
                              apr_int64_t *now)
 {
-    apr_size_t i;
+    apr_size_t i, m = 0, k;
 
     if (rep->type == REDIS_REPLY_ERROR) {
         return rrl_script_error(p, rep->str, items, n);
     }
+    for (i = 0; i < (apr_size_t)n; i++) {
+        m += rrl_script_reads_plan(&items[i]);
+    }
     if (rep->type != REDIS_REPLY_ARRAY || rep->bad
-        || rep->elements != (apr_size_t)(2 + 4 * n)) {
+        || rep->elements != 2 + 4 * (apr_size_t)n + 4 * m) {
         return apr_pstrcat(p, "EVALSHA for ", rrl_script_limits(p, items, n),
                            ": a reply of unexpected shape", NULL);
     }
@@ -235,14 +312,23 @@ const char *rrl_script_reply(apr_pool_t *p, const rrl_reply_t *rep,
         }
     }
     *now = rep->ints[1];
-    for (i = 0; i < (apr_size_t)n; i++) {
+    for (i = 0, k = 2 + 4 * (apr_size_t)n; i < (apr_size_t)n; i++) {
         const apr_int64_t *e = &rep->ints[2 + 4 * i];
 
+        if (rrl_script_reads_plan(&items[i])) {
+            if (!rrl_script_plan(p, &rep->ints[k], &items[i])) {
+                return apr_pstrcat(p, "EVALSHA for ",
+                                   rrl_script_limits(p, items, n),
+                                   ": a plan of unexpected shape", NULL);
+            }
+            k += 4;
+        }
         items[i].allowed = e[0] != 0;
         items[i].remaining = e[1];
         items[i].reset = e[2];
         items[i].retry = e[3];
-        items[i].spent = rep->ints[0] && items[i].mode == RRL_MODE_SPEND;
+        items[i].spent = rep->ints[0] && items[i].mode == RRL_MODE_SPEND
+                         && items[i].plan != RRL_PLAN_OFF;
         if (items[i].spent) {
             items[i].until = *now + e[2];
         }

@@ -22,6 +22,7 @@
 #include "rrl_counters.h"
 #include "rrl_limit.h"
 #include "rrl_local.h"
+#include "rrl_plan_file.h"
 #include "rrl_redis.h"
 #include "rrl_script.h"
 #include "rrl_unblock.h"
@@ -105,6 +106,8 @@ typedef struct {
     const char *defined;          /* "FILE:LINE" each, joined */
     const char *rate;             /* RATE, or a concurrency limit's N */
     int slots;                    /* a concurrency limit */
+    const char *plans;            /* "redis", "FILE (N plans, room for M)",
+                                   * or "" */
 } rrl_row_t;
 
 /* One row per (name, virtual host) pair of the configuration, each with
@@ -135,6 +138,16 @@ static rrl_row_t *rrl_status_rows(request_rec *r, const char *sep,
             ? apr_psprintf(r->pool, "%s at once, lease %" APR_TIME_T_FMT "s",
                            l->rate_text, apr_time_sec(l->p.period))
             : l->rate_text;
+        rows[i].plans = l->plans == RRL_PLANS_REDIS ? "redis" : "";
+        if (l->plans == RRL_PLANS_FILE && l->plan_file) {
+            rrl_plan_file_stats_t ps;
+
+            rrl_plan_file_stats(l->plan_file, &ps);
+            rows[i].plans = apr_psprintf(r->pool, "%s (%u plans, room for "
+                                         "%u)",
+                                         rrl_plan_file_path(l->plan_file),
+                                         ps.entries, ps.capacity);
+        }
     }
     for (i = 0; all && i < all->nelts; i++) {
         const rrl_limit_t *l = APR_ARRAY_IDX(all, i, const rrl_limit_t *);
@@ -247,6 +260,7 @@ static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
              "<th>Virtual host</th><th>Rate</th><th>Burst</th>"
              "<th>Algorithm</th><th>Key</th><th>Defined at</th>"
              "<th>Allowed</th><th>Denied</th><th>Dry-run denied</th>"
+             "<th>Plans</th><th>Decided by a plan</th><th>Plan errors</th>"
              "<th>In flight</th><th>Peak</th></tr>\n", r);
     rows = rrl_status_rows(r, "<br>", rrl_html, &nrows);
     for (i = 0; i < nrows; i++) {
@@ -262,10 +276,15 @@ static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
                   w->defined ? w->defined : "", "</td>", NULL);
         ap_rprintf(r, "<td class=\"n\">%" APR_UINT64_T_FMT "</td>"
                    "<td class=\"n\">%" APR_UINT64_T_FMT "</td>"
+                   "<td class=\"n\">%" APR_UINT64_T_FMT "</td><td>%s</td>"
+                   "<td class=\"n\">%" APR_UINT64_T_FMT "</td>"
                    "<td class=\"n\">%" APR_UINT64_T_FMT "</td>",
                    apr_atomic_read64(&w->st->allowed),
                    apr_atomic_read64(&w->st->denied),
-                   apr_atomic_read64(&w->st->dry_run_denied));
+                   apr_atomic_read64(&w->st->dry_run_denied),
+                   ap_escape_html(r->pool, w->plans),
+                   apr_atomic_read64(&w->st->plan_decisions),
+                   apr_atomic_read64(&w->st->plan_errors));
         ap_rputs(w->slots ? apr_psprintf(r->pool, "<td class=\"n\">%u</td>"
                                          "<td class=\"n\">%u</td></tr>\n",
                                          apr_atomic_read32(&w->st->in_flight),
@@ -336,6 +355,13 @@ static void rrl_status_auto(request_rec *r, const rrl_snapshot_t *sn)
                    id, apr_atomic_read64(&st->allowed),
                    id, apr_atomic_read64(&st->denied),
                    id, apr_atomic_read64(&st->dry_run_denied));
+        if (*w->plans) {
+            ap_rprintf(r, "Limit[%s] Plans: %s\nLimit[%s] PlanDecisions: %"
+                       APR_UINT64_T_FMT "\nLimit[%s] PlanErrors: %"
+                       APR_UINT64_T_FMT "\n", id, w->plans, id,
+                       apr_atomic_read64(&st->plan_decisions), id,
+                       apr_atomic_read64(&st->plan_errors));
+        }
         if (w->slots) {
             ap_rprintf(r, "Limit[%s] LeaseSeconds: %" APR_TIME_T_FMT "\n"
                        "Limit[%s] InFlight: %u\nLimit[%s] Peak: %u\n", id,
@@ -409,7 +435,9 @@ static void rrl_status_json(request_rec *r, const rrl_snapshot_t *sn)
                    APR_INT64_T_FMT ",\"burst\":%s,\"algorithm\":\"%s\","
                    "\"key\":%s,\"defined\":[%s],\"allowed\":%"
                    APR_UINT64_T_FMT ",\"denied\":%" APR_UINT64_T_FMT
-                   ",\"dry_run_denied\":%" APR_UINT64_T_FMT, i ? "," : "",
+                   ",\"dry_run_denied\":%" APR_UINT64_T_FMT ",\"plans\":%s,"
+                   "\"plan_decisions\":%" APR_UINT64_T_FMT ",\"plan_errors\":%"
+                   APR_UINT64_T_FMT, i ? "," : "",
                    rrl_json_string(r->pool, w->st->name),
                    rrl_json_string(r->pool, w->st->vhost),
                    rrl_json_string(r->pool, l->rate_text), l->p.count,
@@ -420,7 +448,10 @@ static void rrl_status_json(request_rec *r, const rrl_snapshot_t *sn)
                    w->defined ? w->defined : "",
                    apr_atomic_read64(&w->st->allowed),
                    apr_atomic_read64(&w->st->denied),
-                   apr_atomic_read64(&w->st->dry_run_denied));
+                   apr_atomic_read64(&w->st->dry_run_denied),
+                   *w->plans ? rrl_json_string(r->pool, w->plans) : "null",
+                   apr_atomic_read64(&w->st->plan_decisions),
+                   apr_atomic_read64(&w->st->plan_errors));
         ap_rputs(w->slots ? apr_psprintf(
                      r->pool, ",\"lease_seconds\":%" APR_TIME_T_FMT
                      ",\"in_flight\":%u,\"peak\":%u}",
@@ -488,6 +519,28 @@ static void rrl_status_metrics_local(request_rec *r)
                   "afresh early (RateLimitLocalSize too small)");
     ap_rprintf(r, RRL_PROM "local_store_live_evictions_total %"
                APR_UINT64_T_FMT "\n", ls.live_evictions);
+}
+
+/* A counter of each limit with plans=: 0 its plan decisions, 1 errors */
+static void rrl_status_metrics_plans(request_rec *r,
+                                     const apr_array_header_t *pairs,
+                                     int errors)
+{
+    int i;
+
+    for (i = 0; pairs && i < pairs->nelts; i++) {
+        const rrl_limit_t *l = APR_ARRAY_IDX(pairs, i, const rrl_limit_t *);
+
+        if (l->plans != RRL_PLANS_NONE) {
+            ap_rprintf(r, RRL_PROM "limit_plan_%s_total{limit=\"%s\","
+                       "vhost=\"%s\"} %" APR_UINT64_T_FMT "\n",
+                       errors ? "errors" : "decisions",
+                       rrl_prom_value(r->pool, l->stat->name),
+                       rrl_prom_value(r->pool, l->stat->vhost),
+                       apr_atomic_read64(errors ? &l->stat->plan_errors
+                                                : &l->stat->plan_decisions));
+        }
+    }
 }
 
 /* Each concurrency limit's requests in flight: gauges */
@@ -605,6 +658,14 @@ static void rrl_status_metrics(request_rec *r, const rrl_snapshot_t *sn)
                    apr_atomic_read64(&st->dry_run_denied));
     }
     rrl_status_metrics_slots(r, pairs);
+    rrl_prom_head(r, "limit_plan_decisions_total", "counter", "Decisions "
+                  "of each limit with plans= made with a key's plan (its "
+                  "numbers, or off)");
+    rrl_status_metrics_plans(r, pairs, 0);
+    rrl_prom_head(r, "limit_plan_errors_total", "counter", "Plans of each "
+                  "limit that did not parse (the directive's RATE decided), "
+                  "and changed plans files refused");
+    rrl_status_metrics_plans(r, pairs, 1);
 }
 
 /* ?health: 200 when limits can be decided by the configured store, 503

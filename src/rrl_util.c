@@ -212,6 +212,17 @@ apr_status_t rrl_util_lock(rrl_lock_t *l)
     return rv;
 }
 
+/* The lock if nobody holds it (0), else EBUSY at once */
+apr_status_t rrl_util_trylock(rrl_lock_t *l)
+{
+    int rv = pthread_mutex_trylock(&l->m);
+
+    if (rv == EOWNERDEAD) {
+        rv = pthread_mutex_consistent(&l->m);
+    }
+    return rv;
+}
+
 void rrl_util_unlock(rrl_lock_t *l)
 {
     pthread_mutex_unlock(&l->m);

@@ -41,6 +41,7 @@ typedef union {
 
 apr_status_t rrl_util_lock_init(rrl_lock_t *l);
 apr_status_t rrl_util_lock(rrl_lock_t *l);
+apr_status_t rrl_util_trylock(rrl_lock_t *l);
 void rrl_util_unlock(rrl_lock_t *l);
 
 /* v in decimal at o; the end.  Inline: every number of every header and

@@ -68,6 +68,9 @@ SCENARIOS = [
      "RateLimit 1000000/s key=%{HTTP:X-Client} name=one", None),
     ("4", "Redis, one limit, all allowed",
      REDIS + "RateLimit 1000000/s key=%{HTTP:X-Client} name=one", None),
+    ("4p", "Redis, one limit with plans=redis, 1 key in 100 has a plan",
+     REDIS + "RateLimit 1000000/s key=%{HTTP:X-Client} name=one "
+             "plans=redis", "plans"),
     ("4t", "Redis over TLS (rediss://), one limit, all allowed",
      REDIS + "RateLimit 1000000/s key=%{HTTP:X-Client} name=one", "tls"),
     ("5", "Redis, three limits, all allowed",
@@ -88,6 +91,15 @@ SCENARIOS = [
 
 
 _tls_redis = {}
+
+
+def prepare(mode, client):
+    """What a scenario finds in Redis: nothing, but for mode "plans" a plan
+    for one client in 100 (0, 100, 200 ...; all allowed still)"""
+    client.flushall()
+    if mode == "plans":
+        for n in range(0, 10000, 100):
+            client.set(f"rl:plan/one:{n}", "1000000/s burst=2000000")
 
 
 def server_for(mode, redis, base_dir):
@@ -229,7 +241,7 @@ def main():
             redis.start(port=redis.port)
         srv = server_for(mode, redis, base_dir)
         client = srv.client()
-        client.flushall()
+        prepare(mode, client)
         scen = rrl.Httpd(base_dir, f"s{sid}", with_access_log=False,
                          with_module=mode != "control")
         scen.vars["redis_url"] = srv.url()

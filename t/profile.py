@@ -24,7 +24,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import rrl  # noqa: E402
-from bench import REDIS, SCENARIOS, server_for, stop_tls_redis  # noqa: E402
+from bench import (REDIS, SCENARIOS, prepare, server_for,  # noqa: E402
+                   stop_tls_redis)
 
 REQUESTS = int(os.environ.get("PROFILE_REQUESTS", "2000"))
 WARMUP = 200
@@ -77,7 +78,7 @@ def run_once(base_dir, redis, sid, snippet, mode, with_module, n):
     try:
         rrl.wait_for(lambda: rrl.can_connect("127.0.0.1", h.port), 120,
                      "httpd -X under callgrind")
-        redis.client().flushall()
+        prepare(mode, redis.client())
         if mode == "down":
             redis.stop()
         codes = requests(h.port, WARMUP + n, clients=mode != "flood")

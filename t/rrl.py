@@ -1311,12 +1311,14 @@ def cmdstats(client) -> dict:
             for k, v in client.info("commandstats").items()}
 
 
-def hammer_together(servers, n, path="/small.txt", concurrency=8):
+def hammer_together(servers, n, path="/small.txt", concurrency=8,
+                    headers=None):
     """n requests to each server, all servers at once: {server: statuses}."""
     results = {}
 
     def run(h):
-        results[h] = h.hammer(n, path, concurrency=concurrency)
+        results[h] = h.hammer(n, path, concurrency=concurrency,
+                              headers=headers)
 
     threads = [threading.Thread(target=run, args=(h,)) for h in servers]
     for t in threads:

@@ -13,10 +13,17 @@
  *     as it does in both stores)
  *   STEP NOW COST MODE [UNTIL]             decide with the state kept so far
  *     (MODE 1, a give-back: UNTIL what the spend given back said of itself)
- *     -> "OUT allowed remaining reset retry write ttl v0 v1 v2 alg"
- *     alg: the algorithm of the state kept after the step (-1: none)
+ *     -> "OUT allowed remaining reset retry write ttl v0 v1 v2 alg exp"
+ *     alg: the algorithm of the state kept after the step (-1: none),
+ *     exp: until when it is kept (0: none)
  *   SIPHASH LEN                            rrl_util_siphash128 of the bytes
  *     -> "HASH hex"                          0..LEN-1 keyed with 00..0f
+ *   PLAN TEXT...                           the limit's plan is TEXT (a
+ *     -> "PLANNED 1 count period burst interval unit", "PLANNED 2" (off:
+ *     steps allow and keep nothing) or "PLANNED 3 why" (it does not
+ *     parse or fit: the limit's own numbers), as rrl_algo_parse_plan and
+ *     rrl_algo_plan_params answer; later steps decide with it
+ *   NOPLAN                                 no plan: the limit's numbers
  * The state is forgotten when its ttl has passed, as both stores do.
  */
 #include "apr_general.h"
@@ -32,9 +39,9 @@ int main(void)
 {
     apr_pool_t *pool;
     char line[1024];
-    rrl_params_t p;
+    rrl_params_t p, limit;
     apr_int64_t cost = 1, st[3] = { 0, 0, 0 }, expires = 0;
-    int stored = RRL_ALG_NONE, have = 0;
+    int stored = RRL_ALG_NONE, have = 0, off = 0;
 
     apr_initialize();
     apr_pool_create(&pool, NULL);
@@ -72,6 +79,8 @@ int main(void)
             }
             else {
                 have = 1;
+                off = 0;
+                limit = p;
                 printf("PARAMS %d %" APR_INT64_T_FMT " %" APR_INT64_T_FMT
                        " %" APR_INT64_T_FMT " %" APR_INT64_T_FMT
                        " %" APR_INT64_T_FMT " %" APR_INT64_T_FMT "\n",
@@ -98,6 +107,44 @@ int main(void)
             }
             printf("\n");
         }
+        else if ((strncmp(line, "PLAN ", 5) == 0
+                  || strcmp(line, "NOPLAN\n") == 0) && have) {
+            rrl_algo_plan_t pl;
+            const char *err = NULL;
+
+            line[strcspn(line, "\n")] = '\0';
+            limit.capped = 1;         /* a limit with plans= */
+            p = limit;
+            off = 0;
+            if (line[0] == 'N') {
+                printf("PLANNED 0\n");
+            }
+            else if ((err = rrl_algo_parse_plan(pool, line + 5, &pl)) == NULL
+                     && pl.off) {
+                off = 1;
+                printf("PLANNED 2\n");
+            }
+            else if (err || (err = rrl_algo_plan_params(pool, &pl, &limit,
+                                                        cost, &p))) {
+                p = limit;
+                printf("PLANNED 3 %s\n", err);
+            }
+            else {
+                printf("PLANNED 1 %" APR_INT64_T_FMT " %" APR_INT64_T_FMT
+                       " %" APR_INT64_T_FMT " %" APR_INT64_T_FMT
+                       " %" APR_INT64_T_FMT "\n", p.count, p.period,
+                       p.burst, p.interval, p.unit);
+            }
+        }
+        else if (sscanf(line, "STEP %lld %lld %d %lld", &now, &c, &mode,
+                        &until) >= 3 && have && mode >= 0 && mode <= 1
+                 && off) {
+            /* the limit does not apply: allowed, nothing read or kept */
+            printf("OUT 1 0 0 0 0 0 %" APR_INT64_T_FMT " %" APR_INT64_T_FMT
+                   " %" APR_INT64_T_FMT " %d %" APR_INT64_T_FMT "\n", st[0],
+                   st[1], st[2], now >= expires ? RRL_ALG_NONE : stored,
+                   now >= expires ? (apr_int64_t)0 : expires);
+        }
         else if (sscanf(line, "STEP %lld %lld %d %lld", &now, &c, &mode,
                         &until) >= 3 && have && mode >= 0 && mode <= 1) {
             rrl_outcome_t o;
@@ -108,7 +155,13 @@ int main(void)
             rrl_algo_decide(&p, c, (rrl_mode_e)mode, until, st, stored,
                             now, &o);
             /* what the store keeps: all or nothing, decided by the caller;
-             * a single limit commits when it is allowed */
+             * a single limit commits when it is allowed; a cut stands
+             * whatever is decided */
+            if (o.cut) {
+                st[0] = o.cut_to;
+                expires = now + o.cut_ttl;
+                stored = p.algorithm;
+            }
             if (o.allowed && o.write) {
                 if (o.ttl > 0) {
                     memcpy(st, o.next, sizeof(st));
@@ -122,9 +175,10 @@ int main(void)
             printf("OUT %d %" APR_INT64_T_FMT " %" APR_INT64_T_FMT
                    " %" APR_INT64_T_FMT " %d %" APR_INT64_T_FMT
                    " %" APR_INT64_T_FMT " %" APR_INT64_T_FMT
-                   " %" APR_INT64_T_FMT " %d\n",
+                   " %" APR_INT64_T_FMT " %d %" APR_INT64_T_FMT "\n",
                    o.allowed, o.remaining, o.reset, o.retry, o.write, o.ttl,
-                   o.next[0], o.next[1], o.next[2], stored);
+                   o.next[0], o.next[1], o.next[2], stored,
+                   stored == RRL_ALG_NONE ? (apr_int64_t)0 : expires);
         }
         else {
             printf("ERROR bad command\n");

@@ -394,7 +394,9 @@ RateLimit 100/h burst=20 name=site
         "<code>%{HTTP:X-Api-Key}</code>", "<br>".join(api_at)]
     # numbers right, text left
     assert [bool(c[0]) for c in cells] == [False] * 3 + [True] + \
-        [False] * 3 + [True] * 3 + [False] * 2   # no requests in flight
+        [False] * 3 + [True] * 3 + [False] + [True] * 2 + [False] * 2
+    assert [c[1] for c in cells[10:13]] == ["", "0", "0"]   # no plans=
+    assert [c[1] for c in cells[13:]] == ["", ""]   # nor requests in flight
     css = re.search(r"<style>(.*)</style>", html, re.S).group(1)
     rules = dict(re.findall(r"^([^{\n]+) \{ (.*) \}$", css, re.M))
     assert "text-align: left" in rules["th, td"]

@@ -71,16 +71,18 @@ class Script:
         self.r = client
         self.sha = client.script_load(SCRIPT)
 
-    def step(self, params, key, now, cost, mode, until=None):
+    def step(self, params, key, now, cost, mode, until=None, plan=None):
+        """plan: the key of the limit's plan (plans=redis), read first"""
         alg, count, period, burst, interval, unit = params
+        keys = [key] + ([plan] if plan else [])
         # Redis expires keys by its own clock, the vectors run on theirs:
         # read the expiry the script set and keep the state for the next
         # step, in one transaction (no key expires in the middle of one);
         # the tests forget it when it expires by the vectors' clock
         p = self.r.pipeline(transaction=True)
-        p.evalsha(self.sha, 1, key, str(now), alg, count, period, burst,
-                  interval, unit, str(cost), str(mode),
-                  "" if until is None else str(until))
+        p.evalsha(self.sha, len(keys), *keys, str(now), alg, count, period,
+                  burst, interval, unit, str(cost), str(mode),
+                  "" if until is None else str(until), "2" if plan else "")
         p.pttl(key)
         p.persist(key)
         reply, ttl, _ = p.execute()
@@ -300,7 +302,7 @@ def test_vectors_08_errors_name_the_item_never_the_key(redis_server):
     and why, never the key: its value may be an API key (SPEC 7a)."""
     client = redis_server.client()
     sha = client.script_load(SCRIPT)
-    limit = ["0", "3", "60000000", "3", "20000000", "0", "1", "0", ""]
+    limit = ["0", "3", "60000000", "3", "20000000", "0", "1", "0", "", ""]
     keys = ["rl:e:sk_live_A", "rl:e:sk_live_B"]
     for make, why in ((lambda k: client.hset(k, "x", "1"),
                        "not a string (WRONGTYPE)"),
@@ -361,3 +363,151 @@ def test_siphash_matches_the_reference(driver):
         kind, rest = driver.ask(f"SIPHASH {n}")
         assert kind == "HASH", rest
         assert rest.strip() == _siphash128(key, bytes(range(n))).hex(), n
+
+
+# ---- plans= (SPEC 4a): the plan grammar and its numbers, C and Lua alike ----
+
+SAID = {"none": 0, "applied": 1, "off": 2, "invalid": 3}
+PLAN_KEY = "rl:plan/v:k"
+
+
+def driver_plan(driver, plan):
+    """t/rrl_vectors' answer to a plan: [said, count, period, burst]"""
+    kind, rest = driver.ask("NOPLAN" if plan is None else f"PLAN {plan}")
+    assert kind == "PLANNED", rest
+    words = rest.split()
+    said = int(words[0])
+    return [said] + ([int(w) for w in words[1:4]] if said == 1 else [0, 0, 0])
+
+
+def set_plan(client, plan):
+    if plan is None:
+        client.delete(PLAN_KEY)
+    else:
+        client.set(PLAN_KEY, plan)
+
+
+@pytest.mark.parametrize("case", VECTORS["plans"], ids=lambda c: c["name"])
+def test_vectors_09_plans_local_arithmetic(driver, case):
+    """The module's own parser (plans=FILE) and arithmetic under a plan."""
+    params_of(driver, case)
+    for i, phase in enumerate(case["phases"]):
+        said = driver_plan(driver, phase["plan"])
+        assert said[0] == SAID[phase["said"]], f"phase {i}"
+        if phase["said"] == "applied":
+            assert said[1:] == phase["params"], f"phase {i}"
+        for t, cost, mode, *want in phase["steps"]:
+            out = driver.step(BASE + t, cost, *mode_of(mode))
+            assert out[:4] == want, f"phase {i}, step at {t} us"
+
+
+@pytest.mark.parametrize("case", VECTORS["plans"], ids=lambda c: c["name"])
+def test_vectors_10_plans_lua_script(driver, redis_server, case):
+    """The script reads the plan key in the same call, parses the plan as
+    the module does, decides with its numbers and says so in its reply;
+    the plan key is read, never written."""
+    client = redis_server.client()
+    script = Script(client)
+    params = params_of(driver, case)
+    expires = 0
+    for i, phase in enumerate(case["phases"]):
+        set_plan(client, phase["plan"])
+        said = driver_plan(driver, phase["plan"])
+        for t, cost, mode, *want in phase["steps"]:
+            if BASE + t >= expires:
+                client.delete("rl:v:k")
+            before = client.get("rl:v:k")
+            reply, ttl = script.step(params, "rl:v:k", BASE + t, cost,
+                                     *mode_of(mode), plan=PLAN_KEY)
+            out = driver.step(BASE + t, cost, *mode_of(mode))
+            expires = out[10]          # what the driver's store keeps
+            if out[9] >= 0 and ttl != -1:     # written: for as long
+                kept = (expires - BASE - t + 999) // 1000
+                assert kept - 100 <= ttl <= kept    # PTTL has run on
+            elif out[9] < 0:
+                assert client.get("rl:v:k") is None
+            assert reply[2:6] == want, f"phase {i}, step at {t} us"
+            assert reply[6:] == said, f"phase {i}, step at {t} us"
+            if phase["said"] == "off":       # neither read nor written
+                assert client.get("rl:v:k") == before
+            elif out[0] and out[4] and out[5] > 0:
+                assert client.get("rl:v:k").decode().split() == \
+                    stored_value(out)
+            if phase["plan"] is not None:
+                assert client.get(PLAN_KEY) == phase["plan"].encode()
+                assert client.pttl(PLAN_KEY) == -1
+
+
+def random_plan(rng):
+    """A plan as an operator might mistype it: mostly the grammar's words,
+    sometimes at its edges or beside it."""
+    def number():
+        return rng.choice(["1", "2", "7", "10", "100", "5000", "1000000",
+                           "1000001", "0", "00", "007", "-1", "+1", "1e3",
+                           "1.5", "", "35", "36", "1125899906842624",
+                           "1125899906842625", "9007199254740993",
+                           "9223372036854775808", "99999999999999999999",
+                           str(rng.randrange(1, 10 ** rng.randrange(1, 15)))])
+
+    def rate():
+        unit = rng.choice(["s", "sec", "secs", "second", "seconds", "m",
+                           "min", "MIN", "minute", "minutes", "h", "hr", "H",
+                           "hour", "hours", "d", "day", "Days", "x", "",
+                           "ms", "w", "s/", "min "])
+        mult = rng.choice(["", "", "", "10", "15", "366", "367", "0",
+                           "31622400", "31622401", "05"])
+        return number() + rng.choice(["/", "/", "/", "//", ""]) + mult + unit
+
+    words = []
+    shape = rng.randrange(6)
+    if shape == 0:
+        words = [rng.choice(["off", "OFF", "Off", "of", "offf"])]
+    elif shape == 1:
+        words = [rate()]
+    else:
+        words = [rate(), rng.choice(["burst", "BURST", "Burst", "burst",
+                                     "bursts", "cost"]) + "=" + number()]
+    if rng.random() < 0.1:
+        words.append(rng.choice(["burst=2", "off", "x", "#"]))
+    if rng.random() < 0.05:
+        rng.shuffle(words)
+    seps = [rng.choice([" ", " ", "\t", "  ", " \t"]) for _ in words]
+    text = "".join(s + w for s, w in zip(seps, words))
+    return text if rng.random() < 0.5 else text.strip()
+
+
+@pytest.mark.parametrize("alg", ALGORITHMS)
+def test_vectors_11_random_plans_agree(driver, redis_server, alg):
+    """Random plans, most near the grammar's edges: the module's parser and
+    the script's take each for the same thing (applied with the same
+    numbers, off, or not a plan) and decide alike with it."""
+    rng = random.Random(f"plans {alg}")
+    client = redis_server.client()
+    script = Script(client)
+    seen = set()
+    for i in range(400):
+        cost = rng.choice([1, 1, 1, 2, 6])
+        params = params_of(driver, {"rate": "10/min", "algorithm": alg,
+                                    "burst": None, "cost": cost})
+        plan = random_plan(rng)
+        client.delete("rl:v:k")
+        set_plan(client, plan)
+        said = driver_plan(driver, plan)
+        seen.add(said[0])
+        reply, _ = script.step(params, "rl:v:k", BASE, cost, 0,
+                               plan=PLAN_KEY)
+        out = driver.step(BASE, cost, 0)
+        assert reply[6:] == said, f"{i}: {plan!r}"
+        assert reply[2:6] == out[:4], f"{i}: {plan!r}"
+    assert seen == {1, 2, 3}
+
+
+def test_vectors_12_a_plan_key_of_another_type_does_not_parse(redis_server):
+    """A plan key that is not a string is a plan that does not parse: the
+    directive's numbers decide, never an error for the request."""
+    client = redis_server.client()
+    client.hset(PLAN_KEY, "x", "1")
+    reply, _ = Script(client).step(["0", "3", "60000000", "3", "20000000",
+                                    "0"], "rl:v:k", BASE, 1, 0,
+                                   plan=PLAN_KEY)
+    assert reply[2:] == [1, 2, 20000000, 0, 3, 0, 0, 0]

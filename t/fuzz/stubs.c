@@ -183,3 +183,10 @@ AP_DECLARE(apr_status_t) ap_mpm_query(int query_code, int *result)
     (void)query_code; (void)result;
     abort();
 }
+
+/* plans=FILE: a path relative to a ServerRoot of /fuzz */
+AP_DECLARE(char *) ap_server_root_relative(apr_pool_t *p, const char *fname)
+{
+    return fname[0] == '/' ? apr_pstrdup(p, fname)
+                           : apr_pstrcat(p, "/fuzz/", fname, NULL);
+}
