@@ -4,7 +4,8 @@
  */
 
 /*
- * RateLimit: the directive, default names, checks across sections, texts.
+ * RateLimit and RateLimitConcurrency: the directives, default names, checks
+ * across sections, texts.
  */
 
 #include "apr_lib.h"
@@ -17,6 +18,7 @@
 
 #include "rrl_private.h"
 #include "rrl_limit.h"
+#include "rrl_option.h"
 #include "rrl_algo.h"
 #include "rrl_config.h"
 #include "rrl_counters.h"
@@ -28,19 +30,13 @@ static apr_array_header_t *rrl_all_limits;   /* every limit parsed */
  * configuration; a limit's pair is its index here */
 static apr_array_header_t *rrl_pairs;
 
-/* Characters allowed in limit names: [A-Za-z0-9_.-] */
-int rrl_limit_name_char(int c)
-{
-    return apr_isalnum(c) || c == '_' || c == '.' || c == '-';
-}
-
 /* "/api/v1 login" -> "api-v1-login" */
 static char *rrl_slug(apr_pool_t *p, const char *s)
 {
     char *out = apr_palloc(p, strlen(s) + 1), *o = out;
 
     for (; *s; s++) {
-        if (rrl_limit_name_char(*s) && *s != '-') {
+        if (rrl_option_name_char(*s) && *s != '-') {
             *o++ = *s;
         }
         else if (o > out && o[-1] != '-') {
@@ -154,290 +150,6 @@ static int rrl_beside_status_handler(cmd_parms *cmd)
     return 0;
 }
 
-/* A message about the directive being parsed: "RateLimit: ..." */
-static const char *rrl_limit_err(cmd_parms *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static const char *rrl_limit_err(cmd_parms *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    const char *msg;
-
-    va_start(ap, fmt);
-    msg = apr_pvsprintf(cmd->temp_pool, fmt, ap);
-    va_end(ap);
-    return apr_pstrcat(cmd->pool, cmd->cmd->name, ": ", msg, NULL);
-}
-
-/* RateLimit's options, each parsed into the limit by its function */
-typedef enum {
-    RRL_OPT_BURST = 0, RRL_OPT_KEY, RRL_OPT_NAME, RRL_OPT_ALGORITHM,
-    RRL_OPT_COST, RRL_OPT_PHASE, RRL_OPT_IPV6_PREFIX, RRL_OPT_COUNT,
-    RRL_OPT_PLANS, RRL_OPT_LEASE, RRL_OPT_MAX
-} rrl_option_e;
-
-#define RRL_OPT(o) (1u << (o))
-/* The options of RateLimit and of RateLimitConcurrency */
-#define RRL_OPTS_RATE (RRL_OPT(RRL_OPT_LEASE) - 1)
-#define RRL_OPTS_CONCURRENCY (RRL_OPT(RRL_OPT_KEY) | RRL_OPT(RRL_OPT_NAME) \
-                              | RRL_OPT(RRL_OPT_PHASE) \
-                              | RRL_OPT(RRL_OPT_IPV6_PREFIX) \
-                              | RRL_OPT(RRL_OPT_LEASE))
-
-typedef const char *(*rrl_option_fn)(cmd_parms *cmd, rrl_limit_t *l,
-                                     const char *val);
-
-/* burst= and cost=: a number of units */
-static const char *rrl_opt_units(cmd_parms *cmd, const char *opt,
-                                 const char *val, apr_int64_t *out)
-{
-    if (!rrl_util_parse_int(val, 1, RRL_MAX_UNITS, out)) {
-        return rrl_limit_err(cmd, "%s=%s is not accepted; "
-                             "expected a positive whole number", opt, val);
-    }
-    return NULL;
-}
-
-static const char *rrl_opt_burst(cmd_parms *cmd, rrl_limit_t *l,
-                                 const char *val)
-{
-    return rrl_opt_units(cmd, "burst", val, &l->p.burst);
-}
-
-static const char *rrl_opt_cost(cmd_parms *cmd, rrl_limit_t *l,
-                                const char *val)
-{
-    return rrl_opt_units(cmd, "cost", val, &l->cost);
-}
-
-static const char *rrl_opt_key(cmd_parms *cmd, rrl_limit_t *l,
-                               const char *val)
-{
-    const char *experr = NULL;
-
-    l->key_text = apr_pstrdup(cmd->pool, val);
-    l->key = ap_expr_parse_cmd(cmd, l->key_text, AP_EXPR_FLAG_STRING_RESULT,
-                               &experr, NULL);
-    if (experr) {
-        return rrl_limit_err(cmd, "key=%s does not parse as "
-                             "an expression (%s); expected a string "
-                             "expression such as %%{HTTP:X-Api-Key}", val,
-                             experr);
-    }
-    if (strcmp(val, "%{REMOTE_ADDR}") == 0) {
-        l->key = NULL;          /* the client address, fast path */
-    }
-    else if (strncmp(val, "%{HTTP:", 7) == 0) {
-        /* one request header, as ap_expr would read it, without its
-         * evaluator */
-        apr_size_t hl = strcspn(val + 7, "}%{\\\"' \t");
-
-        if (hl > 0 && strcmp(val + 7 + hl, "}") == 0) {
-            l->key_header = apr_pstrndup(cmd->pool, val + 7, hl);
-        }
-    }
-    return NULL;
-}
-
-static const char *rrl_opt_name(cmd_parms *cmd, rrl_limit_t *l,
-                                const char *val)
-{
-    const char *c;
-
-    for (c = val; *c && rrl_limit_name_char(*c); c++)
-        ;
-    if (*c || c - val > RRL_NAME_MAX) {
-        return rrl_limit_err(cmd, "name=%s is not accepted; "
-                             "expected 1 to 64 of A-Z a-z 0-9 _ . -", val);
-    }
-    l->name = apr_pstrdup(cmd->pool, val);
-    return NULL;
-}
-
-static const char *rrl_opt_algorithm(cmd_parms *cmd, rrl_limit_t *l,
-                                     const char *val)
-{
-    int a = rrl_util_keyword(rrl_algo_names, val);
-
-    if (a < 0 || a == RRL_ALG_CONCURRENCY) {
-        return rrl_limit_err(cmd, "algorithm=%s is not "
-                             "known; expected gcra, token-bucket, "
-                             "fixed-window or sliding-window", val);
-    }
-    l->p.algorithm = a;
-    return NULL;
-}
-
-static const char *rrl_opt_phase(cmd_parms *cmd, rrl_limit_t *l,
-                                 const char *val)
-{
-    static const char *const phases[] = { "access", "auth", NULL };
-    int ph = rrl_util_keyword(phases, val);   /* in rrl_phase_e order */
-
-    if (ph < 0) {
-        return rrl_limit_err(cmd, "phase=%s is not known; "
-                             "expected access or auth", val);
-    }
-    l->phase = ph;
-    return NULL;
-}
-
-static const char *rrl_opt_ipv6_prefix(cmd_parms *cmd, rrl_limit_t *l,
-                                       const char *val)
-{
-    apr_int64_t bits;
-
-    if (!rrl_util_parse_int(val, 1, 128, &bits)) {
-        return rrl_limit_err(cmd, "ipv6-prefix=%s is not "
-                             "accepted; expected a prefix length from 1 to "
-                             "128", val);
-    }
-    l->ipv6_prefix = (int)bits;
-    return NULL;
-}
-
-static const char *rrl_opt_count(cmd_parms *cmd, rrl_limit_t *l,
-                                 const char *val)
-{
-    char *list = apr_pstrdup(cmd->temp_pool, val), *tok, *state;
-
-    l->statuses = apr_palloc(cmd->pool, sizeof(int) * strlen(val));
-    for (tok = apr_strtok(list, ",", &state); tok;
-         tok = apr_strtok(NULL, ",", &state)) {
-        apr_int64_t st;
-
-        if (!rrl_util_parse_int(tok, 100, 599, &st)) {
-            return rrl_limit_err(cmd, "count=%s is not "
-                                 "accepted; expected HTTP status codes from "
-                                 "100 to 599 separated by commas, such as "
-                                 "count=401,403", val);
-        }
-        l->statuses[l->nstatuses++] = (int)st;
-    }
-    if (!l->nstatuses) {
-        return rrl_limit_err(cmd, "count=%s names no "
-                             "status; expected count=401,403", val);
-    }
-    return NULL;
-}
-
-/* plans=redis, or plans=FILE (relative to ServerRoot); the file is read
- * and checked in check_config (rrl_plan_file.c), where every limit that
- * uses it is known */
-static const char *rrl_opt_plans(cmd_parms *cmd, rrl_limit_t *l,
-                                 const char *val)
-{
-    if (strcasecmp(val, "redis") == 0) {
-        l->plans = RRL_PLANS_REDIS;
-        return NULL;
-    }
-    l->plans = RRL_PLANS_FILE;
-    l->plans_path = ap_server_root_relative(cmd->pool, val);
-    if (!l->plans_path) {
-        return rrl_limit_err(cmd, "plans=%s is not accepted; expected "
-                             "redis or the path of a plans file", val);
-    }
-    return NULL;
-}
-
-/* lease= of RateLimitConcurrency: from 1 s to a day */
-static const char *rrl_opt_lease(cmd_parms *cmd, rrl_limit_t *l,
-                                 const char *val)
-{
-    apr_interval_time_t t;
-    const char *err = rrl_config_parse_duration(
-        cmd, apr_pstrcat(cmd->temp_pool, "lease=", val, NULL), val,
-        apr_time_from_sec(86400), &t);
-
-    if (err) {
-        return err;
-    }
-    if (t < apr_time_from_sec(1)) {
-        return rrl_limit_err(cmd, "lease=%s is not accepted; a lease is "
-                             "at least 1s (a slot lives that long after "
-                             "its request was last heard of)", val);
-    }
-    l->p.period = t;
-    l->lease_given = 1;
-    return NULL;
-}
-
-static const struct {
-    const char *name;
-    rrl_option_fn parse;
-} rrl_options[RRL_OPT_MAX + 1] = {
-    [RRL_OPT_BURST] = { "burst", rrl_opt_burst },
-    [RRL_OPT_KEY] = { "key", rrl_opt_key },
-    [RRL_OPT_NAME] = { "name", rrl_opt_name },
-    [RRL_OPT_ALGORITHM] = { "algorithm", rrl_opt_algorithm },
-    [RRL_OPT_COST] = { "cost", rrl_opt_cost },
-    [RRL_OPT_PHASE] = { "phase", rrl_opt_phase },
-    [RRL_OPT_IPV6_PREFIX] = { "ipv6-prefix", rrl_opt_ipv6_prefix },
-    [RRL_OPT_COUNT] = { "count", rrl_opt_count },
-    [RRL_OPT_PLANS] = { "plans", rrl_opt_plans },
-    [RRL_OPT_LEASE] = { "lease", rrl_opt_lease },
-    [RRL_OPT_MAX] = { NULL, NULL }
-};
-
-/* "burst, key, ..., count": the options of a directive, for messages */
-static const char *rrl_option_list(apr_pool_t *p, unsigned accepted)
-{
-    const char *list = NULL;
-    int i;
-
-    for (i = 0; i < RRL_OPT_MAX; i++) {
-        if (accepted & RRL_OPT(i)) {
-            list = list ? apr_pstrcat(p, list, ", ", rrl_options[i].name,
-                                      NULL)
-                        : rrl_options[i].name;
-        }
-    }
-    return list;
-}
-
-/* NAME=VALUE options after the RATE into l, of those accepted; *given: a
- * bit per option */
-static const char *rrl_limit_options(cmd_parms *cmd, rrl_limit_t *l,
-                                     int argc, char *const argv[],
-                                     unsigned accepted, unsigned *given)
-{
-    int i, o;
-
-    *given = 0;
-    for (i = 0; i < argc; i++) {
-        const char *eq = strchr(argv[i], '='), *err;
-        char *opt;
-
-        if (!eq || eq == argv[i] || !eq[1]) {
-            return rrl_limit_err(cmd, "'%s' is not an "
-                                 "option; expected name=value with one of "
-                                 "%s", argv[i],
-                                 rrl_option_list(cmd->pool, accepted));
-        }
-        opt = apr_pstrndup(cmd->temp_pool, argv[i], eq - argv[i]);
-        ap_str_tolower(opt);
-        for (o = 0; rrl_options[o].name; o++) {
-            if (strcmp(opt, rrl_options[o].name) == 0) {
-                break;
-            }
-        }
-        if (!rrl_options[o].name || !(accepted & RRL_OPT(o))) {
-            return rrl_limit_err(cmd, "unknown option '%s'; "
-                                 "accepted: %s", opt,
-                                 rrl_option_list(cmd->pool, accepted));
-        }
-        if (*given & (1u << o)) {
-            return rrl_limit_err(cmd, "option %s= is given "
-                                 "twice", opt);
-        }
-        *given |= 1u << o;
-        if ((err = rrl_options[o].parse(cmd, l, eq + 1)) != NULL) {
-            return err;
-        }
-    }
-    return NULL;
-}
-
 /* The new limit l of a section: one name in one section is one limit */
 static const char *rrl_limit_add(cmd_parms *cmd, rrl_dir_conf_t *dc,
                                  rrl_limit_t *l)
@@ -449,7 +161,7 @@ static const char *rrl_limit_add(cmd_parms *cmd, rrl_dir_conf_t *dc,
             const rrl_limit_t *o = APR_ARRAY_IDX(dc->limits, i,
                                                  rrl_limit_t *);
             if (strcmp(o->name, l->name) == 0) {
-                return rrl_limit_err(cmd, "name=%s is "
+                return rrl_option_err(cmd, "name=%s is "
                                      "already used by the limit on line %u "
                                      "of this section; give each limit its "
                                      "own name", l->name, o->line);
@@ -495,7 +207,7 @@ static const char *rrl_limit_finish(cmd_parms *cmd, rrl_dir_conf_t *dc,
             l->phase = RRL_PHASE_AUTH;     /* the user is known only then */
         }
         else if (l->phase == RRL_PHASE_ACCESS) {
-            return rrl_limit_err(cmd, "key=%s with phase=access is never "
+            return rrl_option_err(cmd, "key=%s with phase=access is never "
                                  "known: the user is authenticated after "
                                  "the access phase, so the limit would "
                                  "never count; use phase=auth (the default "
@@ -543,7 +255,7 @@ const char *rrl_limit_cmd(cmd_parms *cmd, void *dcfg, int argc,
         return apr_pstrcat(cmd->pool, "RateLimit: ", err, NULL);
     }
     l->p.burst = l->p.count;
-    if ((err = rrl_limit_options(cmd, l, argc - 1, argv + 1, RRL_OPTS_RATE,
+    if ((err = rrl_option_parse(cmd, l, argc - 1, argv + 1, RRL_OPTS_RATE,
                                  &given)) != NULL) {
         return err;
     }
@@ -582,14 +294,14 @@ const char *rrl_limit_concurrency_cmd(cmd_parms *cmd, void *dcfg, int argc,
     l = rrl_limit_new(cmd, argv[0]);
     l->p.algorithm = RRL_ALG_CONCURRENCY;
     if (!rrl_util_parse_int(argv[0], 1, RRL_MAX_CONCURRENCY, &l->p.count)) {
-        return rrl_limit_err(cmd, "'%s' is not accepted; expected the most "
+        return rrl_option_err(cmd, "'%s' is not accepted; expected the most "
                              "requests of a key in flight at once, a whole "
                              "number from 1 to %d, such as 10", argv[0],
                              RRL_MAX_CONCURRENCY);
     }
     l->p.burst = l->p.count;
     l->p.unit = 1;
-    if ((err = rrl_limit_options(cmd, l, argc - 1, argv + 1,
+    if ((err = rrl_option_parse(cmd, l, argc - 1, argv + 1,
                                  RRL_OPTS_CONCURRENCY, &given)) != NULL) {
         return err;
     }

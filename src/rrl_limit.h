@@ -17,7 +17,6 @@
 
 #include "rrl.h"
 
-int rrl_limit_name_char(int c);
 const char *rrl_limit_cmd(cmd_parms *cmd, void *dcfg, int argc,
                           char *const argv[]);
 const char *rrl_limit_concurrency_cmd(cmd_parms *cmd, void *dcfg, int argc,

@@ -20,6 +20,7 @@
 #include "rrl_algo.h"
 #include "rrl_config.h"
 #include "rrl_limit.h"
+#include "rrl_option.h"
 #include "fuzz.h"
 
 #define MAX_SECTIONS 4
@@ -50,7 +51,7 @@ static void check_limit(const rrl_limit_t *l)
 
     RRL_FUZZ_ASSERT(len >= 1 && len <= RRL_NAME_MAX);
     for (c = l->name; *c; c++) {
-        RRL_FUZZ_ASSERT(rrl_limit_name_char(*c));
+        RRL_FUZZ_ASSERT(rrl_option_name_char(*c));
     }
     RRL_FUZZ_ASSERT(l->ipv6_prefix >= 1 && l->ipv6_prefix <= 128);
     if (l->p.algorithm == RRL_ALG_CONCURRENCY) {
