@@ -137,45 +137,10 @@ static rrl_row_t *rrl_status_rows(request_rec *r, const char *sep,
     return rows;
 }
 
-static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
+/* The HTML page's table of each Redis */
+static void rrl_status_html_redis(request_rec *r)
 {
-    apr_time_t now = apr_time_now();
-    rrl_local_stats_t ls;
-    rrl_row_t *rows;
-    int i, nrows;
-
-    ap_set_content_type(r, "text/html; charset=utf-8");
-    ap_rvputs(r, DOCTYPE_HTML_4_01, "<html><head>\n"
-              "<title>Rate limiting status</title>\n<style>\n"
-              "table { border-collapse: collapse; }\n"
-              "th, td { border: 1px solid #999; padding: 2px 8px; "
-              "text-align: left; vertical-align: top; }\n"
-              "td.n { text-align: right; }\n"
-              "</style>\n</head><body>\n<h1>Rate limiting status for ",
-              ap_escape_html(r->pool, ap_get_server_name(r)), "</h1>\n\n",
-              NULL);
-    ap_rvputs(r, "<dl><dt>Server Version: ",
-              ap_escape_html(r->pool, ap_get_server_description()),
-              "</dt>\n<dt>Module: mod_redis_ratelimit/" RRL_VERSION "</dt>\n"
-              "<dt>Current Time: ", ap_ht_time(r->pool, now,
-                                               RRL_TIME_FORMAT, 0),
-              "</dt>\n<dt>Counting since: ",
-              ap_ht_time(r->pool, rrl_counters_started(), RRL_TIME_FORMAT,
-                         0), "</dt>\n<dt>Script SHA-1: ", rrl_script_sha,
-              "</dt>\n", NULL);
-    rrl_local_stats(&ls);
-    if (ls.allocated) {
-        ap_rprintf(r, "<dt>Local store: %" APR_SIZE_T_FMT " bytes, room for "
-                   "%" APR_UINT64_T_FMT " keys, %" APR_UINT64_T_FMT " in "
-                   "use; %" APR_UINT64_T_FMT " entries given up for other "
-                   "keys, %" APR_UINT64_T_FMT " of them still holding "
-                   "state</dt>\n</dl>\n\n", ls.bytes, ls.capacity,
-                   ls.in_use, ls.evictions, ls.live_evictions);
-    }
-    else {
-        ap_rputs("<dt>Local store: none (every limit is kept in Redis, "
-                 "with RateLimitOnError allow or deny)</dt>\n</dl>\n\n", r);
-    }
+    int i;
 
     ap_rputs("<h2>Redis</h2>\n", r);
     if (!rrl_redis_backends()->nelts) {
@@ -209,27 +174,15 @@ static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
         }
         ap_rputs("</table>\n", r);
     }
+}
 
-    ap_rputs("\n<h2>Requests</h2>\n<table>\n", r);
-    for (i = 0; i < RRL_CTR_MAX; i++) {
-        ap_rprintf(r, "<tr><td>%s</td><td class=\"n\">%" APR_UINT64_T_FMT
-                   "</td><td>%s</td></tr>\n", rrl_counters_info[i].key,
-                   sn->n[i], rrl_counters_info[i].help);
-    }
-    ap_rputs("</table>\n\n<h2>Redis latency</h2>\n", r);
-    ap_rprintf(r, "<p>%" APR_UINT64_T_FMT " round trips, average %.3f ms, "
-               "maximum %.3f ms</p>\n<table>\n<tr><th>Up to</th>"
-               "<th>Round trips</th></tr>\n", sn->lat_count,
-               sn->lat_count ? sn->lat_sum / 1000.0 / sn->lat_count : 0.0,
-               sn->lat_max / 1000.0);
-    for (i = 0; i < RRL_LAT_BUCKETS; i++) {
-        ap_rprintf(r, "<tr><td class=\"n\">%s</td><td class=\"n\">%"
-                   APR_UINT64_T_FMT "</td></tr>\n", i < RRL_LAT_BUCKETS - 1
-                   ? apr_psprintf(r->pool, "%g ms",
-                                  rrl_counters_lat_bounds[i] / 1e3)
-                   : "more", sn->lat[i]);
-    }
-    ap_rputs("</table>\n\n<h2>Limits</h2>\n<table>\n<tr><th>Limit</th>"
+/* The HTML page's table of each (limit, virtual host) pair */
+static void rrl_status_html_limits(request_rec *r)
+{
+    rrl_row_t *rows;
+    int i, nrows;
+
+    ap_rputs("<h2>Limits</h2>\n<table>\n<tr><th>Limit</th>"
              "<th>Virtual host</th><th>Rate</th><th>Burst</th>"
              "<th>Algorithm</th><th>Key</th><th>Defined at</th>"
              "<th>Allowed</th><th>Denied</th><th>Dry-run denied</th>"
@@ -264,7 +217,71 @@ static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
                                          apr_atomic_read32(&w->st->peak))
                           : "<td></td><td></td></tr>\n", r);
     }
-    ap_rputs("</table>\n</body></html>\n", r);
+    ap_rputs("</table>\n", r);
+}
+
+static void rrl_status_html(request_rec *r, const rrl_snapshot_t *sn)
+{
+    apr_time_t now = apr_time_now();
+    rrl_local_stats_t ls;
+    int i;
+
+    ap_set_content_type(r, "text/html; charset=utf-8");
+    ap_rvputs(r, DOCTYPE_HTML_4_01, "<html><head>\n"
+              "<title>Rate limiting status</title>\n<style>\n"
+              "table { border-collapse: collapse; }\n"
+              "th, td { border: 1px solid #999; padding: 2px 8px; "
+              "text-align: left; vertical-align: top; }\n"
+              "td.n { text-align: right; }\n"
+              "</style>\n</head><body>\n<h1>Rate limiting status for ",
+              ap_escape_html(r->pool, ap_get_server_name(r)), "</h1>\n\n",
+              NULL);
+    ap_rvputs(r, "<dl><dt>Server Version: ",
+              ap_escape_html(r->pool, ap_get_server_description()),
+              "</dt>\n<dt>Module: mod_redis_ratelimit/" RRL_VERSION "</dt>\n"
+              "<dt>Current Time: ", ap_ht_time(r->pool, now,
+                                               RRL_TIME_FORMAT, 0),
+              "</dt>\n<dt>Counting since: ",
+              ap_ht_time(r->pool, rrl_counters_started(), RRL_TIME_FORMAT,
+                         0), "</dt>\n<dt>Script SHA-1: ", rrl_script_sha,
+              "</dt>\n", NULL);
+    rrl_local_stats(&ls);
+    if (ls.allocated) {
+        ap_rprintf(r, "<dt>Local store: %" APR_SIZE_T_FMT " bytes, room for "
+                   "%" APR_UINT64_T_FMT " keys, %" APR_UINT64_T_FMT " in "
+                   "use; %" APR_UINT64_T_FMT " entries given up for other "
+                   "keys, %" APR_UINT64_T_FMT " of them still holding "
+                   "state</dt>\n</dl>\n\n", ls.bytes, ls.capacity,
+                   ls.in_use, ls.evictions, ls.live_evictions);
+    }
+    else {
+        ap_rputs("<dt>Local store: none (every limit is kept in Redis, "
+                 "with RateLimitOnError allow or deny)</dt>\n</dl>\n\n", r);
+    }
+
+    rrl_status_html_redis(r);
+    ap_rputs("\n<h2>Requests</h2>\n<table>\n", r);
+    for (i = 0; i < RRL_CTR_MAX; i++) {
+        ap_rprintf(r, "<tr><td>%s</td><td class=\"n\">%" APR_UINT64_T_FMT
+                   "</td><td>%s</td></tr>\n", rrl_counters_info[i].key,
+                   sn->n[i], rrl_counters_info[i].help);
+    }
+    ap_rputs("</table>\n\n<h2>Redis latency</h2>\n", r);
+    ap_rprintf(r, "<p>%" APR_UINT64_T_FMT " round trips, average %.3f ms, "
+               "maximum %.3f ms</p>\n<table>\n<tr><th>Up to</th>"
+               "<th>Round trips</th></tr>\n", sn->lat_count,
+               sn->lat_count ? sn->lat_sum / 1000.0 / sn->lat_count : 0.0,
+               sn->lat_max / 1000.0);
+    for (i = 0; i < RRL_LAT_BUCKETS; i++) {
+        ap_rprintf(r, "<tr><td class=\"n\">%s</td><td class=\"n\">%"
+                   APR_UINT64_T_FMT "</td></tr>\n", i < RRL_LAT_BUCKETS - 1
+                   ? apr_psprintf(r->pool, "%g ms",
+                                  rrl_counters_lat_bounds[i] / 1e3)
+                   : "more", sn->lat[i]);
+    }
+    ap_rputs("</table>\n\n", r);
+    rrl_status_html_limits(r);
+    ap_rputs("</body></html>\n", r);
 }
 
 static void rrl_status_auto(request_rec *r, const rrl_snapshot_t *sn)

@@ -82,3 +82,36 @@ def test_layout_05_module_exports_only_its_struct():
     exported = [line.split()[-1] for line in out.stdout.splitlines()
                 if line.strip()]
     assert exported == ["redis_ratelimit_module"]
+
+
+MAX_FUNCTION_LINES = 120
+
+
+def long_functions(path) -> list[str]:
+    """Functions of path longer than MAX_FUNCTION_LINES whose comment
+    above the definition does not say why it is long (the word "long")"""
+    lines = path.read_text().split("\n")
+    found = []
+    for i, line in enumerate(lines):
+        if line != "{" or i == 0:
+            continue
+        end = lines.index("}", i)
+        head = i - 1
+        while head > 0 and not re.match(r"^[A-Za-z_]", lines[head]):
+            head -= 1                     # a definition over several lines
+        top = head - 1
+        while top > 0 and lines[top].startswith((" *", "/*")) \
+                and not lines[top].startswith("/*"):
+            top -= 1                      # the comment's first line
+        said = lines[head - 1].rstrip().endswith("*/") \
+            and "long" in " ".join(lines[top:head]).lower()
+        if end - i > MAX_FUNCTION_LINES and not said:
+            found.append(f"{path.name}:{head + 1} ({end - i} lines)")
+    return found
+
+
+def test_layout_06_functions_stay_short_or_say_why():
+    long = []
+    for path in sorted(SRC.glob("*.c")) + [rrl.REPO / "mod_redis_ratelimit.c"]:
+        long += long_functions(path)
+    assert not long, "split these, or say above each why it is long"
