@@ -71,6 +71,10 @@ SCENARIOS = [
     ("4p", "Redis, one limit with plans=redis, 1 key in 100 has a plan",
      REDIS + "RateLimit 1000000/s key=%{HTTP:X-Client} name=one "
              "plans=redis", "plans"),
+    ("4c", "Redis, one RateLimitConcurrency, all allowed (a slot taken, "
+           "then released at log time)",
+     REDIS + "RateLimitConcurrency 1000 key=%{HTTP:X-Client} name=conc",
+     None),
     ("4t", "Redis over TLS (rediss://), one limit, all allowed",
      REDIS + "RateLimit 1000000/s key=%{HTTP:X-Client} name=one", "tls"),
     ("5", "Redis, three limits, all allowed",
