@@ -21,6 +21,7 @@
 #include "rrl_redis_pipe.h"
 #include "rrl_counters.h"
 #include "rrl_script.h"
+#include "rrl_util.h"
 
 /*
  * Send the calls' commands in one write (RRL_SEND) and read their replies,
@@ -356,18 +357,14 @@ static int rrl_pipe_take(rrl_node_t *node, rrl_call_t **calls)
 }
 
 #ifdef RRL_FAULTS
-/* Fault injection, in a build with -DRRL_FAULTS only (the tests' faults/
- * copy of the module): RRL_FAULTS=lose-wakeups in httpd's environment
- * drops every wake-up of the pipeline, so that only the backstop of
- * rrl_pipe_wait ends a wait */
+/* RRL_FAULTS=lose-wakeups drops every wake-up of the pipeline, so that
+ * only the backstop of rrl_pipe_wait ends a wait */
 static int rrl_post(sem_t *s)
 {
     static int lose = -1;
 
     if (lose < 0) {
-        const char *f = getenv("RRL_FAULTS");
-
-        lose = f && strstr(f, "lose-wakeups") != NULL;
+        lose = rrl_util_fault("lose-wakeups");
     }
     return lose ? 0 : sem_post(s);
 }

@@ -21,6 +21,7 @@
 #include "rrl_counters.h"
 #include "rrl_local.h"
 #include "rrl_redis.h"
+#include "rrl_util.h"
 
 /* A count= limit's spend or a concurrency slot, and the store it is in */
 typedef struct {
@@ -198,12 +199,32 @@ static int rrl_counts(const rrl_limit_t *l, int st)
     return 0;
 }
 
+/* A release that failed is tried once more, then left to the lease.  A
+ * release is the same whether it happened once or twice (a member
+ * removed); a count= give-back is not (Redis may have applied one whose
+ * reply was lost): those are left to expire with their state. */
+static void rrl_reserve_again(request_rec *r, rrl_item_t *items, int n,
+                              int local)
+{
+    int i, m;
+
+    for (i = m = 0; i < n; i++) {
+        if (rrl_is_slot(&items[i])) {
+            items[m++] = items[i];
+        }
+    }
+    if (m) {
+        rrl_reserve_store(r, items, m, local, apr_time_now());
+    }
+}
+
 /*
  * The request ended with final status status: what count= limits
  * reserved is given back when the status is not one they count, and every
  * slot is released, in the store that took it: Redis (one EVALSHA, in the
  * child's pipeline; when it fails, the reservation expires with the
- * state, the slot with its lease) or the local store.  status -1: the
+ * state, the slot is tried once more and else left to its lease) or the
+ * local store.  status -1: the
  * request's pool went without a log phase (slots released, reservations
  * kept).  Once: nothing is held afterwards.
  */
@@ -224,8 +245,10 @@ void rrl_reserve_settle(request_rec *r, rrl_req_t *rq, int status)
                 items[n++] = rs[i].it;
             }
         }
-        if (n) {
-            rrl_reserve_store(r, items, n, local, apr_time_now());
+        if (n && (rrl_util_fault("fail-release")
+                  || !rrl_reserve_store(r, items, n, local,
+                                        apr_time_now()))) {
+            rrl_reserve_again(r, items, n, local);
         }
     }
     /* the status page counts a slot until the store has it back */

@@ -13,6 +13,7 @@
 #include "apr_strings.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "rrl_util.h"
@@ -227,3 +228,12 @@ void rrl_util_unlock(rrl_lock_t *l)
 {
     pthread_mutex_unlock(&l->m);
 }
+
+#ifdef RRL_FAULTS
+int rrl_util_fault(const char *fault)
+{
+    const char *f = getenv("RRL_FAULTS");
+
+    return f && strstr(f, fault) != NULL;
+}
+#endif

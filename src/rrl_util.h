@@ -75,4 +75,14 @@ static APR_INLINE char *rrl_util_put_uint(char *o, apr_uint64_t v)
     return o + n;
 }
 
+#ifdef RRL_FAULTS
+/* Fault injection, in a build with -DRRL_FAULTS only (the tests' faults/
+ * copy of the module): is fault named in RRL_FAULTS of httpd's
+ * environment?  lose-wakeups (src/rrl_redis_pipe.c), fail-release
+ * (src/rrl_reserve.c) */
+int rrl_util_fault(const char *fault);
+#else
+#define rrl_util_fault(fault) 0
+#endif
+
 #endif /* RRL_UTIL_H */

@@ -658,3 +658,32 @@ def test_concurrency_13_a_name_that_changed_kind(httpd, redis_server,
     assert "RateLimitConcurrency hashed" in line, line
     assert "rl:hashed" not in line, line
     c.close()
+
+
+FAULTS_MODULE = os.environ.get("RRL_FAULTS_MODULE")
+
+
+@pytest.mark.skipif(not FAULTS_MODULE, reason="needs the module built with "
+                    "-DRRL_FAULTS (make check gives RRL_FAULTS_MODULE)")
+def test_concurrency_14_a_failed_release_is_tried_again(httpd_factory,
+                                                         store, backend):
+    """A release that fails is tried once more before it is left to the
+    lease: with the first attempt of every release failing (RRL_FAULTS=
+    fail-release, the module's fault build), each request's slot is still
+    back at once, and the next request gets it, long before lease=60s"""
+    h = httpd_factory("faults")
+    h.module = FAULTS_MODULE
+    h.env["RRL_FAULTS"] = "fail-release"
+    limits = "    RateLimitConcurrency 1 name=again lease=60s"
+    h.start(store + site(backend, limits) + quick(backend, limits),
+            mods=rrl.modules_dir())
+    for _ in range(4):
+        assert slot_free(h), "the slot stayed taken: released only by lease"
+    held = fire(h, "/slow/x")
+    backend.wait_held(1)
+    assert not slot_free(h)               # taken while the response goes on
+    backend.release()
+    assert held[0].result(10 * rrl.SLOW).status == 200
+    rrl.wait_for(lambda: slot_free(h), 5 * rrl.SLOW,
+                 "the slot of the finished response to be released")
+    released(h, "again")
