@@ -16,7 +16,10 @@ BENCH_SECONDS (default 4) and BENCH_PAIRS (default 3) scale it; BENCH_OUT
 names a file to write the Markdown table to; BENCH_SCENARIOS picks some
 scenarios (e.g. "3 4"), without the memory and RSS figures.
 
-Each row also gives the CPU a decision adds per request: the server's, above its paired
+Row "peer" (t/peer.py) is the same measure of nginx + ngx_lua +
+lua-resty-redis running lua/ratelimit.lua against nginx alone; it is
+skipped, with a word why, where those are not installed.  Each row also
+gives the CPU a decision adds per request: the server's, above its paired
 baseline runs, and Redis's.
 """
 import os
@@ -31,6 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import peer  # noqa: E402
 import rrl  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
@@ -265,6 +269,8 @@ def main():
     stop_tls_redis()
     if not redis.running():
         redis.start(port=redis.port)
+    if not pick or PEER in pick:
+        results += peer_row(base_dir, redis, str(script))
 
     if pick:
         base.stop()
@@ -277,6 +283,35 @@ def main():
     base.stop()
     redis.stop()
     report(results, base_cpu, memory, rss)
+
+
+PEER = "peer"
+PEER_TITLE = "nginx + ngx_lua: lua/ratelimit.lua, one limit"
+
+
+def peer_row(base_dir, redis, script):
+    """nginx alone against nginx deciding with the script (t/peer.py), each
+    a private instance with Apache's tuning, measured as a scenario is:
+    [(PEER, title, rows)], or [] when nginx or its lua parts are missing"""
+    why = peer.missing()
+    if why:
+        print(f"{PEER}: skipped: {why}", flush=True)
+        return []
+    prepare(None, redis.client())
+    alone = peer.Nginx(base_dir, "nginx")
+    lua = peer.Nginx(base_dir, "nginx-lua", lua=True)
+    try:
+        alone.start(redis.port)
+        lua.start(redis.port)
+        wrong = peer.check(lua, redis.client())
+        if wrong:
+            raise RuntimeError(wrong)
+        rows = measure(alone, lua, redis, script)
+    finally:
+        alone.stop()
+        lua.stop()
+    print_row(PEER, PEER_TITLE, rows, None)
+    return [(PEER, PEER_TITLE, rows)]
 
 
 def summarize(rows):
@@ -306,7 +341,7 @@ def summarize(rows):
 
 def print_row(sid, title, rows, base_cpu):
     m = summarize(rows)
-    print(f"{sid:>3} {title:<50} {m['rps']:>9.0f} req/s  ratio "
+    print(f"{sid:>4} {title:<50} {m['rps']:>9.0f} req/s  ratio "
           f"{m['ratio']:.3f}  p50 {m['p50']:.2f} ms  p99 {m['p99']:.2f} ms "
           f"(base {m['base_p99']:.2f})  cpu {m['cpu_us']:.1f} us "
           f"({m['cpu_us'] / m['base_cpu_us']:.2f}x, {m['added_us']:+.1f})  "
@@ -342,11 +377,15 @@ def rss_over_million(httpd, script):
             "growth_max_kb": max(growth.values())}
 
 
-def machine():
+def machine(nginx):
     cpu = re.search(r"model name\s+: (.+)", Path("/proc/cpuinfo").read_text())
     version = subprocess.run([rrl.httpd_binary(), "-v"], capture_output=True,
                              text=True).stdout.split("\n")[0]
     servers = version.split(": ")[-1]
+    if nginx:
+        servers += ", " + subprocess.run(
+            [peer.NGINX, "-v"], capture_output=True,
+            text=True).stderr.split(": ")[-1].strip()
     redis_v = subprocess.run(["redis-server", "--version"],
                              capture_output=True, text=True).stdout.split()[2]
     return (f"{os.cpu_count()} cores ({cpu.group(1) if cpu else '?'}), "
@@ -366,7 +405,8 @@ def baseline_row(sid, title, runs):
 
 
 # the rows whose added CPU the report compares
-ADDED = {"4": "the module (4, against Apache alone)"}
+ADDED = {"4": "the module (4, against Apache alone)",
+         PEER: "the peer (against nginx alone)"}
 
 
 def added(results):
@@ -387,21 +427,27 @@ def added(results):
 
 def report(results, base_cpu, memory=None, rss=None):
     """The Markdown table; memory and RSS when measured (all scenarios)"""
+    apache = [r for r in results if r[0] != PEER]
+    nginx = [r for r in results if r[0] == PEER]
     lines = [
-        f"Machine: {machine()}",
+        f"Machine: {machine(nginx)}",
         "",
         f"Baseline (module not loaded): {base_cpu:.1f} us of Apache CPU per "
         "request.",
         "",
         "| # | scenario | req/s | ratio | p50 ms | p99 ms (baseline) | "
-        "Apache CPU us/req (x baseline) | added us/req | thread sleeps/req "
+        "server CPU us/req (x baseline) | added us/req | thread sleeps/req "
         "| Redis cmds/req | Redis CPU us/req |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    if results:
+    if apache:
         lines.append(baseline_row(
             "1", "baseline: module not loaded, a small static file",
-            [b for _, _, rows in results for b, _ in rows]))
+            [b for _, _, rows in apache for b, _ in rows]))
+    if nginx:
+        lines.append(baseline_row(
+            "1n", "the peer's baseline: nginx alone, the same file",
+            [b for _, _, rows in nginx for b, _ in rows]))
     for sid, title, rows in results:
         m = summarize(rows)
         lines.append(
