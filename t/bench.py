@@ -15,6 +15,12 @@ memory per key for each algorithm, and the children's RSS before and after
 BENCH_SECONDS (default 4) and BENCH_PAIRS (default 3) scale it; BENCH_OUT
 names a file to write the Markdown table to; BENCH_SCENARIOS picks some
 scenarios (e.g. "3 4"), without the memory and RSS figures.
+
+Row "peer" (t/peer.py) is the same measure of nginx + ngx_lua +
+lua-resty-redis running lua/ratelimit.lua against nginx alone; it is
+skipped, with a word why, where those are not installed.  Each row also
+gives the CPU a decision adds per request: the server's, above its paired
+baseline runs, and Redis's.
 """
 import os
 import platform
@@ -28,6 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import peer  # noqa: E402
 import rrl  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
@@ -194,8 +201,11 @@ def redis_cpu(redis):
     return c["used_cpu_user"] + c["used_cpu_sys"]
 
 
-def measure(base, scen, redis, script, mode):
-    """PAIRS alternating runs: per-pair figures of baseline and scenario"""
+def measure(base, scen, redis, script):
+    """A warm-up each (where Redis is down, the breaker opens), then PAIRS
+    alternating runs: per-pair figures of baseline and scenario"""
+    wrk(scen.port, 1, script)
+    wrk(base.port, 1, script)
     rows = []
     for _ in range(PAIRS):
         c0, x0 = cpu_seconds(base), switches(base)
@@ -253,9 +263,7 @@ def main():
         wrk_script = str(flood if mode == "flood" else script)
         if mode == "down":
             redis.stop()
-        wrk(scen.port, 1, wrk_script)            # warm up; the breaker opens
-        wrk(base.port, 1, wrk_script)
-        rows = measure(base, scen, srv, wrk_script, mode)
+        rows = measure(base, scen, srv, wrk_script)
         results.append((sid, title, rows))
         print_row(sid, title, rows, base_cpu)
         if sid == "4" and not pick:
@@ -265,10 +273,13 @@ def main():
     stop_tls_redis()
     if not redis.running():
         redis.start(port=redis.port)
+    if not pick or PEER in pick:
+        results += peer_row(base_dir, redis, str(script))
 
     if pick:
         base.stop()
         redis.stop()
+        report(results, base_cpu)
         return
     memory = memory_per_key(base_dir, redis)
     rss = rss_over_million(s4, script)
@@ -276,6 +287,35 @@ def main():
     base.stop()
     redis.stop()
     report(results, base_cpu, memory, rss)
+
+
+PEER = "peer"
+PEER_TITLE = "nginx + ngx_lua: lua/ratelimit.lua, one limit"
+
+
+def peer_row(base_dir, redis, script):
+    """nginx alone against nginx deciding with the script (t/peer.py), each
+    a private instance with Apache's tuning, measured as a scenario is:
+    [(PEER, title, rows)], or [] when nginx or its lua parts are missing"""
+    why = peer.missing()
+    if why:
+        print(f"{PEER}: skipped: {why}", flush=True)
+        return []
+    prepare(None, redis.client())
+    alone = peer.Nginx(base_dir, "nginx")
+    lua = peer.Nginx(base_dir, "nginx-lua", lua=True)
+    try:
+        alone.start(redis.port)
+        lua.start(redis.port)
+        wrong = peer.check(lua, redis.client())
+        if wrong:
+            raise RuntimeError(wrong)
+        rows = measure(alone, lua, redis, script)
+    finally:
+        alone.stop()
+        lua.stop()
+    print_row(PEER, PEER_TITLE, rows, None)
+    return [(PEER, PEER_TITLE, rows)]
 
 
 def summarize(rows):
@@ -289,6 +329,12 @@ def summarize(rows):
         "base_p99": statistics.median(b["p99"] for b, _ in rows),
         "cpu_us": statistics.median(s["cpu_us"] for _, s in rows),
         "base_cpu_us": statistics.median(b["cpu_us"] for b, _ in rows),
+        "added_us": statistics.median(s["cpu_us"] - b["cpu_us"]
+                                      for b, s in rows),
+        # what the lower throughput says the machine spent (wrk included)
+        "wall_us": statistics.median(
+            os.cpu_count() * 1e6 * (1 / s["rps"] - 1 / b["rps"])
+            for b, s in rows),
         "cmds": statistics.median(s["cmds"] for _, s in rows),
         "redis_us": statistics.median(s["redis_us"] for _, s in rows),
         "switches": statistics.median(s["switches"] for _, s in rows),
@@ -299,12 +345,12 @@ def summarize(rows):
 
 def print_row(sid, title, rows, base_cpu):
     m = summarize(rows)
-    print(f"{sid:>3} {title:<50} {m['rps']:>9.0f} req/s  ratio "
+    print(f"{sid:>4} {title:<50} {m['rps']:>9.0f} req/s  ratio "
           f"{m['ratio']:.3f}  p50 {m['p50']:.2f} ms  p99 {m['p99']:.2f} ms "
           f"(base {m['base_p99']:.2f})  cpu {m['cpu_us']:.1f} us "
-          f"({m['cpu_us'] / m['base_cpu_us']:.2f}x)  cmds/req {m['cmds']:.3f}  "
-          f"redis {m['redis_us']:.1f} us/req  switches/req "
-          f"{m['switches']:.2f}",
+          f"({m['cpu_us'] / m['base_cpu_us']:.2f}x, {m['added_us']:+.1f})  "
+          f"cmds/req {m['cmds']:.3f}  redis {m['redis_us']:.1f} us/req  "
+          f"switches/req {m['switches']:.2f}",
           flush=True)
 
 
@@ -335,55 +381,93 @@ def rss_over_million(httpd, script):
             "growth_max_kb": max(growth.values())}
 
 
-def machine():
+def machine(nginx):
     cpu = re.search(r"model name\s+: (.+)", Path("/proc/cpuinfo").read_text())
     version = subprocess.run([rrl.httpd_binary(), "-v"], capture_output=True,
                              text=True).stdout.split("\n")[0]
+    servers = version.split(": ")[-1]
+    if nginx:
+        servers += ", " + subprocess.run(
+            [peer.NGINX, "-v"], capture_output=True,
+            text=True).stderr.split(": ")[-1].strip()
     redis_v = subprocess.run(["redis-server", "--version"],
                              capture_output=True, text=True).stdout.split()[2]
     return (f"{os.cpu_count()} cores ({cpu.group(1) if cpu else '?'}), "
-            f"Linux {platform.release()}; {version.split(': ')[-1]}, Redis "
+            f"Linux {platform.release()}; {servers}, Redis "
             f"{redis_v[2:]}; wrk -t2 -c{CONNECTIONS}, {SECONDS:g} s runs, "
             f"{PAIRS} pairs per scenario")
 
 
-def report(results, base_cpu, memory, rss):
+def baseline_row(sid, title, runs):
+    def med(f):
+        return statistics.median(b[f] for b in runs)
+    return (f"| {sid} | {title} (all {len(runs)} runs) | {med('rps'):.0f} | "
+            f"1 | {med('p50'):.2f} | {med('p99'):.2f} (range "
+            f"{min(b['p99'] for b in runs):.2f}-"
+            f"{max(b['p99'] for b in runs):.2f}) | {med('cpu_us'):.1f} (1) "
+            f"| - | {med('switches'):.2f} | - | - |")
+
+
+# the rows whose added CPU the report compares
+ADDED = {"4": "the module (4, against Apache alone)",
+         PEER: "the peer (against nginx alone)"}
+
+
+def added(results):
+    """What a decision adds per request in the rows of ADDED, each against
+    its own server alone"""
+    out = []
+    for sid, _, rows in results:
+        if sid in ADDED:
+            m = summarize(rows)
+            out.append(f"{ADDED[sid]}: {m['added_us']:.1f} + "
+                       f"{m['redis_us']:.1f} = "
+                       f"{m['added_us'] + m['redis_us']:.1f} us (by "
+                       f"throughput on {os.cpu_count()} cores, wrk's share "
+                       f"included: {m['wall_us']:.1f} us)")
+    return (["", "Added CPU per request, server + Redis: "
+             + "; ".join(out) + "."] if out else [])
+
+
+def report(results, base_cpu, memory=None, rss=None):
+    """The Markdown table; memory and RSS when measured (all scenarios)"""
+    apache = [r for r in results if r[0] != PEER]
+    nginx = [r for r in results if r[0] == PEER]
     lines = [
-        f"Machine: {machine()}",
+        f"Machine: {machine(nginx)}",
         "",
         f"Baseline (module not loaded): {base_cpu:.1f} us of Apache CPU per "
         "request.",
         "",
         "| # | scenario | req/s | ratio | p50 ms | p99 ms (baseline) | "
-        "Apache CPU us/req (x baseline) | thread sleeps/req | Redis cmds/req "
-        "| Redis CPU us/req |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "server CPU us/req (x baseline) | added us/req | thread sleeps/req "
+        "| Redis cmds/req | Redis CPU us/req |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    base_runs = [b for _, _, rows in results for b, _ in rows]
-    lines.append(
-        f"| 1 | baseline: module not loaded, a small static file (all "
-        f"{len(base_runs)} runs) | "
-        f"{statistics.median(b['rps'] for b in base_runs):.0f} | 1 | "
-        f"{statistics.median(b['p50'] for b in base_runs):.2f} | "
-        f"{statistics.median(b['p99'] for b in base_runs):.2f} (range "
-        f"{min(b['p99'] for b in base_runs):.2f}-"
-        f"{max(b['p99'] for b in base_runs):.2f}) | "
-        f"{statistics.median(b['cpu_us'] for b in base_runs):.1f} (1) | "
-        f"{statistics.median(b['switches'] for b in base_runs):.2f} | - | - |")
+    if apache:
+        lines.append(baseline_row(
+            "1", "baseline: module not loaded, a small static file",
+            [b for _, _, rows in apache for b, _ in rows]))
+    if nginx:
+        lines.append(baseline_row(
+            "1n", "the peer's baseline: nginx alone, the same file",
+            [b for _, _, rows in nginx for b, _ in rows]))
     for sid, title, rows in results:
         m = summarize(rows)
         lines.append(
             f"| {sid} | {title} | {m['rps']:.0f} | {m['ratio']:.3f} | "
             f"{m['p50']:.2f} | {m['p99']:.2f} ({m['base_p99']:.2f}) | "
             f"{m['cpu_us']:.1f} ({m['cpu_us'] / m['base_cpu_us']:.2f}) | "
-            f"{m['switches']:.2f} | {m['cmds']:.3f} | "
+            f"{m['added_us']:+.1f} | {m['switches']:.2f} | {m['cmds']:.3f} | "
             + (f"{m['redis_us']:.1f} |" if m['cmds'] else "- |"))
-    lines += ["", "Redis memory per key (MEMORY USAGE): " + ", ".join(
-        f"{a} {b} bytes" for a, b in memory.items()), "",
-        f"Apache children's RSS over {rss['requests']:,} requests "
-        f"(scenario 4): largest growth {rss['growth_max_kb']} kB "
-        f"(before {sorted(rss['before'].values())} kB, after "
-        f"{sorted(rss['after'].values())} kB)"]
+    lines += added(results)
+    if memory:
+        lines += ["", "Redis memory per key (MEMORY USAGE): " + ", ".join(
+            f"{a} {b} bytes" for a, b in memory.items()), "",
+            f"Apache children's RSS over {rss['requests']:,} requests "
+            f"(scenario 4): largest growth {rss['growth_max_kb']} kB "
+            f"(before {sorted(rss['before'].values())} kB, after "
+            f"{sorted(rss['after'].values())} kB)"]
     text = "\n".join(lines)
     print("\n" + text)
     if os.environ.get("BENCH_OUT"):
