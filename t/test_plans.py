@@ -230,6 +230,7 @@ def test_plans_05_status_page_counts_plans(httpd, redis_server):
     httpd.start(redis_plans(extra="LogLevel crit"))
     for k in ("a", "a", "b", "x", "none"):
         httpd.get("/small.txt", headers=api(k))
+    httpd.access_log(5)       # counted at log time, after each response
     auto = dict(ln.split(": ", 1)
                 for ln in httpd.get("/rl-status?auto").text.splitlines())
     assert auto["Limit[api] Plans"] == "redis"
