@@ -80,13 +80,36 @@ class Script:
         # step, in one transaction (no key expires in the middle of one);
         # the tests forget it when it expires by the vectors' clock
         p = self.r.pipeline(transaction=True)
-        p.evalsha(self.sha, len(keys), *keys, str(now), alg, count, period,
-                  burst, interval, unit, str(cost), str(mode),
+        # a batch of one request of one limit (ARGV: now, 1 request, 1
+        # limit, its 10); its plan key is its second KEY
+        p.evalsha(self.sha, len(keys), *keys, str(now), "1", "1", alg,
+                  count, period, burst, interval, unit, str(cost), str(mode),
                   "" if until is None else str(until), "2" if plan else "")
         p.pttl(key)
         p.persist(key)
-        reply, ttl, _ = p.execute()
+        (reply,), ttl, _ = p.execute()
+        if isinstance(reply, Exception):      # that request's error entry
+            raise reply
         return reply, ttl
+
+    def batch(self, now, requests):
+        """Several requests in one call at one clock, each [(params, key,
+        cost, mode, until)] of its limits: each request's entry, in order,
+        and each key's expiry afterwards (kept, as step does)"""
+        keys, argv = [], [str(now), str(len(requests))]
+        for items in requests:
+            keys += [key for _, key, *_ in items]
+            argv.append(str(len(items)))
+            for params, _, cost, mode, until in items:
+                argv += [*params, str(cost), str(mode),
+                         "" if until is None else str(until), ""]
+        p = self.r.pipeline(transaction=True)
+        p.evalsha(self.sha, len(keys), *keys, *argv)
+        for key in keys:
+            p.pttl(key)
+            p.persist(key)
+        out = p.execute()
+        return out[0], dict(zip(keys, out[1::2]))
 
 
 def params_of(driver, case, keep=False):
@@ -309,9 +332,11 @@ def test_vectors_08_errors_name_the_item_never_the_key(redis_server):
                       (lambda k: client.set(k, "hello"), "unreadable state")):
         client.delete(*keys)
         make(keys[1])
-        with pytest.raises(redis_py.ResponseError) as e:
-            client.evalsha(sha, 2, *keys, str(BASE), *limit, *limit)
-        assert str(e.value) == f"rrl: item 2: {why}"
+        # one request of two limits: its entry is the error
+        e, = client.evalsha(sha, 2, *keys, str(BASE), "1", "2", *limit,
+                            *limit)
+        assert isinstance(e, redis_py.ResponseError)
+        assert str(e) == f"rrl: item 2: {why}"
         assert client.exists(keys[0]) == 0          # nothing written
 
 
@@ -511,3 +536,107 @@ def test_vectors_12_a_plan_key_of_another_type_does_not_parse(redis_server):
                                     "0"], "rl:v:k", BASE, 1, 0,
                                    plan=PLAN_KEY)
     assert reply[2:] == [1, 2, 20000000, 0, 3, 0, 0, 0]
+
+
+# ---- the batch form (a child's queued requests in one call) ----
+
+def test_vectors_13_cases_in_batches(redis_server):
+    """Every case of vectors.json at once, through the script's batch
+    form: each batch holds, for every case whose next step is at the
+    earliest clock, its steps at that clock (several on one key, in order),
+    each step a request of its own; every request gets the case's answer,
+    whatever the others in its batch did."""
+    client = redis_server.client()
+    script = Script(client)
+    cases = []
+    for ci, case in enumerate(VECTORS["cases"]):
+        steps = [(pi, phase, step) for pi, phase in enumerate(phases(case))
+                 for step in phase["steps"]]
+        cases.append({"key": f"rl:vb:{ci}", "steps": steps, "at": 0,
+                      "driver": Driver(), "phase": -1, "params": None,
+                      "expires": 0, "name": case["name"]})
+    batches = sizes = 0
+    try:
+        while True:
+            live = [c for c in cases if c["at"] < len(c["steps"])]
+            if not live:
+                break
+            now = min(BASE + c["steps"][c["at"]][2][0] for c in live)
+            requests, asked = [], []
+            for c in live:
+                pi = c["steps"][c["at"]][0]
+                while (c["at"] < len(c["steps"])
+                       and BASE + c["steps"][c["at"]][2][0] == now
+                       and c["steps"][c["at"]][0] == pi):
+                    _, phase, (t, cost, mode, *want) = c["steps"][c["at"]]
+                    if c["phase"] != pi:
+                        c["params"] = params_of(c["driver"], phase,
+                                                keep=c["phase"] >= 0)
+                        c["phase"] = pi
+                    if not asked or asked[-1][0] is not c:
+                        if now >= c["expires"]:   # by the vectors' clock
+                            client.delete(c["key"])
+                    m, until = mode_of(mode)
+                    requests.append([(c["params"], c["key"], cost, m,
+                                      until)])
+                    asked.append((c, cost, m, until, want))
+                    c["at"] += 1
+            entries, _ = script.batch(now, requests)
+            batches += 1
+            sizes = max(sizes, len(requests))
+            assert len(entries) == len(requests)
+            for entry, (c, cost, m, until, want) in zip(entries, asked):
+                out = c["driver"].step(now, cost, m, until)
+                if out[0] and out[4]:
+                    c["expires"] = now + out[5]
+                where = f"{c['name']}, step at {now - BASE} us"
+                assert entry[1] == now, where
+                assert entry[2:6] == want, where
+                assert entry[0] == want[0], where
+    finally:
+        for c in cases:
+            c["driver"].close()
+    assert sizes > 5 and batches < sum(len(c["steps"]) for c in cases)
+
+
+def test_vectors_14_a_request_fails_alone_in_a_batch(redis_server):
+    """In one batch: a request decided, one whose second limit's key is of
+    another type (its entry the error, nothing of it written, its first
+    limit's key included), one whose state cannot be read, and requests
+    with plans=redis, each plan key indexed among its own request's KEYS;
+    the others are decided as if alone, each on what came before it."""
+    client = redis_server.client()
+    script = Script(client)
+    gcra = ["0", "3", "60000000", "3", "20000000", "0"]
+    client.hset("rl:bb:hash", "x", "1")
+    client.set("rl:bb:bad", "hello")
+    client.set("rl:plan/bb:1", "10/min burst=5")
+    client.set("rl:plan/bb:2", "off")
+    sha = script.sha
+    plan_item = [*gcra, "1", "0", "", "2"]
+    argv = [str(BASE), "6",
+            "1", *gcra, "1", "0", "", "",                 # decided
+            "2", *gcra, "1", "0", "", "", *gcra, "1", "0", "", "",  # WRONGTYPE
+            "1", *gcra, "1", "0", "", "",                 # unreadable
+            "1", *plan_item,                              # plan applied
+            "1", *plan_item,                              # plan off
+            "1", *gcra, "1", "0", "", ""]                 # after the first
+    keys = ["rl:bb:a", "rl:bb:b", "rl:bb:hash", "rl:bb:bad",
+            "rl:bb:p1", "rl:plan/bb:1", "rl:bb:p2", "rl:plan/bb:2",
+            "rl:bb:a"]
+    entries = client.evalsha(sha, len(keys), *keys, *argv)
+    assert len(entries) == 6
+    assert entries[0] == [1, BASE, 1, 2, 20000000, 0]
+    assert isinstance(entries[1], redis_py.ResponseError)
+    assert str(entries[1]) == "rrl: item 2: not a string (WRONGTYPE)"
+    assert client.exists("rl:bb:b") == 0
+    assert isinstance(entries[2], redis_py.ResponseError)
+    assert str(entries[2]) == "rrl: item 1: unreadable state"
+    assert client.get("rl:bb:bad") == b"hello"
+    assert entries[3] == [1, BASE, 1, 4, 6000000, 0, 1, 10, 60000000, 5]
+    assert entries[4] == [1, BASE, 1, 0, 0, 0, 2, 0, 0, 0]
+    assert client.exists("rl:bb:p2") == 0
+    # the same key as the first request's: it sees what that one spent
+    assert entries[5] == [1, BASE, 1, 1, 40000000, 0]
+    assert client.get("rl:bb:a") == str(BASE + 40000000).encode()
+    assert 0 < client.pttl("rl:bb:a") <= 40000
