@@ -94,15 +94,20 @@ class Script:
 
     def batch(self, now, requests):
         """Several requests in one call at one clock, each [(params, key,
-        cost, mode, until)] of its limits: each request's entry, in order,
-        and each key's expiry afterwards (kept, as step does)"""
+        cost, mode, until, plan)] of its limits (plan: the key of its plan,
+        or None): each request's entry, in order, and each key's expiry
+        afterwards (kept, as step does)"""
         keys, argv = [], [str(now), str(len(requests))]
         for items in requests:
-            keys += [key for _, key, *_ in items]
+            plans = [it[5] for it in items if it[5]]
+            keys += [it[1] for it in items] + plans
             argv.append(str(len(items)))
-            for params, _, cost, mode, until in items:
+            at = len(items)        # a plan key's place in its request's KEYS
+            for params, _, cost, mode, until, plan in items:
+                at += 1 if plan else 0
                 argv += [*params, str(cost), str(mode),
-                         "" if until is None else str(until), ""]
+                         "" if until is None else str(until),
+                         str(at) if plan else ""]
         p = self.r.pipeline(transaction=True)
         p.evalsha(self.sha, len(keys), *keys, *argv)
         for key in keys:
@@ -405,11 +410,15 @@ def driver_plan(driver, plan):
     return [said] + ([int(w) for w in words[1:4]] if said == 1 else [0, 0, 0])
 
 
-def set_plan(client, plan):
+def set_plan_key(client, key, plan):
     if plan is None:
-        client.delete(PLAN_KEY)
+        client.delete(key)
     else:
-        client.set(PLAN_KEY, plan)
+        client.set(key, plan)
+
+
+def set_plan(client, plan):
+    set_plan_key(client, PLAN_KEY, plan)
 
 
 @pytest.mark.parametrize("case", VECTORS["plans"], ids=lambda c: c["name"])
@@ -540,63 +549,98 @@ def test_vectors_12_a_plan_key_of_another_type_does_not_parse(redis_server):
 
 # ---- the batch form (a child's queued requests in one call) ----
 
-def test_vectors_13_cases_in_batches(redis_server):
-    """Every case of vectors.json at once, through the script's batch
-    form: each batch holds, for every case whose next step is at the
-    earliest clock, its steps at that clock (several on one key, in order),
-    each step a request of its own; every request gets the case's answer,
-    whatever the others in its batch did."""
-    client = redis_server.client()
+def in_batches(client, cases, name, plans=False):
+    """vectors.json's cases at once, through the script's batch form: each
+    batch holds, for every case whose next step is at the earliest clock,
+    its steps at that clock in one phase (several on one key, in order),
+    each step a request of its own; every request must get the case's
+    answer, whatever the others in its batch did.  Each case has its own
+    key (and plan key) and its own t/rrl_vectors, for the expiry by the
+    vectors' clock (and the plan it said).  How many batches, and the
+    largest."""
     script = Script(client)
-    cases = []
-    for ci, case in enumerate(VECTORS["cases"]):
-        steps = [(pi, phase, step) for pi, phase in enumerate(phases(case))
-                 for step in phase["steps"]]
-        cases.append({"key": f"rl:vb:{ci}", "steps": steps, "at": 0,
-                      "driver": Driver(), "phase": -1, "params": None,
-                      "expires": 0, "name": case["name"]})
-    batches = sizes = 0
+    run = []
+    for ci, case in enumerate(cases):
+        run.append({"key": f"rl:{name}:{ci}", "plan": f"rl:plan/{name}:{ci}",
+                    "steps": [(pi, phase, step)
+                              for pi, phase in enumerate(phases(case))
+                              for step in phase["steps"]],
+                    "at": 0, "driver": Driver(), "phase": -1,
+                    "params": None, "said": None, "expires": 0,
+                    "name": case["name"]})
+        if plans:
+            run[-1]["params"] = params_of(run[-1]["driver"], case)
+    batches = largest = 0
     try:
         while True:
-            live = [c for c in cases if c["at"] < len(c["steps"])]
+            live = [c for c in run if c["at"] < len(c["steps"])]
             if not live:
                 break
             now = min(BASE + c["steps"][c["at"]][2][0] for c in live)
             requests, asked = [], []
             for c in live:
-                pi = c["steps"][c["at"]][0]
+                pi, phase, _ = c["steps"][c["at"]]
+                if BASE + c["steps"][c["at"]][2][0] != now:
+                    continue
+                if c["phase"] != pi and plans:
+                    set_plan_key(client, c["plan"], phase["plan"])
+                    c["said"] = driver_plan(c["driver"], phase["plan"])
+                elif c["phase"] != pi:
+                    c["params"] = params_of(c["driver"], phase,
+                                            keep=c["phase"] >= 0)
+                c["phase"] = pi
+                if now >= c["expires"]:       # by the vectors' clock
+                    client.delete(c["key"])
                 while (c["at"] < len(c["steps"])
-                       and BASE + c["steps"][c["at"]][2][0] == now
-                       and c["steps"][c["at"]][0] == pi):
-                    _, phase, (t, cost, mode, *want) = c["steps"][c["at"]]
-                    if c["phase"] != pi:
-                        c["params"] = params_of(c["driver"], phase,
-                                                keep=c["phase"] >= 0)
-                        c["phase"] = pi
-                    if not asked or asked[-1][0] is not c:
-                        if now >= c["expires"]:   # by the vectors' clock
-                            client.delete(c["key"])
+                       and c["steps"][c["at"]][0] == pi
+                       and BASE + c["steps"][c["at"]][2][0] == now):
+                    t, cost, mode, *want = c["steps"][c["at"]][2]
                     m, until = mode_of(mode)
-                    requests.append([(c["params"], c["key"], cost, m,
-                                      until)])
+                    requests.append([(c["params"], c["key"], cost, m, until,
+                                      c["plan"] if plans else None)])
                     asked.append((c, cost, m, until, want))
                     c["at"] += 1
             entries, _ = script.batch(now, requests)
             batches += 1
-            sizes = max(sizes, len(requests))
+            largest = max(largest, len(requests))
             assert len(entries) == len(requests)
             for entry, (c, cost, m, until, want) in zip(entries, asked):
                 out = c["driver"].step(now, cost, m, until)
-                if out[0] and out[4]:
+                if plans:
+                    c["expires"] = out[10]    # what the driver's store keeps
+                elif out[0] and out[4]:
                     c["expires"] = now + out[5]
                 where = f"{c['name']}, step at {now - BASE} us"
+                assert not isinstance(entry, Exception), (where, entry)
                 assert entry[1] == now, where
                 assert entry[2:6] == want, where
                 assert entry[0] == want[0], where
+                if plans:
+                    assert entry[6:] == c["said"], where
     finally:
-        for c in cases:
+        for c in run:
             c["driver"].close()
-    assert sizes > 5 and batches < sum(len(c["steps"]) for c in cases)
+    return batches, largest
+
+
+def test_vectors_13_cases_in_batches(redis_server):
+    """Every case of vectors.json at once, through the script's batch form
+    (in_batches): far fewer calls than steps, each answer the case's."""
+    steps = sum(len(p["steps"]) for c in VECTORS["cases"] for p in phases(c))
+    batches, largest = in_batches(redis_server.client(), VECTORS["cases"],
+                                  "vb")
+    assert largest > 5 and batches < steps
+
+
+def test_vectors_15_plans_in_batches(redis_server):
+    """Every plans case of vectors.json at once, through the batch form:
+    each request's plan key is indexed among its own KEYS (the second),
+    whatever came before it in the batch, and each gets the case's answer
+    and plan."""
+    steps = sum(len(p["steps"]) for c in VECTORS["plans"] for p in c["phases"])
+    batches, largest = in_batches(redis_server.client(), VECTORS["plans"],
+                                  "vpb", plans=True)
+    assert largest > 5 and batches < steps
 
 
 def test_vectors_14_a_request_fails_alone_in_a_batch(redis_server):
