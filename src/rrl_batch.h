@@ -44,7 +44,8 @@ typedef enum {
  * the child, one read of the socket and one write for Redis, instead of
  * one each per request (envoyproxy/ratelimit's pipelining, without its
  * timer: a batch leaves the moment the connection is free, so a request
- * alone waits for nothing).  A call lives on its request's stack.
+ * alone waits for nothing).  A call lives on its request's stack; the
+ * call that carries joined decisions, in its node's rrl_batch_set_t.
  */
 enum { RRL_CALL_QUEUED, RRL_CALL_DONE, RRL_CALL_LEAD };
 

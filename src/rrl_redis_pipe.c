@@ -694,5 +694,6 @@ rrl_redis_rc_e rrl_redis_pipe_eval(request_rec *r, rrl_backend_t *be,
         return RRL_REDIS_OK;
     }
     *errp = rrl_script_reply(r->pool, &rep, items, n, now);
+    rrl_counters_add(RRL_CTR_REDIS_DECISIONS, *errp == NULL);
     return *errp ? RRL_REDIS_WRONG : RRL_REDIS_OK;
 }

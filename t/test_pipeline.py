@@ -99,6 +99,7 @@ def test_pipeline_01_queued_requests_share_round_trips(httpd, redis_server):
     # per write, and each command sent counted
     assert writes <= evalshas <= 32 + loads, (writes, evalshas)
     assert sent == evalshas + loads
+    assert after["redis_decisions"] - before["redis_decisions"] == 32
     # the first went alone; the rest queued behind it and left together
     assert 2 <= writes <= 6 + 2 * loads, writes
     # on the one connection the child had
