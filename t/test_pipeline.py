@@ -409,3 +409,29 @@ def test_pipeline_11_cluster_slots_mixed_in_one_queue(httpd, cluster_factory):
     assert after - before <= 15, after - before
     log = "\n".join(httpd.error_log_lines())
     assert "RRL00013" not in log and "CROSSSLOT" not in log
+
+
+def test_pipeline_12_batches_are_capped_by_size(httpd, redis_server):
+    """Requests of eight limits with long keys, about 1.2 KB of EVALSHA
+    each: 32 queued do not fit one batch (16 KB), nor the room of a round
+    trip's batches (32 KB), so they leave as several batches and some
+    alone, in one write still; every count exact."""
+    value = "v" * 60
+    limits = "\n".join(f"RateLimit {20 + i}/h key=%{{HTTP:X-Key}} "
+                       f"name=cap{i}" for i in range(8))
+    httpd.start(conf(limits), mpm_conf=ONE_CHILD)
+    c = redis_server.client()
+    assert httpd.get("/small.txt", headers={"X-Key": value}).status == 200
+    stats0, before = cmdstats(c), counters(httpd)
+    paused(redis_server, 1500)
+    with Burst(httpd, 32, headers=lambda i: {"X-Key": value}) as b:
+        pass
+    stats1, after = cmdstats(c), counters(httpd)
+    assert b.statuses() == [200] * 19 + [429] * 13     # cap0: 20/h
+    n = evalshas(stats0, stats1)
+    assert 4 <= n < 32, n
+    assert after["redis_decisions"] - before["redis_decisions"] == 32
+    assert after["redis_errors"] == before["redis_errors"]
+    for i in range(8):
+        assert 0 < c.pttl(f"rl:cap{i}:{value}") <= 3600 * 1000
+    assert httpd.get("/small.txt", headers={"X-Key": value}).status == 429
