@@ -1,24 +1,30 @@
 --[[
-mod_redis_ratelimit: decide every limit of one request phase atomically.
+mod_redis_ratelimit: decide every limit of one request phase atomically,
+for each request of a batch (the calls one child had queued for a node).
 All limits are checked first; only when every one allows is anything
 written, so a denied request spends nothing.  The arithmetic is the module's
 rrl_algo_decide() (src/rrl_algo.c), line for line, in integer microseconds
 (every value stays below 2^53, so Lua's doubles hold it exactly).
 
-KEYS[i]   key of limit i: PREFIX[VHOST:]NAME:VALUE, for the n limits;
-          then the plan keys some of them name (PREFIX plan/[VHOST:]...)
+The requests of a batch, each decided as if alone, in turn (one sees what
+those before it wrote), at one clock; a request alone is a batch of one:
+
+KEYS      each request's, in turn: the keys of its n limits, then the plan
+          keys some of them name (PREFIX plan/[VHOST:]...)
 ARGV[1]   now in microseconds; empty: Redis TIME (the module always sends
           empty; the shared test vectors pass their own clock)
-ARGV[2+10(i-1) .. 11+10(i-1)], for limit i:
+ARGV[2]   the number of requests
+then per request: its number of limits n, then for limit i of it, 10:
           algorithm (0 gcra, 1 token-bucket, 2 fixed-window,
           3 sliding-window), count, period (us), burst, interval (us, the
           refill time of one unit), unit (us, sliding-window granularity),
           cost, mode (0 check and spend, 1 give back a spend: count=, at
           log time), until (mode 1: until when the spend mattered, its now
           + reset; else empty), plans (empty: the limit has no plans=;
-          else the index in KEYS of its plan key, read before deciding
-          (plan(), below), or 0: none to read; gcra then owes no more
-          than its burst, whatever numbers spent before)
+          else the index of its plan key among the request's own KEYS
+          (n + 1 for the first), read before deciding (plan(), below), or
+          0: none to read; gcra then owes no more than its burst, whatever
+          numbers spent before)
           A concurrency limit (RateLimitConcurrency): algorithm 4, count N,
           period its lease (us), interval and unit unused, cost 1, mode (0
           take a slot, 1 release it, 2 renew its lease), in until's place
@@ -42,19 +48,23 @@ trimmed of expired members when a slot is taken, and kept (PEXPIRE) as
 long as its longest lease.  A set under a rate's name, or a rate's value
 under a concurrency limit's, also reads as nothing stored.
 
-Reply: { all allowed (1/0), now (us),
+Reply: an entry per request, in order, each
+       { all allowed (1/0), now (us),
          then for limit i: allowed (1/0), remaining, reset (us), retry (us),
          then for each limit that named a plan key, in order: what its plan
          said (0 no plan, 1 applied, 2 off, 3 does not parse or fit), and
          the count, period and burst it decided with (0 0 0 unless 1) }
+       or an error entry (below), which fails that request alone.
 A give-back is allowed; its reset is how long the value is kept now.
 A slot taken has reset 0; a renewal's reset is the lease when the slot
 was still held, 0 when its lease had run out (it is not taken again).
 A limit whose plan is off is allowed and neither reads nor writes its key.
 Plan keys are the operator's: read, never written.
-A value of this algorithm the script cannot read is an error reply, never
-a guess, as is a key of another type: "ERR rrl: item I: WHY", naming the
-limit by its place in KEYS, never the key (its value may be an API key).
+A value of this algorithm the script cannot read is an error, never a
+guess, as is a key of another type: that request's entry is an error
+reply, "ERR rrl: item I: WHY", naming the limit by its place among the
+request's limits, never the key (its value may be an API key), and nothing
+of that request is written; the other requests are decided.
 ]]
 
 local floor = math.floor
@@ -271,272 +281,297 @@ local function keep(key, period)
   end
 end
 
-local n = (#ARGV - 1) / 10
-local reply = { 1, now }
-local plans = {}
-local cuts = {}
-local writes = {}
-local all = true
+-- one request's items, its KEYS from KEYS[kb + 1] and its item count at
+-- ARGV[a0]: checked all, then (all allowed) written all; its reply entry
+-- (or an error entry: nothing of it written), and how many KEYS it has
+local function decide(kb, a0)
+  local n = tonumber(ARGV[a0])
+  local reply = { 1, now }
+  local plans = {}
+  local cuts = {}
+  local writes = {}
+  local all = true
+  local m = n                 -- its KEYS: the items', then its plan keys
 
-for i = 1, n do
-  local a = 2 + 10 * (i - 1)
-  local alg, count, period = tonumber(ARGV[a]), tonumber(ARGV[a + 1]),
-                             tonumber(ARGV[a + 2])
-  local burst, T, U = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
-                      tonumber(ARGV[a + 5])
-  local cost, mode = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
-  local untl = tonumber(ARGV[a + 8])
-  local key = KEYS[i]
-  if alg == 4 then
-    local r, w, why = concurrency(key, count, period, mode, ARGV[a + 8])
-    if why then
-      return redis.error_reply('ERR rrl: item ' .. i .. ': ' .. why)
-    end
-    if r[1] == 0 then
-      all = false
-    end
-    if w then
-      writes[#writes + 1] = w
-    end
-    for j = 1, 4 do
-      reply[#reply + 1] = r[j]
-    end
-  else
-    local said, capped, pk = 0, ARGV[a + 9] ~= '', tonumber(ARGV[a + 9])
+  for i = 1, n do
+    local pk = tonumber(ARGV[a0 + 10 * i])
     if pk and pk > 0 then
-      said, count, period, burst, T, U =
-        plan(KEYS[pk], alg, count, period, burst, T, U, cost)
-      plans[#plans + 1] = said
-      plans[#plans + 1] = said == 1 and count or 0
-      plans[#plans + 1] = said == 1 and period or 0
-      plans[#plans + 1] = said == 1 and burst or 0
+      m = m + 1
     end
-    local state, bad = false, nil
-    if said ~= 2 then
-      state = redis.pcall('GET', key)
-    end
-    local s1, s2, s3
-    if type(state) == 'table' then
-      if is_zset(key) then
-        state = false           -- a concurrency limit's set under this name
-      else
-        bad = 'not a string (WRONGTYPE)'
+  end
+
+  for i = 1, n do
+    local a = a0 + 1 + 10 * (i - 1)
+    local alg, count, period = tonumber(ARGV[a]), tonumber(ARGV[a + 1]),
+                               tonumber(ARGV[a + 2])
+    local burst, T, U = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
+                        tonumber(ARGV[a + 5])
+    local cost, mode = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
+    local untl = tonumber(ARGV[a + 8])
+    local key = KEYS[kb + i]
+    if alg == 4 then
+      local r, w, why = concurrency(key, count, period, mode, ARGV[a + 8])
+      if why then
+        return { err = 'ERR rrl: item ' .. i .. ': ' .. why }, m
       end
-    elseif state and writer(state) == alg then
-      local a1, a2, a3 = string.match(state, SHAPE[alg])
-      s1, s2, s3 = num(a1), num(a2), num(a3)
-      local want = (alg == 0 and 1) or (alg == 3 and 3) or 2
-      if not s1 or (want > 1 and not s2) or (want > 2 and not s3) then
+      if r[1] == 0 then
+        all = false
+      end
+      if w then
+        writes[#writes + 1] = w
+      end
+      for j = 1, 4 do
+        reply[#reply + 1] = r[j]
+      end
+    else
+      local said, capped, pk = 0, ARGV[a + 9] ~= '', tonumber(ARGV[a + 9])
+      if pk and pk > 0 then
+        said, count, period, burst, T, U =
+          plan(KEYS[kb + pk], alg, count, period, burst, T, U, cost)
+        plans[#plans + 1] = said
+        plans[#plans + 1] = said == 1 and count or 0
+        plans[#plans + 1] = said == 1 and period or 0
+        plans[#plans + 1] = said == 1 and burst or 0
+      end
+      local state, bad = false, nil
+      if said ~= 2 then
+        state = redis.pcall('GET', key)
+      end
+      local s1, s2, s3
+      if type(state) == 'table' then
+        if is_zset(key) then
+          state = false           -- a concurrency limit's set under this name
+        else
+          bad = 'not a string (WRONGTYPE)'
+        end
+      elseif state and writer(state) == alg then
+        local a1, a2, a3 = string.match(state, SHAPE[alg])
+        s1, s2, s3 = num(a1), num(a2), num(a3)
+        local want = (alg == 0 and 1) or (alg == 3 and 3) or 2
+        if not s1 or (want > 1 and not s2) or (want > 2 and not s3) then
+          bad = 'unreadable state'
+        end
+      elseif state and writer(state) then
+        state = false             -- another algorithm's: nothing stored
+      elseif state then
         bad = 'unreadable state'
       end
-    elseif state and writer(state) then
-      state = false             -- another algorithm's: nothing stored
-    elseif state then
-      bad = 'unreadable state'
-    end
-    if bad then
-      return redis.error_reply('ERR rrl: item ' .. i .. ': ' .. bad)
-    end
+      if bad then
+        return { err = 'ERR rrl: item ' .. i .. ': ' .. bad }, m
+      end
 
-    local allowed, remaining, reset, retry, value, ttl = false, 0, 0, 0, nil, 0
+      local allowed, remaining, reset, retry = false, 0, 0, 0
+      local value, ttl = nil, 0
 
-    if said == 2 then
-      allowed = true            -- its plan is off: this limit does not apply
-    elseif mode == 1 then
-      -- give back what a spend took and still holds (rrl_*_back)
-      allowed = true
-      if alg == 0 then
-        if state and s1 > now and untl > now then
-          local v = s1 - math.min(cost * T, s1 - now, untl - now)
-          value, ttl = string.format('%d', v), v - now
-        end
-      elseif alg == 1 then
-        local tokens, ts = refill(state, s1, s2, burst, T)
-        local owed = 0
-        if tokens < burst then
-          owed = (burst - tokens) * T - (now - ts)
-        end
-        local back = math.min(cost * T, owed, untl - now)
-        if back > 0 then
-          local left = owed - back
-          local k = idiv(left + T - 1, T)
-          value = string.format('t %d %d', burst - k, now - (k * T - left))
-          ttl = left
-        end
-      elseif alg == 2 then
-        if state and untl > now and s1 == untl - period and s2 > 0 then
-          local c = s2 - math.min(cost, s2)
-          value = string.format('f %d %d', s1, c)
-          if c > 0 then
-            ttl = untl - now
+      if said == 2 then
+        allowed = true            -- its plan is off: this limit does not apply
+      elseif mode == 1 then
+        -- give back what a spend took and still holds (rrl_*_back)
+        allowed = true
+        if alg == 0 then
+          if state and s1 > now and untl > now then
+            local v = s1 - math.min(cost * T, s1 - now, untl - now)
+            value, ttl = string.format('%d', v), v - now
           end
-        end
-      elseif state and untl > now then
-        local start = untl - 2 * period
-        local curr, prev = s2, s3
-        if s1 == start then
-          curr = curr - math.min(cost, curr)
-        elseif s1 == start + period then
-          prev = prev - math.min(cost, prev)
-        end
-        if s1 == start or s1 == start + period then
-          value = string.format('s %d %d %d', s1, curr, prev)
-          ttl = sw_left(s1, curr, prev, period)
-        end
-      end
-      if ttl > 0 then
-        reset = ttl
-      end
-
-    elseif alg == 0 then
-      -- gcra
-      local tau = burst * T
-      local base = now
-      if state and s1 > now then
-        base = s1
-      end
-      if capped and base - now > tau then
-        -- plans=: spent under other numbers beyond what these hold: all of
-        -- these spent, kept as such whatever is decided (rrl_gcra)
-        base = now + tau
-        cuts[#cuts + 1] = { key, string.format('%d', base), tau }
-      end
-      local want = base + cost * T
-      allowed = want - now <= tau
-      if allowed then
-        value = string.format('%d', want)
-        ttl = want - now
-        base = want
-      else
-        retry = want - now - tau
-      end
-      if tau - (base - now) > 0 then
-        remaining = idiv(tau - (base - now), T)
-      end
-      reset = base - now
-
-    elseif alg == 1 then
-      -- token-bucket
-      local tokens, ts = refill(state, s1, s2, burst, T)
-      allowed = tokens >= cost
-      if allowed then
-        tokens = tokens - cost
-        value = string.format('t %d %d', tokens, ts)
-      else
-        retry = (cost - tokens) * T - (now - ts)
-      end
-      remaining = tokens
-      if tokens < burst then
-        reset = (burst - tokens) * T - (now - ts)
-      end
-      ttl = reset
-
-    elseif alg == 2 then
-      -- fixed-window
-      local w, c = idiv(now, period) * period, 0
-      if state and s1 >= w then
-        w, c = s1, s2           -- a clock going back stays put
-      end
-      local stop = w + period
-      allowed = c + cost <= count
-      if allowed then
-        c = c + cost
-        value = string.format('f %d %d', w, c)
-        ttl = stop - now
-      else
-        retry = stop - now
-      end
-      if count - c > 0 then
-        remaining = count - c
-      end
-      if c > 0 then
-        reset = stop - now
-      end
-
-    else
-      -- sliding-window
-      local PU = idiv(period, U)
-      local w, curr, prev = idiv(now, period) * period, 0, 0
-      if state then
-        if s1 >= w then
-          w, curr, prev = s1, s2, s3
-        elseif s1 == w - period then
-          prev = s2
-        end
-      end
-      local e = now - w
-      if e < 0 then
-        e = 0
-      end
-      local weight = PU - idiv(e, U)
-      local avail = idiv(count * PU - prev * weight, PU)
-      allowed = curr + cost <= avail
-      if allowed then
-        curr = curr + cost
-        value = string.format('s %d %d %d', w, curr, prev)
-        ttl = w + 2 * period - now
-      else
-        local a2, at = count - curr - cost, 0
-        if a2 >= 0 and prev > 0 and PU - idiv(a2 * PU, prev) < PU then
-          at = w + (PU - idiv(a2 * PU, prev)) * U
-        else
-          local e2 = 0
-          if curr > 0 then
-            e2 = PU - idiv((count - cost) * PU, curr)
-            if e2 < 0 then
-              e2 = 0
+        elseif alg == 1 then
+          local tokens, ts = refill(state, s1, s2, burst, T)
+          local owed = 0
+          if tokens < burst then
+            owed = (burst - tokens) * T - (now - ts)
+          end
+          local back = math.min(cost * T, owed, untl - now)
+          if back > 0 then
+            local left = owed - back
+            local k = idiv(left + T - 1, T)
+            value = string.format('t %d %d', burst - k, now - (k * T - left))
+            ttl = left
+          end
+        elseif alg == 2 then
+          if state and untl > now and s1 == untl - period and s2 > 0 then
+            local c = s2 - math.min(cost, s2)
+            value = string.format('f %d %d', s1, c)
+            if c > 0 then
+              ttl = untl - now
             end
           end
-          at = w + period + e2 * U
+        elseif state and untl > now then
+          local start = untl - 2 * period
+          local curr, prev = s2, s3
+          if s1 == start then
+            curr = curr - math.min(cost, curr)
+          elseif s1 == start + period then
+            prev = prev - math.min(cost, prev)
+          end
+          if s1 == start or s1 == start + period then
+            value = string.format('s %d %d %d', s1, curr, prev)
+            ttl = sw_left(s1, curr, prev, period)
+          end
         end
-        retry = at - now
-      end
-      if avail - curr > 0 then
-        remaining = avail - curr
-      end
-      reset = sw_left(w, curr, prev, period)
-    end
+        if ttl > 0 then
+          reset = ttl
+        end
 
-    if not allowed then
-      all = false
+      elseif alg == 0 then
+        -- gcra
+        local tau = burst * T
+        local base = now
+        if state and s1 > now then
+          base = s1
+        end
+        if capped and base - now > tau then
+          -- plans=: spent under other numbers beyond what these hold: all of
+          -- these spent, kept as such whatever is decided (rrl_gcra)
+          base = now + tau
+          cuts[#cuts + 1] = { key, string.format('%d', base), tau }
+        end
+        local want = base + cost * T
+        allowed = want - now <= tau
+        if allowed then
+          value = string.format('%d', want)
+          ttl = want - now
+          base = want
+        else
+          retry = want - now - tau
+        end
+        if tau - (base - now) > 0 then
+          remaining = idiv(tau - (base - now), T)
+        end
+        reset = base - now
+
+      elseif alg == 1 then
+        -- token-bucket
+        local tokens, ts = refill(state, s1, s2, burst, T)
+        allowed = tokens >= cost
+        if allowed then
+          tokens = tokens - cost
+          value = string.format('t %d %d', tokens, ts)
+        else
+          retry = (cost - tokens) * T - (now - ts)
+        end
+        remaining = tokens
+        if tokens < burst then
+          reset = (burst - tokens) * T - (now - ts)
+        end
+        ttl = reset
+
+      elseif alg == 2 then
+        -- fixed-window
+        local w, c = idiv(now, period) * period, 0
+        if state and s1 >= w then
+          w, c = s1, s2           -- a clock going back stays put
+        end
+        local stop = w + period
+        allowed = c + cost <= count
+        if allowed then
+          c = c + cost
+          value = string.format('f %d %d', w, c)
+          ttl = stop - now
+        else
+          retry = stop - now
+        end
+        if count - c > 0 then
+          remaining = count - c
+        end
+        if c > 0 then
+          reset = stop - now
+        end
+
+      else
+        -- sliding-window
+        local PU = idiv(period, U)
+        local w, curr, prev = idiv(now, period) * period, 0, 0
+        if state then
+          if s1 >= w then
+            w, curr, prev = s1, s2, s3
+          elseif s1 == w - period then
+            prev = s2
+          end
+        end
+        local e = now - w
+        if e < 0 then
+          e = 0
+        end
+        local weight = PU - idiv(e, U)
+        local avail = idiv(count * PU - prev * weight, PU)
+        allowed = curr + cost <= avail
+        if allowed then
+          curr = curr + cost
+          value = string.format('s %d %d %d', w, curr, prev)
+          ttl = w + 2 * period - now
+        else
+          local a2, at = count - curr - cost, 0
+          if a2 >= 0 and prev > 0 and PU - idiv(a2 * PU, prev) < PU then
+            at = w + (PU - idiv(a2 * PU, prev)) * U
+          else
+            local e2 = 0
+            if curr > 0 then
+              e2 = PU - idiv((count - cost) * PU, curr)
+              if e2 < 0 then
+                e2 = 0
+              end
+            end
+            at = w + period + e2 * U
+          end
+          retry = at - now
+        end
+        if avail - curr > 0 then
+          remaining = avail - curr
+        end
+        reset = sw_left(w, curr, prev, period)
+      end
+
+      if not allowed then
+        all = false
+      end
+      if value then
+        writes[#writes + 1] = { key, value, ttl }
+      end
+      reply[#reply + 1] = allowed and 1 or 0
+      reply[#reply + 1] = remaining
+      reply[#reply + 1] = reset
+      reply[#reply + 1] = retry
     end
-    if value then
-      writes[#writes + 1] = { key, value, ttl }
-    end
-    reply[#reply + 1] = allowed and 1 or 0
-    reply[#reply + 1] = remaining
-    reply[#reply + 1] = reset
-    reply[#reply + 1] = retry
   end
+
+  for _, w in ipairs(cuts) do
+    redis.call('SET', w[1], w[2], 'PX', idiv(w[3] + 999, 1000))
+  end
+  if all then
+    for _, w in ipairs(writes) do
+      if w.z == 'take' then
+        if w.fresh then
+          redis.call('DEL', w.key)
+        end
+        redis.call('ZREMRANGEBYSCORE', w.key, '-inf',
+                   string.format('%d', now))
+        redis.call('ZADD', w.key, w.deadline, w.member)
+        keep(w.key, w.period)
+      elseif w.z == 'renew' then
+        redis.call('ZADD', w.key, 'XX', w.deadline, w.member)
+        keep(w.key, w.period)
+      elseif w.z == 'release' then
+        redis.call('ZREM', w.key, w.member)
+      elseif w[3] > 0 then
+        redis.call('SET', w[1], w[2], 'PX', idiv(w[3] + 999, 1000))
+      else
+        redis.call('DEL', w[1])
+      end
+    end
+  else
+    reply[1] = 0
+  end
+  for _, v in ipairs(plans) do
+    reply[#reply + 1] = v
+  end
+  return reply, m
 end
 
-for _, w in ipairs(cuts) do
-  redis.call('SET', w[1], w[2], 'PX', idiv(w[3] + 999, 1000))
+-- the requests in turn, each on what those before it wrote
+local batch, kb, a0 = {}, 0, 3
+for j = 1, tonumber(ARGV[2]) do
+  local entry, m = decide(kb, a0)
+  batch[j] = entry
+  kb = kb + m
+  a0 = a0 + 1 + 10 * tonumber(ARGV[a0])
 end
-if all then
-  for _, w in ipairs(writes) do
-    if w.z == 'take' then
-      if w.fresh then
-        redis.call('DEL', w.key)
-      end
-      redis.call('ZREMRANGEBYSCORE', w.key, '-inf', string.format('%d', now))
-      redis.call('ZADD', w.key, w.deadline, w.member)
-      keep(w.key, w.period)
-    elseif w.z == 'renew' then
-      redis.call('ZADD', w.key, 'XX', w.deadline, w.member)
-      keep(w.key, w.period)
-    elseif w.z == 'release' then
-      redis.call('ZREM', w.key, w.member)
-    elseif w[3] > 0 then
-      redis.call('SET', w[1], w[2], 'PX', idiv(w[3] + 999, 1000))
-    else
-      redis.call('DEL', w[1])
-    end
-  end
-else
-  reply[1] = 0
-end
-for _, v in ipairs(plans) do
-  reply[#reply + 1] = v
-end
-return reply
+return batch

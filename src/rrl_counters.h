@@ -48,6 +48,8 @@ typedef struct {
       "Requests denied from a child's deny cache, without Redis") \
     X(REDIS_CALLS, NULL, "RedisRoundTrips", "redis_round_trips", \
       "Commands sent to Redis for decisions (EVALSHA, SCRIPT LOAD, PING)") \
+    X(REDIS_DECISIONS, NULL, "RedisDecisions", "redis_decisions", \
+      "Requests Redis decided, alone or in a batch of one EVALSHA") \
     X(REDIS_ERRORS, NULL, "RedisErrors", "redis_errors", \
       "Decisions Redis could not make (down, timed out, wrong reply)") \
     X(NOSCRIPT, NULL, "ScriptLoads", "script_loads", \

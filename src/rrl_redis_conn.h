@@ -23,6 +23,7 @@
 #include <hiredis/hiredis.h>
 
 #include "rrl.h"
+#include "rrl_batch.h"
 #include "rrl_counters.h"
 #include "rrl_key.h"
 #include "rrl_sock.h"
@@ -33,10 +34,6 @@
 /* One Redis server that a backend sends commands to: the URL's own, the
  * master that the Sentinels name, or one node of a Cluster; per child,
  * with its pool of connections */
-typedef struct rrl_call rrl_call_t;
-
-#define RRL_PIPE_MAX 64           /* calls in one round trip */
-
 typedef struct rrl_node {
     struct rrl_backend *be;
     char host[256];               /* sentinel: "" until the master is known */
@@ -52,6 +49,7 @@ typedef struct rrl_node {
     rrl_call_t *ahead[RRL_PIPE_MAX];   /* handed over: sent, to be read */
     int nahead;
     struct rrl_conn *ahead_conn;  /* on this (NULL: to be sent afresh) */
+    rrl_batch_set_t batch;        /* the round trip's calls, joined */
 } rrl_node_t;
 
 /* One Redis as this server uses it: a distinct URL with its timeouts and

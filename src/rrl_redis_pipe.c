@@ -42,8 +42,7 @@ int rrl_redis_pipe_roundtrip(apr_pool_t *p, const rrl_backend_t *be,
     *stale = 0;
     *errp = NULL;
     for (i = 0; i < n; i++) {
-        calls[i]->rep->type = 0;
-        calls[i]->rep->bad = 0;
+        rrl_resp_reset(calls[i]->rep);
     }
     if (how & RRL_SEND) {
         for (i = 0; i < n; i++) {
@@ -259,14 +258,14 @@ static int rrl_batch_sort(request_rec *r, rrl_backend_t *be,
  * when all went well, or to *keep, for the next round trip, when keep is
  * not NULL.  batch is left as it is: the caller wakes every call in it.
  */
-static void rrl_redis_batch(request_rec *r, rrl_backend_t *be,
-                            rrl_node_t *node, rrl_call_t *const *batch,
-                            int n, rrl_conn_t *sent, rrl_conn_t **keep)
+static void rrl_batch_go(request_rec *r, rrl_backend_t *be,
+                         rrl_node_t *node, rrl_call_t *const *batch,
+                         int n, rrl_conn_t *sent, rrl_conn_t **keep)
 {
     /* all[0]: SCRIPT LOAD, when the script must go first; calls: those
      * still to be answered */
-    rrl_call_t *all[RRL_PIPE_MAX + 1], **calls = all + 1, load;
-    rrl_reply_t load_rep;
+    rrl_call_t *all[RRL_PIPE_MAX + 1], **calls = all + 1, load = { 0 };
+    rrl_reply_t load_rep = { 0 };     /* no parts: one reply */
     rrl_conn_t *conn = sent;
     int how = sent ? RRL_RECEIVE : RRL_SEND | RRL_RECEIVE;
     int fresh = 0;                /* retrying, on a fresh connection */
@@ -338,6 +337,20 @@ static void rrl_redis_batch(request_rec *r, rrl_backend_t *be,
             return;
         }
     }
+}
+
+/* The calls taken off node's queue, their decisions joined (unless they
+ * were sent joined already, on sent) and answered, each with its rc and
+ * its reply or err (rrl_batch_go) */
+static void rrl_redis_batch(request_rec *r, rrl_backend_t *be,
+                            rrl_node_t *node, rrl_call_t *const *batch,
+                            int n, rrl_conn_t *sent, rrl_conn_t **keep)
+{
+    if (!sent) {
+        rrl_batch_join(&node->batch, batch, n);
+    }
+    rrl_batch_go(r, be, node, node->batch.calls, node->batch.n, sent, keep);
+    rrl_batch_settle(&node->batch);
 }
 
 /* Up to RRL_PIPE_MAX calls off the head of node's queue into calls
@@ -576,11 +589,12 @@ static rrl_redis_rc_e rrl_pipe_call(request_rec *r, rrl_backend_t *be,
     }
     if (conn && lead) {
         /* the pipeline is this thread's until lead leads: it says so
-         * only once what it is to read has been sent */
-        rrl_count_sent(node->nahead);
-        if (rrl_redis_pipe_roundtrip(r->pool, be, conn, node->ahead,
-                                     node->nahead, RRL_SEND, &err, &stale)
-            != node->nahead) {
+         * only once what it is to read has been sent, joined */
+        rrl_batch_join(&node->batch, node->ahead, node->nahead);
+        rrl_count_sent(node->batch.n);
+        if (rrl_redis_pipe_roundtrip(r->pool, be, conn, node->batch.calls,
+                                     node->batch.n, RRL_SEND, &err, &stale)
+            != node->batch.n) {
             apr_reslist_invalidate(node->pool, conn);
             node->ahead_conn = NULL;      /* lead starts afresh */
         }
@@ -597,12 +611,14 @@ static rrl_redis_rc_e rrl_pipe_call(request_rec *r, rrl_backend_t *be,
     return me->rc;
 }
 
-/* One command to node through its pipeline: its reply in rep, or *errp */
-rrl_redis_rc_e rrl_redis_pipe_call(request_rec *r, rrl_backend_t *be,
-                                   rrl_node_t *node, const char *what,
-                                   const char *cmd, apr_size_t len,
-                                   int asking, rrl_reply_t *rep,
-                                   const char **errp)
+/* One command to node through its pipeline (a decision: d says where its
+ * parts are): its reply in rep, or *errp */
+static rrl_redis_rc_e rrl_pipe_command(request_rec *r, rrl_backend_t *be,
+                                       rrl_node_t *node, const char *what,
+                                       const char *cmd, apr_size_t len,
+                                       int asking,
+                                       const rrl_script_parts_t *d,
+                                       rrl_reply_t *rep, const char **errp)
 {
     rrl_call_t call;
     rrl_redis_rc_e rc;
@@ -612,14 +628,29 @@ rrl_redis_rc_e rrl_redis_pipe_call(request_rec *r, rrl_backend_t *be,
     call.len = len;
     call.asking = asking;
     call.rep = rep;
+    call.decision = d;
+    call.members = NULL;
+    call.nmembers = 0;
     if ((rc = rrl_pipe_call(r, be, node, &call)) != RRL_REDIS_OK) {
         *errp = apr_pstrdup(r->pool, call.err);
     }
     return rc;
 }
 
-/* One EVALSHA on a node decides every item: check all, then spend all.
- * redirect (Cluster only): a MOVED or ASK reply is copied there */
+rrl_redis_rc_e rrl_redis_pipe_call(request_rec *r, rrl_backend_t *be,
+                                   rrl_node_t *node, const char *what,
+                                   const char *cmd, apr_size_t len,
+                                   int asking, rrl_reply_t *rep,
+                                   const char **errp)
+{
+    rep->parts = NULL;
+    return rrl_pipe_command(r, be, node, what, cmd, len, asking, NULL, rep,
+                            errp);
+}
+
+/* One EVALSHA on a node decides every item: check all, then spend all,
+ * maybe in a batch with other requests' (its entry of the reply is its
+ * own).  redirect (Cluster only): a MOVED or ASK reply is copied there */
 rrl_redis_rc_e rrl_redis_pipe_eval(request_rec *r, rrl_backend_t *be,
                                    rrl_node_t *node, int asking,
                                    rrl_item_t *items, int n,
@@ -630,9 +661,11 @@ rrl_redis_rc_e rrl_redis_pipe_eval(request_rec *r, rrl_backend_t *be,
     apr_int64_t ints[2 + 8 * 8];       /* 4 per item, 4 per plan read */
     rrl_reply_t rep;
     rrl_redis_rc_e rc;
-    apr_size_t len;
-    const char *cmd = rrl_script_evalsha(r->pool, items, n, &len);
+    rrl_script_parts_t d;
+    const char *cmd = rrl_script_evalsha(r->pool, items, n, &d);
+    apr_size_t len = d.len;
 
+    d.slot = redirect ? rrl_key_slot(items[0].key, items[0].keylen) : 0;
     if (asking) {
         char *both = apr_palloc(r->pool, sizeof(asking_resp) - 1 + len);
 
@@ -640,12 +673,15 @@ rrl_redis_rc_e rrl_redis_pipe_eval(request_rec *r, rrl_backend_t *be,
         memcpy(both + sizeof(asking_resp) - 1, cmd, len);
         cmd = both;
         len += sizeof(asking_resp) - 1;
+        d.keys_at += sizeof(asking_resp) - 1;
+        d.args_at += sizeof(asking_resp) - 1;
     }
+    rep.parts = NULL;
     rep.nints = 2 + 8 * (apr_size_t)n;
     rep.ints = rep.nints <= sizeof(ints) / sizeof(ints[0])
                ? ints : apr_palloc(r->pool, sizeof(*ints) * rep.nints);
-    if ((rc = rrl_redis_pipe_call(r, be, node, "EVALSHA", cmd, len, asking,
-                                  &rep, errp)) != RRL_REDIS_OK) {
+    if ((rc = rrl_pipe_command(r, be, node, "EVALSHA", cmd, len, asking, &d,
+                               &rep, errp)) != RRL_REDIS_OK) {
         return rc;
     }
     if (redirect && rep.type == REDIS_REPLY_ERROR
@@ -655,5 +691,6 @@ rrl_redis_rc_e rrl_redis_pipe_eval(request_rec *r, rrl_backend_t *be,
         return RRL_REDIS_OK;
     }
     *errp = rrl_script_reply(r->pool, &rep, items, n, now);
+    rrl_counters_add(RRL_CTR_REDIS_DECISIONS, *errp == NULL);
     return *errp ? RRL_REDIS_WRONG : RRL_REDIS_OK;
 }

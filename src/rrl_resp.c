@@ -14,21 +14,89 @@
 #include "rrl_resp.h"
 #include "rrl_util.h"
 
+/*
+ * Where an element goes.  A reply's own elements (depth 1) are its ints;
+ * a batch's (depth 1) are the requests' replies, and their elements
+ * (depth 2) those replies' ints.  Anything else is a shape the module
+ * never asks for: the reply is bad, and in a batch so is the request's
+ * entry it is in (the others are read as they came).
+ */
+static int rrl_reply_depth(const redisReadTask *task)
+{
+    int d = 0;
+
+    while ((task = task->parent) != NULL) {
+        d++;
+    }
+    return d;
+}
+
+/* The request's reply that the element at task is in (a batch's) */
+static rrl_reply_t *rrl_reply_part(rrl_reply_t *rep,
+                                   const redisReadTask *task)
+{
+    while (task->parent && task->parent->parent) {
+        task = task->parent;
+    }
+    if (!rep->parts || !task->parent || task->idx < 0
+        || (apr_size_t)task->idx >= rep->nparts) {
+        return NULL;
+    }
+    return rep->parts[task->idx];
+}
+
+static void rrl_reply_spoil(rrl_reply_t *rep, const redisReadTask *task)
+{
+    rrl_reply_t *part = rrl_reply_part(rep, task);
+
+    rep->bad = 1;
+    if (part) {
+        part->bad = 1;
+    }
+}
+
+/* Reset before a reply is read into rep (and its parts) */
+void rrl_resp_reset(rrl_reply_t *rep)
+{
+    apr_size_t i;
+
+    rep->type = 0;
+    rep->bad = 0;
+    for (i = 0; rep->parts && i < rep->nparts; i++) {
+        rep->parts[i]->type = 0;
+        rep->parts[i]->bad = 0;
+    }
+}
+
 static void *rrl_reply_string(const redisReadTask *task, char *s,
                               size_t len)
 {
-    rrl_reply_t *rep = task->privdata;
+    rrl_reply_t *rep = task->privdata, *into = rep;
+    apr_size_t i;
 
     if (!rep) {
         return NULL;
     }
     if (task->parent) {
-        rep->bad = 1;             /* the module's arrays hold integers */
-        return rep;
+        /* in a batch, a request's entry may be an error: that request
+         * failed alone */
+        if (!rep->parts || rrl_reply_depth(task) != 1
+            || task->type != REDIS_REPLY_ERROR
+            || !(into = rrl_reply_part(rep, task))) {
+            rrl_reply_spoil(rep, task);  /* the module's arrays hold integers */
+            return rep;
+        }
     }
-    rep->type = task->type;
-    rrl_util_copy_words(rep->str, sizeof(rep->str), s, len);
-    return rep;
+    into->type = task->type;
+    rrl_util_copy_words(into->str, sizeof(into->str), s, len);
+    for (i = 0; into == rep && task->type == REDIS_REPLY_ERROR && rep->parts
+                && i < rep->nparts; i++) {
+        /* the whole call failed (NOSCRIPT, MOVED, ...): each request has
+         * the error */
+        rep->parts[i]->type = REDIS_REPLY_ERROR;
+        memcpy(rep->parts[i]->str, rep->str, sizeof(rep->str));
+    }
+    return into;
 }
 
 /* RRL_HIREDIS_ARRAY_LEN: what configure found hiredis passes (0.14: int,
@@ -36,23 +104,35 @@ static void *rrl_reply_string(const redisReadTask *task, char *s,
 static void *rrl_reply_array(const redisReadTask *task,
                              RRL_HIREDIS_ARRAY_LEN len)
 {
-    rrl_reply_t *rep = task->privdata;
+    rrl_reply_t *rep = task->privdata, *into = rep;
+    apr_size_t i;
 
     if (!rep) {
         return NULL;
     }
     if (task->parent) {
-        rep->bad = 1;
-        return rep;
+        if (!rep->parts || rrl_reply_depth(task) != 1
+            || !(into = rrl_reply_part(rep, task))) {
+            rrl_reply_spoil(rep, task);
+            return rep;
+        }
     }
-    rep->type = REDIS_REPLY_ARRAY;
-    rep->elements = (apr_size_t)len;
-    return rep;
+    else if (rep->parts && (apr_size_t)len != rep->nparts) {
+        /* not an entry per request: none of them can be trusted */
+        rep->bad = 1;
+        for (i = 0; i < rep->nparts; i++) {
+            rep->parts[i]->bad = 1;
+        }
+    }
+    into->type = REDIS_REPLY_ARRAY;
+    into->elements = (apr_size_t)len;
+    /* its elements find it as their parent's obj */
+    return into;
 }
 
 static void *rrl_reply_integer(const redisReadTask *task, long long v)
 {
-    rrl_reply_t *rep = task->privdata;
+    rrl_reply_t *rep = task->privdata, *into;
 
     if (!rep) {
         return NULL;
@@ -60,13 +140,16 @@ static void *rrl_reply_integer(const redisReadTask *task, long long v)
     if (!task->parent) {
         rep->type = REDIS_REPLY_INTEGER;
         rep->integer = v;
+        return rep;
     }
-    else if (task->parent->parent || task->idx < 0
-             || (apr_size_t)task->idx >= rep->nints) {
-        rep->bad = 1;
+    into = task->parent->obj;
+    if (rrl_reply_depth(task) != (rep->parts ? 2 : 1) || !into
+        || (rep->parts && into == rep) || task->idx < 0
+        || (apr_size_t)task->idx >= into->nints) {
+        rrl_reply_spoil(rep, task);
     }
     else {
-        rep->ints[task->idx] = v;
+        into->ints[task->idx] = v;
     }
     return rep;
 }
@@ -79,7 +162,7 @@ static void *rrl_reply_nil(const redisReadTask *task)
         return NULL;
     }
     if (task->parent) {
-        rep->bad = 1;
+        rrl_reply_spoil(rep, task);
     }
     else {
         rep->type = REDIS_REPLY_NIL;

@@ -24,7 +24,9 @@
  */
 #define RRL_REPLY_STR 256         /* Redis 7's WRONGTYPE fits whole */
 
-typedef struct {
+typedef struct rrl_reply rrl_reply_t;
+
+struct rrl_reply {
     int type;                     /* REDIS_REPLY_*; 0: none yet */
     int bad;                      /* a shape the module never asks for */
     apr_int64_t integer;          /* of an integer reply */
@@ -33,7 +35,13 @@ typedef struct {
     apr_size_t elements;          /* of an array reply */
     apr_int64_t *ints;            /* its elements, all integers */
     apr_size_t nints;             /* room in ints */
-} rrl_reply_t;
+    /* a batch (the script's reply to several requests at once): an array
+     * of an entry per request, each read into its request's own reply
+     * (an array of integers, or an error); an error instead of the array
+     * goes to every one */
+    rrl_reply_t **parts;
+    apr_size_t nparts;
+};
 
 /* PING */
 #define RRL_RESP_PING "*1\r\n$4\r\nPING\r\n"
@@ -41,6 +49,7 @@ typedef struct {
 /* hiredis' reader builds rrl_reply_t with these (privdata: the reply) */
 extern redisReplyObjectFunctions rrl_resp_reply_fns;
 
+void rrl_resp_reset(rrl_reply_t *rep);
 char *rrl_resp_put_bulk(char *o, const char *s, apr_size_t len);
 char *rrl_resp_put_command(char *o, int argc, const char *const *argv,
                            const apr_size_t *lens);

@@ -95,18 +95,48 @@ static int rrl_script_reads_plan(const rrl_item_t *it)
     return it->plan_key && it->mode == RRL_MODE_SPEND;
 }
 
-/* EVALSHA sha numkeys KEY... PLANKEY... "" ARGS... for the items, in the
- * request's pool: each item's numbers (a plan's, when one applies), mode,
- * until and, for a limit with plans=, the index of its plan key (0: none
- * to read) */
+/* "*ARGC EVALSHA sha NUMKEYS" of a batch at o, and its end */
+char *rrl_script_batch_head(char *o, int nkeys, int nargs)
+{
+    char num[20];
+
+    *o++ = '*';
+    o = rrl_util_put_uint(o, (apr_uint64_t)(3 + nkeys + 2 + nargs));
+    *o++ = '\r';
+    *o++ = '\n';
+    memcpy(o, rrl_script_evalsha_head, rrl_script_evalsha_head_len);
+    o += rrl_script_evalsha_head_len;
+    return rrl_resp_put_bulk(o, num, rrl_util_put_uint(
+        num, (apr_uint64_t)nkeys) - num);
+}
+
+/* ARGV[1] and ARGV[2] of a batch of n requests at o (after its KEYS, before
+ * the requests' ARGV), and its end */
+char *rrl_script_batch_now(char *o, int n)
+{
+    char num[20];
+
+    o = rrl_resp_put_bulk(o, "", 0);           /* now: Redis TIME */
+    return rrl_resp_put_bulk(o, num, rrl_util_put_uint(
+        num, (apr_uint64_t)n) - num);
+}
+
+/*
+ * EVALSHA sha numkeys KEY... PLANKEY... "" 1 N ARGS... for the items, in
+ * the request's pool: the script's batch of one request, which a round
+ * trip may join with others (*parts says where its KEYS and ARGV are):
+ * each item's numbers (a plan's, when one applies), mode, until and, for a
+ * limit with plans=, the index of its plan key among the request's KEYS
+ * (0: none to read)
+ */
 const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
-                               int n, apr_size_t *lenp)
+                               int n, rrl_script_parts_t *parts)
 {
     /* mode, and until: a refund's, or none; a concurrency slot's member */
     static const char *const modes[] = {
         "$1\r\n0\r\n$0\r\n\r\n", "$1\r\n1\r\n", "$1\r\n2\r\n"
     };
-    apr_size_t room = 16 + rrl_script_evalsha_head_len + 26 + 6;
+    apr_size_t room = RRL_SCRIPT_BATCH_HEAD + 26;
     char *buf, *o, num[20];
     int i, m = 0;
 
@@ -117,15 +147,11 @@ const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
             m++;
         }
     }
+    parts->nkeys = n + m;
+    parts->nargs = 1 + 10 * n;
     o = buf = apr_palloc(p, room);
-    *o++ = '*';
-    o = rrl_util_put_uint(o, (apr_uint64_t)(4 + 11 * n + m));
-    *o++ = '\r';
-    *o++ = '\n';
-    memcpy(o, rrl_script_evalsha_head, rrl_script_evalsha_head_len);
-    o += rrl_script_evalsha_head_len;
-    o = rrl_resp_put_bulk(o, num,
-                          rrl_util_put_uint(num, (apr_uint64_t)(n + m)) - num);
+    o = rrl_script_batch_head(o, parts->nkeys, parts->nargs);
+    parts->keys_at = o - buf;
     for (i = 0; i < n; i++) {
         o = rrl_resp_put_bulk(o, items[i].key, items[i].keylen);
     }
@@ -135,7 +161,11 @@ const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
                                   items[i].plan_keylen);
         }
     }
-    o = rrl_resp_put_bulk(o, "", 0);           /* now: Redis TIME */
+    parts->keys_len = o - buf - parts->keys_at;
+    o = rrl_script_batch_now(o, 1);
+    parts->args_at = o - buf;
+    o = rrl_resp_put_bulk(o, num, rrl_util_put_uint(
+        num, (apr_uint64_t)n) - num);
     for (i = 0, m = 0; i < n; i++) {
         const rrl_limit_t *l = items[i].limit;
 
@@ -168,7 +198,9 @@ const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
             o = rrl_resp_put_bulk(o, "0", items[i].p->capped ? 1 : 0);
         }
     }
-    *lenp = o - buf;
+    parts->args_len = o - buf - parts->args_at;
+    parts->cmd = buf;
+    parts->len = o - buf;
     return buf;
 }
 
@@ -284,9 +316,10 @@ static int rrl_script_plan(apr_pool_t *p, const apr_int64_t *e,
     return 1;
 }
 
-/* The script's reply into the items: { all, now, then 4 per limit, then 4
- * per plan it read }; all allowed: each spent what it asked (until now +
- * reset), but those whose plan is off, which the limit does not apply to */
+/* A request's entry of the script's reply into its items: { all, now,
+ * then 4 per limit, then 4 per plan it read }, or an error; all allowed:
+ * each spent what it asked (until now + reset), but those whose plan is
+ * off, which the limit does not apply to */
 const char *rrl_script_reply(apr_pool_t *p, const rrl_reply_t *rep,
                              rrl_item_t *items, int n,
                              apr_int64_t *now)

@@ -1,15 +1,17 @@
 """The requests of a child share its connection to Redis through a
 pipeline: those that arrive while a round trip is under way leave together
 in the next one.  Redis is held still with CLIENT PAUSE so that requests
-queue for certain; then the decisions must be exact, one EVALSHA each, in
-a handful of writes, on one connection, and every fault must end every
-queued request quickly and as RateLimitOnError says."""
+queue for certain; then the decisions must be exact, in a handful of
+writes, on one connection, those queued for a node (a Cluster slot) in one
+EVALSHA of the script's batch form, and every fault must end every queued
+request quickly and as RateLimitOnError says."""
 import os
 import threading
 import time
 
 import pytest
 
+import deploy
 import rrl
 
 ONE_CHILD = rrl.one_child(48)
@@ -36,9 +38,11 @@ class Burst:
     """n requests at once, each on its own connection, in the background;
     the statuses and the time each took."""
 
-    def __init__(self, httpd, n, path="/small.txt", timeout=30):
+    def __init__(self, httpd, n, path="/small.txt", timeout=30,
+                 headers=None):
         self.results = [None] * n
         self.timeout = timeout
+        self.headers = headers or (lambda i: None)
         self.go = threading.Barrier(n)
         self.threads = [threading.Thread(target=self._one,
                                          args=(httpd, path, i), daemon=True)
@@ -47,7 +51,7 @@ class Burst:
     def _one(self, httpd, path, i):
         self.go.wait()
         t0 = time.monotonic()
-        r = httpd.get(path, timeout=self.timeout)
+        r = httpd.get(path, headers=self.headers(i), timeout=self.timeout)
         self.results[i] = (r.status, time.monotonic() - t0)
 
     def __enter__(self):
@@ -87,10 +91,15 @@ def test_pipeline_01_queued_requests_share_round_trips(httpd, redis_server):
     assert after["redis_errors"] == before["redis_errors"]
     loads = stats1.get("script|load", 0) - stats0.get("script|load", 0)
     assert loads <= 1                  # the script, the first time
-    assert stats1.get("evalsha", 0) - stats0.get("evalsha", 0) == 32 + loads
+    evalshas = stats1.get("evalsha", 0) - stats0.get("evalsha", 0)
     sent = after["redis_round_trips"] - before["redis_round_trips"]
     writes = after["redis_writes"] - before["redis_writes"]
-    assert sent == 32 + 2 * loads
+    # the decisions queued for the node went as one EVALSHA per round
+    # trip (a batch), not one each: at most one per request, at least one
+    # per write, and each command sent counted
+    assert writes <= evalshas <= 32 + loads, (writes, evalshas)
+    assert sent == evalshas + loads
+    assert after["redis_decisions"] - before["redis_decisions"] == 32
     # the first went alone; the rest queued behind it and left together
     assert 2 <= writes <= 6 + 2 * loads, writes
     # on the one connection the child had
@@ -232,3 +241,197 @@ def test_pipeline_07_a_lost_wakeup_ends_at_the_backstop(httpd_factory,
     assert b.slowest() < 20 * rrl.SLOW, b.slowest()
     assert {e["result"] for e in h.access_log(17)} == {"allowed", "denied"}
     assert any("RRL00021" in line for line in h.error_log_lines())
+
+
+# ---- batches: the decisions queued for a node go as one EVALSHA ----
+
+def evalshas(stats0, stats1):
+    return stats1.get("evalsha", 0) - stats0.get("evalsha", 0)
+
+
+def queue_in_order(httpd, first, queue, gap=0.1):
+    """first sent alone (it leads, held by a pause), then the requests of
+    queue one by one, gap apart, so that they queue in that order: each
+    (name, path, headers); {name: status}"""
+    out = {}
+
+    def get(name, path, headers=None):
+        out[name] = httpd.get(path, headers=headers, timeout=20).status
+    threads = [threading.Thread(target=get, args=first)]
+    threads[0].start()
+    for q in queue:
+        time.sleep(gap)
+        threads.append(threading.Thread(target=get, args=q))
+        threads[-1].start()
+    for t in threads:
+        t.join(30)
+    return out
+
+
+def test_pipeline_08_a_bad_key_in_a_batch_fails_alone(httpd, redis_server,
+                                                      env):
+    """A batch whose sixth request's key is of another type: that request
+    alone takes the Redis error path (logged, RateLimitOnError allow), the
+    others in the batch are decided exactly, in arrival order."""
+    env.expect_log("RRL00013")
+    httpd.start(conf("RateLimit 8/h key=%{HTTP:X-Key} name=bk"),
+                mpm_conf=ONE_CHILD)
+    c = redis_server.client()
+    assert httpd.get("/small.txt", headers={"X-Key": "warm"}).status == 200
+    c.hset("rl:bk:bad", "x", "1")
+    stats0 = cmdstats(c)
+    paused(redis_server, 2000)
+    good = {"X-Key": "good"}
+    queue = [(f"r{i}", f"/small.txt?r{i}", good) for i in range(5)] + \
+        [("bad", "/small.txt?bad", {"X-Key": "bad"})] + \
+        [(f"r{i}", f"/small.txt?r{i}", good) for i in range(5, 10)]
+    out = queue_in_order(httpd, ("first", "/small.txt?first", good), queue)
+    stats1 = cmdstats(c)
+    # 8 of the 11 on "good", in order; "bad" allowed by RateLimitOnError
+    assert out == {"first": 200, "bad": 200,
+                   **{f"r{i}": 200 if i < 7 else 429 for i in range(10)}}
+    results = {e["query"]: e["result"] for e in httpd.access_log(13)}
+    assert results["?bad"] == "fallback-allowed"
+    assert [results[f"?r{i}"] for i in range(10)] == \
+        ["allowed"] * 7 + ["denied"] * 3
+    # the leader alone, then the queue of 11 in one EVALSHA (or a few, on
+    # a slow machine)
+    assert 2 <= evalshas(stats0, stats1) <= 4, evalshas(stats0, stats1)
+    assert c.hgetall("rl:bk:bad") == {b"x": b"1"}        # nothing written
+    assert 0 < c.pttl("rl:bk:good") <= 3600 * 1000
+    log = "\n".join(httpd.error_log_lines())
+    assert "EVALSHA: RateLimit bk, key SHA-1 " in log
+    assert "not a string (WRONGTYPE)" in log
+    assert "rl:bk:bad" not in log                   # never the key
+    assert log.count("RRL00013") == 1
+
+
+def test_pipeline_09_a_batch_across_a_script_flush(httpd, redis_server):
+    """A batch that meets NOSCRIPT (the script flushed behind the
+    module's back): one SCRIPT LOAD, the batch sent again once, never a
+    second spend: two limits per request, counts exact."""
+    httpd.start(conf("RateLimit 20/h name=fl1\nRateLimit 30/h name=fl2"),
+                mpm_conf=ONE_CHILD)
+    c = redis_server.client()
+    assert httpd.get("/small.txt").status == 200
+    c.script_flush()
+    stats0 = cmdstats(c)
+    paused(redis_server, 1500)
+    out = {}
+
+    def health():
+        out["health"] = httpd.get("/rl-status?health", timeout=10).status
+    first = threading.Thread(target=health)
+    first.start()                      # leads, alone: PING, held
+    time.sleep(0.3)
+    with Burst(httpd, 24) as b:        # queued behind it: one batch
+        pass
+    first.join(10)
+    stats1 = cmdstats(c)
+    assert out["health"] == 200
+    assert b.statuses() == [200] * 19 + [429] * 5
+    assert stats1.get("script|load", 0) - stats0.get("script|load", 0) == 1
+    # the batch, NOSCRIPT; then again after SCRIPT LOAD, in one write
+    assert 2 <= evalshas(stats0, stats1) <= 6, evalshas(stats0, stats1)
+    # fl2 spent once per allowed request: 30 - 20 left, never less
+    assert httpd.get("/small.txt").status == 429
+    assert c.get("rl:fl2:127.0.0.1") is not None
+    results = [e["result"] for e in httpd.access_log(26)[-25:]]
+    assert results.count("allowed") == 19 and "fallback-allowed" not in \
+        results
+
+
+def test_pipeline_10_a_queue_of_32_in_few_evalshas(httpd, redis_server):
+    """32 requests queued under CLIENT PAUSE, each with a rate whose plan
+    is in Redis (plans=redis), another rate and a concurrency limit: the
+    takes go in a few batches, the releases (decisions too) join batches
+    as they come, every count is exact, every key expires and every slot
+    is given back."""
+    httpd.start(conf("RateLimit 20/h name=q1 plans=redis\n"
+                     "RateLimit 1000/h name=q2\n"
+                     "RateLimitConcurrency 100 name=qc"), mpm_conf=ONE_CHILD)
+    c = redis_server.client()
+    c.set("rl:plan/q1:127.0.0.1", "10/h")
+    assert httpd.get("/rl-status?health").status == 200
+    stats0 = cmdstats(c)
+    paused(redis_server, 1500)
+    with Burst(httpd, 32) as b:
+        pass
+    assert b.statuses() == [200] * 10 + [429] * 22
+    rrl.wait_for(lambda: c.zcard("rl:qc:127.0.0.1") == 0, 5,
+                 "every slot given back")
+    stats1 = cmdstats(c)
+    decisions = 32 + 10                # takes, and the releases of those
+    n = evalshas(stats0, stats1)       # allowed (a denial holds none)
+    loads = stats1.get("script|load", 0) - stats0.get("script|load", 0)
+    assert n <= decisions // 4 + loads, n     # 4 here
+    assert [e["result"] for e in httpd.access_log(32)].count("allowed") == 10
+    for key in ("rl:q1:127.0.0.1", "rl:q2:127.0.0.1"):
+        assert 0 < c.pttl(key) <= 3600 * 1000, key
+    assert c.pttl("rl:plan/q1:127.0.0.1") == -1        # read, never written
+    assert httpd.get("/small.txt").headers["X-RateLimit-Limit"] == "10"
+
+
+def test_pipeline_11_cluster_slots_mixed_in_one_queue(httpd, cluster_factory):
+    """A queue for one Cluster node holds requests whose keys fall into
+    different slots: each slot's go as a batch of their own (a Cluster
+    refuses keys of two slots in one call), and every count is exact."""
+    cl = cluster_factory()
+    httpd.vars["redis_url"] = cl.url()
+    httpd.start(conf("RateLimit 5/h key=%{HTTP:X-Key} name=cs"),
+                mpm_conf=ONE_CHILD)
+    # three values on one node (three slots), one on each of the others
+    node0 = cl.node_for_key("rl:cs:{v0}")
+    same = [v for v in (f"v{i}" for i in range(2000))
+            if cl.node_for_key(f"rl:cs:{{{v}}}").port == node0.port][:3]
+    others = [next(v for v in (f"w{i}" for i in range(2000))
+                   if cl.node_for_key(f"rl:cs:{{{v}}}").port == n.port)
+              for n in cl.nodes if n.port != node0.port]
+    values = same + others
+    assert len({deploy.keyslot(f"rl:cs:{{{v}}}") for v in values}) == 5
+    for v in values:                   # each node's script, connection
+        assert httpd.get("/small.txt", headers={"X-Key": v}).status == 200
+    before = sum(n.client().info("commandstats").get("cmdstat_evalsha", {})
+                 .get("calls", 0) for n in cl.nodes)
+    for n in cl.nodes:
+        cc = n.client()
+        cc.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        cc.close()
+    with Burst(httpd, 40, headers=lambda i: {"X-Key": values[i % 5]}) as b:
+        pass
+    after = sum(n.client().info("commandstats").get("cmdstat_evalsha", {})
+                .get("calls", 0) for n in cl.nodes)
+    by_value = {v: sorted(r[0] for i, r in enumerate(b.results)
+                          if values[i % 5] == v) for v in values}
+    # 4 left of 5 on each, 8 asked each
+    assert by_value == {v: [200] * 4 + [429] * 4 for v in values}
+    # a leader alone per node, then a batch per slot (8 here), not 40
+    assert after - before <= 15, after - before
+    log = "\n".join(httpd.error_log_lines())
+    assert "RRL00013" not in log and "CROSSSLOT" not in log
+
+
+def test_pipeline_12_batches_are_capped_by_size(httpd, redis_server):
+    """Requests of eight limits with long keys, about 1.2 KB of EVALSHA
+    each: 32 queued do not fit one batch (16 KB), nor the room of a round
+    trip's batches (32 KB), so they leave as several batches and some
+    alone, in one write still; every count exact."""
+    value = "v" * 60
+    limits = "\n".join(f"RateLimit {20 + i}/h key=%{{HTTP:X-Key}} "
+                       f"name=cap{i}" for i in range(8))
+    httpd.start(conf(limits), mpm_conf=ONE_CHILD)
+    c = redis_server.client()
+    assert httpd.get("/small.txt", headers={"X-Key": value}).status == 200
+    stats0, before = cmdstats(c), counters(httpd)
+    paused(redis_server, 1500)
+    with Burst(httpd, 32, headers=lambda i: {"X-Key": value}) as b:
+        pass
+    stats1, after = cmdstats(c), counters(httpd)
+    assert b.statuses() == [200] * 19 + [429] * 13     # cap0: 20/h
+    n = evalshas(stats0, stats1)
+    assert 4 <= n < 32, n
+    assert after["redis_decisions"] - before["redis_decisions"] == 32
+    assert after["redis_errors"] == before["redis_errors"]
+    for i in range(8):
+        assert 0 < c.pttl(f"rl:cap{i}:{value}") <= 3600 * 1000
+    assert httpd.get("/small.txt", headers={"X-Key": value}).status == 429

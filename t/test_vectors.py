@@ -80,13 +80,41 @@ class Script:
         # step, in one transaction (no key expires in the middle of one);
         # the tests forget it when it expires by the vectors' clock
         p = self.r.pipeline(transaction=True)
-        p.evalsha(self.sha, len(keys), *keys, str(now), alg, count, period,
-                  burst, interval, unit, str(cost), str(mode),
+        # a batch of one request of one limit (ARGV: now, 1 request, 1
+        # limit, its 10); its plan key is its second KEY
+        p.evalsha(self.sha, len(keys), *keys, str(now), "1", "1", alg,
+                  count, period, burst, interval, unit, str(cost), str(mode),
                   "" if until is None else str(until), "2" if plan else "")
         p.pttl(key)
         p.persist(key)
-        reply, ttl, _ = p.execute()
+        (reply,), ttl, _ = p.execute()
+        if isinstance(reply, Exception):      # that request's error entry
+            raise reply
         return reply, ttl
+
+    def batch(self, now, requests):
+        """Several requests in one call at one clock, each [(params, key,
+        cost, mode, until, plan)] of its limits (plan: the key of its plan,
+        or None): each request's entry, in order, and each key's expiry
+        afterwards (kept, as step does)"""
+        keys, argv = [], [str(now), str(len(requests))]
+        for items in requests:
+            plans = [it[5] for it in items if it[5]]
+            keys += [it[1] for it in items] + plans
+            argv.append(str(len(items)))
+            at = len(items)        # a plan key's place in its request's KEYS
+            for params, _, cost, mode, until, plan in items:
+                at += 1 if plan else 0
+                argv += [*params, str(cost), str(mode),
+                         "" if until is None else str(until),
+                         str(at) if plan else ""]
+        p = self.r.pipeline(transaction=True)
+        p.evalsha(self.sha, len(keys), *keys, *argv)
+        for key in keys:
+            p.pttl(key)
+            p.persist(key)
+        out = p.execute()
+        return out[0], dict(zip(keys, out[1::2]))
 
 
 def params_of(driver, case, keep=False):
@@ -309,9 +337,11 @@ def test_vectors_08_errors_name_the_item_never_the_key(redis_server):
                       (lambda k: client.set(k, "hello"), "unreadable state")):
         client.delete(*keys)
         make(keys[1])
-        with pytest.raises(redis_py.ResponseError) as e:
-            client.evalsha(sha, 2, *keys, str(BASE), *limit, *limit)
-        assert str(e.value) == f"rrl: item 2: {why}"
+        # one request of two limits: its entry is the error
+        e, = client.evalsha(sha, 2, *keys, str(BASE), "1", "2", *limit,
+                            *limit)
+        assert isinstance(e, redis_py.ResponseError)
+        assert str(e) == f"rrl: item 2: {why}"
         assert client.exists(keys[0]) == 0          # nothing written
 
 
@@ -380,11 +410,15 @@ def driver_plan(driver, plan):
     return [said] + ([int(w) for w in words[1:4]] if said == 1 else [0, 0, 0])
 
 
-def set_plan(client, plan):
+def set_plan_key(client, key, plan):
     if plan is None:
-        client.delete(PLAN_KEY)
+        client.delete(key)
     else:
-        client.set(PLAN_KEY, plan)
+        client.set(key, plan)
+
+
+def set_plan(client, plan):
+    set_plan_key(client, PLAN_KEY, plan)
 
 
 @pytest.mark.parametrize("case", VECTORS["plans"], ids=lambda c: c["name"])
@@ -511,3 +545,142 @@ def test_vectors_12_a_plan_key_of_another_type_does_not_parse(redis_server):
                                     "0"], "rl:v:k", BASE, 1, 0,
                                    plan=PLAN_KEY)
     assert reply[2:] == [1, 2, 20000000, 0, 3, 0, 0, 0]
+
+
+# ---- the batch form (a child's queued requests in one call) ----
+
+def in_batches(client, cases, name, plans=False):
+    """vectors.json's cases at once, through the script's batch form: each
+    batch holds, for every case whose next step is at the earliest clock,
+    its steps at that clock in one phase (several on one key, in order),
+    each step a request of its own; every request must get the case's
+    answer, whatever the others in its batch did.  Each case has its own
+    key (and plan key) and its own t/rrl_vectors, for the expiry by the
+    vectors' clock (and the plan it said).  How many batches, and the
+    largest."""
+    script = Script(client)
+    run = []
+    for ci, case in enumerate(cases):
+        run.append({"key": f"rl:{name}:{ci}", "plan": f"rl:plan/{name}:{ci}",
+                    "steps": [(pi, phase, step)
+                              for pi, phase in enumerate(phases(case))
+                              for step in phase["steps"]],
+                    "at": 0, "driver": Driver(), "phase": -1,
+                    "params": None, "said": None, "expires": 0,
+                    "name": case["name"]})
+        if plans:
+            run[-1]["params"] = params_of(run[-1]["driver"], case)
+    batches = largest = 0
+    try:
+        while True:
+            live = [c for c in run if c["at"] < len(c["steps"])]
+            if not live:
+                break
+            now = min(BASE + c["steps"][c["at"]][2][0] for c in live)
+            requests, asked = [], []
+            for c in live:
+                pi, phase, _ = c["steps"][c["at"]]
+                if BASE + c["steps"][c["at"]][2][0] != now:
+                    continue
+                if c["phase"] != pi and plans:
+                    set_plan_key(client, c["plan"], phase["plan"])
+                    c["said"] = driver_plan(c["driver"], phase["plan"])
+                elif c["phase"] != pi:
+                    c["params"] = params_of(c["driver"], phase,
+                                            keep=c["phase"] >= 0)
+                c["phase"] = pi
+                if now >= c["expires"]:       # by the vectors' clock
+                    client.delete(c["key"])
+                while (c["at"] < len(c["steps"])
+                       and c["steps"][c["at"]][0] == pi
+                       and BASE + c["steps"][c["at"]][2][0] == now):
+                    t, cost, mode, *want = c["steps"][c["at"]][2]
+                    m, until = mode_of(mode)
+                    requests.append([(c["params"], c["key"], cost, m, until,
+                                      c["plan"] if plans else None)])
+                    asked.append((c, cost, m, until, want))
+                    c["at"] += 1
+            entries, _ = script.batch(now, requests)
+            batches += 1
+            largest = max(largest, len(requests))
+            assert len(entries) == len(requests)
+            for entry, (c, cost, m, until, want) in zip(entries, asked):
+                out = c["driver"].step(now, cost, m, until)
+                if plans:
+                    c["expires"] = out[10]    # what the driver's store keeps
+                elif out[0] and out[4]:
+                    c["expires"] = now + out[5]
+                where = f"{c['name']}, step at {now - BASE} us"
+                assert not isinstance(entry, Exception), (where, entry)
+                assert entry[1] == now, where
+                assert entry[2:6] == want, where
+                assert entry[0] == want[0], where
+                if plans:
+                    assert entry[6:] == c["said"], where
+    finally:
+        for c in run:
+            c["driver"].close()
+    return batches, largest
+
+
+def test_vectors_13_cases_in_batches(redis_server):
+    """Every case of vectors.json at once, through the script's batch form
+    (in_batches): far fewer calls than steps, each answer the case's."""
+    steps = sum(len(p["steps"]) for c in VECTORS["cases"] for p in phases(c))
+    batches, largest = in_batches(redis_server.client(), VECTORS["cases"],
+                                  "vb")
+    assert largest > 5 and batches < steps
+
+
+def test_vectors_15_plans_in_batches(redis_server):
+    """Every plans case of vectors.json at once, through the batch form:
+    each request's plan key is indexed among its own KEYS (the second),
+    whatever came before it in the batch, and each gets the case's answer
+    and plan."""
+    steps = sum(len(p["steps"]) for c in VECTORS["plans"] for p in c["phases"])
+    batches, largest = in_batches(redis_server.client(), VECTORS["plans"],
+                                  "vpb", plans=True)
+    assert largest > 5 and batches < steps
+
+
+def test_vectors_14_a_request_fails_alone_in_a_batch(redis_server):
+    """In one batch: a request decided, one whose second limit's key is of
+    another type (its entry the error, nothing of it written, its first
+    limit's key included), one whose state cannot be read, and requests
+    with plans=redis, each plan key indexed among its own request's KEYS;
+    the others are decided as if alone, each on what came before it."""
+    client = redis_server.client()
+    script = Script(client)
+    gcra = ["0", "3", "60000000", "3", "20000000", "0"]
+    client.hset("rl:bb:hash", "x", "1")
+    client.set("rl:bb:bad", "hello")
+    client.set("rl:plan/bb:1", "10/min burst=5")
+    client.set("rl:plan/bb:2", "off")
+    sha = script.sha
+    plan_item = [*gcra, "1", "0", "", "2"]
+    argv = [str(BASE), "6",
+            "1", *gcra, "1", "0", "", "",                 # decided
+            "2", *gcra, "1", "0", "", "", *gcra, "1", "0", "", "",  # WRONGTYPE
+            "1", *gcra, "1", "0", "", "",                 # unreadable
+            "1", *plan_item,                              # plan applied
+            "1", *plan_item,                              # plan off
+            "1", *gcra, "1", "0", "", ""]                 # after the first
+    keys = ["rl:bb:a", "rl:bb:b", "rl:bb:hash", "rl:bb:bad",
+            "rl:bb:p1", "rl:plan/bb:1", "rl:bb:p2", "rl:plan/bb:2",
+            "rl:bb:a"]
+    entries = client.evalsha(sha, len(keys), *keys, *argv)
+    assert len(entries) == 6
+    assert entries[0] == [1, BASE, 1, 2, 20000000, 0]
+    assert isinstance(entries[1], redis_py.ResponseError)
+    assert str(entries[1]) == "rrl: item 2: not a string (WRONGTYPE)"
+    assert client.exists("rl:bb:b") == 0
+    assert isinstance(entries[2], redis_py.ResponseError)
+    assert str(entries[2]) == "rrl: item 1: unreadable state"
+    assert client.get("rl:bb:bad") == b"hello"
+    assert entries[3] == [1, BASE, 1, 4, 6000000, 0, 1, 10, 60000000, 5]
+    assert entries[4] == [1, BASE, 1, 0, 0, 0, 2, 0, 0, 0]
+    assert client.exists("rl:bb:p2") == 0
+    # the same key as the first request's: it sees what that one spent
+    assert entries[5] == [1, BASE, 1, 1, 40000000, 0]
+    assert client.get("rl:bb:a") == str(BASE + 40000000).encode()
+    assert 0 < client.pttl("rl:bb:a") <= 40000
