@@ -95,9 +95,10 @@ function M.init(path, redis_port)
 end
 
 -- RateLimit COUNT/PERIOD key=%{HTTP:X-Client} name=NAME: key rl:NAME:VALUE,
--- ARGV as src/rrl_script.c sends them: now (empty: Redis TIME), then
--- algorithm (0 gcra), count, period (us), burst, interval (us), unit,
--- cost, mode (0 spend), until, plans
+-- ARGV as src/rrl_script.c sends a request alone (a batch of one): now
+-- (empty: Redis TIME), 1 request, 1 limit, then algorithm (0 gcra),
+-- count, period (us), burst, interval (us), unit, cost, mode (0 spend),
+-- until, plans
 function M.decide(name, count, period)
   local red = redis:new()
   red:set_timeout(1000)
@@ -107,7 +108,7 @@ function M.decide(name, count, period)
     return
   end
   local key = "rl:" .. name .. ":" .. (ngx.var.http_x_client or "")
-  local argv = { sha, 1, key, "", 0, count, period, count,
+  local argv = { sha, 1, key, "", 1, 1, 0, count, period, count,
                  math.floor(period / count), 0, 1, 0, "", "" }
   local res
   res, err = red:evalsha(unpack(argv))
@@ -120,7 +121,14 @@ function M.decide(name, count, period)
     ngx.log(ngx.ERR, "rrl_peer: EVALSHA: ", err, "; allowed")
     return
   end
-  -- reply: all allowed, now, then allowed, remaining, reset, retry
+  -- reply: the request's entry: all allowed, now, then allowed,
+  -- remaining, reset, retry; or its error
+  res = res[1]
+  if type(res) ~= "table" or res[1] == false then  -- {false, err}: its error
+    ngx.log(ngx.ERR, "rrl_peer: EVALSHA: ",
+            tostring(type(res) == "table" and res[2] or res), "; allowed")
+    return
+  end
   ngx.header["X-RateLimit-Limit"] = count
   ngx.header["X-RateLimit-Remaining"] = res[4]
   ngx.header["X-RateLimit-Reset"] = math.ceil((res[2] + res[5]) / 1e6)
