@@ -332,16 +332,20 @@ static const char *rrl_url_path(apr_pool_t *p, const char *url,
     }
     if (*end == '/') {
         const char *q = strchr(end, '?');
-        char *db = apr_pstrmemdup(p, end + 1,
-                                  q ? (apr_size_t)(q - end - 1)
-                                    : strlen(end + 1));
-        apr_int64_t n;
+        apr_size_t len = q ? (apr_size_t)(q - end - 1) : strlen(end + 1);
+        apr_int64_t n = 0;
 
-        if (*db && !rrl_util_parse_int(db, 0, 1 << 30, &n)) {
-            return apr_psprintf(p, "'%s': '/%s' is not a database number",
-                                url, db);
+        /* by its length: "/" alone is database 0 (APR declares the copy
+         * len bytes long, so its terminator is not read here) */
+        if (len) {
+            char *db = apr_pstrmemdup(p, end + 1, len);
+
+            if (!rrl_util_parse_int(db, 0, 1 << 30, &n)) {
+                return apr_psprintf(p, "'%s': '/%s' is not a database "
+                                    "number", url, db);
+            }
         }
-        u->db = *db ? (int)n : 0;
+        u->db = (int)n;
         end = q ? q : end + strlen(end);
     }
     if (*end == '?') {
