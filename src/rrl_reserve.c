@@ -144,7 +144,7 @@ apr_array_header_t *rrl_reserve_copy(apr_pool_t *p,
     for (i = 0; i < copy->nelts; i++) {
         rrl_item_t *it = &APR_ARRAY_IDX(copy, i, rrl_reserved_t).it;
 
-        it->key = apr_pstrmemdup(p, it->key, it->keylen);
+        it->key = rrl_util_strmemdup(p, it->key, it->keylen);
         if (it->p != &it->limit->p) {
             it->p = apr_pmemdup(p, it->p, sizeof(*it->p));
         }

@@ -261,7 +261,7 @@ static const char *rrl_script_error(apr_pool_t *p, const char *err,
         apr_size_t len, j;
 
         while ((hit = strstr(err, items[i].key)) != NULL) {
-            err = apr_pstrcat(p, apr_pstrmemdup(p, err, hit - err),
+            err = apr_pstrcat(p, rrl_util_strmemdup(p, err, hit - err),
                               rrl_script_key_id(p, &items[i]),
                               hit + items[i].keylen, NULL);
         }
@@ -269,7 +269,7 @@ static const char *rrl_script_error(apr_pool_t *p, const char *err,
         len = strlen(err);
         for (j = cut ? items[i].keylen - 1 : 0; j > 0; j--) {
             if (j <= len && memcmp(err + len - j, items[i].key, j) == 0) {
-                err = apr_pstrcat(p, apr_pstrmemdup(p, err, len - j),
+                err = apr_pstrcat(p, rrl_util_strmemdup(p, err, len - j),
                                   rrl_script_key_id(p, &items[i]), NULL);
                 break;
             }

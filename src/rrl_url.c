@@ -75,7 +75,7 @@ const char *rrl_url_mask(apr_pool_t *p, const char *url)
             }
         }
         if (at && (colon = memchr(auth, ':', at - auth)) != NULL) {
-            url = apr_pstrcat(p, apr_pstrmemdup(p, url, colon + 1 - url),
+            url = apr_pstrcat(p, rrl_util_strmemdup(p, url, colon + 1 - url),
                               "****", at, NULL);
         }
     }
@@ -86,7 +86,7 @@ const char *rrl_url_mask(apr_pool_t *p, const char *url)
         if (c[-1] == '?' || c[-1] == '&') {
             apr_size_t off = c + 9 - url;
 
-            out = apr_pstrmemdup(p, url, off);
+            out = rrl_util_strmemdup(p, url, off);
             url = apr_pstrcat(p, out, "****", c + 9 + strcspn(c + 9, "&"),
                               NULL);
             c = url + off - 9;
@@ -181,7 +181,7 @@ static const char *rrl_parse_hostport(apr_pool_t *p, const char *url,
                                       int default_port, const char **hostp,
                                       int *portp)
 {
-    char *host = apr_pstrmemdup(p, s, len);
+    char *host = rrl_util_strmemdup(p, s, len);
 
     *portp = default_port;
     if (host[0] == '[') {
@@ -229,7 +229,7 @@ static const char *rrl_url_unix(apr_pool_t *p, const char *url,
 {
     const char *q = strchr(url + 5, '?'), *err;
 
-    u->path = q ? apr_pstrmemdup(p, url + 5, q - (url + 5)) : url + 5;
+    u->path = q ? rrl_util_strmemdup(p, url + 5, q - (url + 5)) : url + 5;
     if (u->path[0] != '/' || u->path[1] == '\0') {
         return apr_psprintf(p, "'%s': the socket path must be absolute; "
                             "expected %s", u->masked, RRL_URL_FORMS);
@@ -322,7 +322,7 @@ static const char *rrl_url_path(apr_pool_t *p, const char *url,
                                 "redis-sentinel://HOST:PORT[,HOST:PORT...]/"
                                 "MASTERNAME[/DB]", url);
         }
-        u->master = apr_pstrmemdup(p, name, slash - name);
+        u->master = rrl_util_strmemdup(p, name, slash - name);
         end = slash;
     }
     if (u->kind == RRL_REDIS_CLUSTER && *end == '/' && end[1]) {
@@ -335,10 +335,9 @@ static const char *rrl_url_path(apr_pool_t *p, const char *url,
         apr_size_t len = q ? (apr_size_t)(q - end - 1) : strlen(end + 1);
         apr_int64_t n = 0;
 
-        /* by its length: "/" alone is database 0 (APR declares the copy
-         * len bytes long, so its terminator is not read here) */
+        /* "/" alone is database 0 */
         if (len) {
-            char *db = apr_pstrmemdup(p, end + 1, len);
+            char *db = rrl_util_strmemdup(p, end + 1, len);
 
             if (!rrl_util_parse_int(db, 0, 1 << 30, &n)) {
                 return apr_psprintf(p, "'%s': '/%s' is not a database "

@@ -44,6 +44,20 @@ apr_status_t rrl_util_lock(rrl_lock_t *l);
 apr_status_t rrl_util_trylock(rrl_lock_t *l);
 void rrl_util_unlock(rrl_lock_t *l);
 
+/* The first n bytes of s, terminated, in p: apr_pstrmemdup, but made as
+ * the n + 1 bytes it is.  APR 1.7 declares apr_pstrmemdup's result
+ * alloc_size n, so that gcc's object-size checks (UBSan on Debian 13)
+ * call a read of its terminator, or of "" when n is 0, out of bounds */
+static APR_INLINE char *rrl_util_strmemdup(apr_pool_t *p, const char *s,
+                                           apr_size_t n)
+{
+    char *d = apr_palloc(p, n + 1);
+
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
 /* v in decimal at o; the end.  Inline: every number of every header and
  * of every RESP length goes through it */
 static APR_INLINE char *rrl_util_put_uint(char *o, apr_uint64_t v)
