@@ -8,18 +8,53 @@
  */
 
 #include "apr_strings.h"
+#include "ap_mpm.h"
+#include "http_config.h"
 
 #include <string.h>
 
 #include "rrl_batch.h"
 
-/* A node's room for its round trips' batches, in its pool (pchild, or the
- * Cluster's pool of nodes): nothing is allocated per request */
-apr_status_t rrl_batch_init(rrl_batch_set_t *bs, apr_pool_t *p)
+/*
+ * How many calls a round trip to a node can carry in this child: one per
+ * thread that runs requests, as each waits for its own call (prefork: 1,
+ * so that its many children do not each keep room for batches that never
+ * form), at most RRL_PIPE_MAX.  mod_http2 runs requests in workers of its
+ * own besides the MPM's threads: then RRL_PIPE_MAX.  Calls beyond it wait
+ * for the next round trip.
+ */
+int rrl_batch_cap(void)
 {
+    int threads = 1;
+
+    if (ap_find_linked_module("mod_http2.c")) {
+        return RRL_PIPE_MAX;
+    }
+    if (ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads) != APR_SUCCESS
+        || threads < 1) {
+        threads = 1;
+    }
+    return threads < RRL_PIPE_MAX ? threads : RRL_PIPE_MAX;
+}
+
+/* A node's room for its round trips' batches of cap calls, in its pool
+ * (pchild, or the Cluster's pool of nodes): nothing is allocated per
+ * request, and only what rrl_batch_join writes is ever touched */
+apr_status_t rrl_batch_init(rrl_batch_set_t *bs, apr_pool_t *p, int cap)
+{
+    apr_size_t n = (apr_size_t)cap;
+
+    bs->cap = cap;
     bs->n = 0;
-    bs->buf = apr_palloc(p, RRL_BATCH_ROOM);
-    return bs->buf ? APR_SUCCESS : APR_ENOMEM;
+    bs->calls = apr_palloc(p, sizeof(*bs->calls) * n);
+    bs->joined = apr_palloc(p, sizeof(*bs->joined) * n);
+    bs->reps = apr_palloc(p, sizeof(*bs->reps) * n);
+    bs->members = apr_palloc(p, sizeof(*bs->members) * n);
+    bs->parts = apr_palloc(p, sizeof(*bs->parts) * n);
+    /* a call alone goes as it is: no command is written for it */
+    bs->buf = cap > 1 ? apr_palloc(p, RRL_BATCH_ROOM) : NULL;
+    return bs->calls && bs->joined && bs->reps && bs->members && bs->parts
+           && (cap == 1 || bs->buf) ? APR_SUCCESS : APR_ENOMEM;
 }
 
 /* A decision's part of a batch's command */

@@ -75,18 +75,22 @@ struct rrl_call {
 /* The calls of the round trip under way on a node: the decisions joined,
  * the others as they are.  One per node, made with it: a node has one
  * round trip at a time (its pipe_busy), joined by the thread that sends
- * it and read by the one that reads it, retries included */
+ * it and read by the one that reads it, retries included.  Room for cap
+ * calls a round trip (rrl_batch_cap) */
 typedef struct {
-    rrl_call_t *calls[RRL_PIPE_MAX];    /* as they go */
+    int cap;
+    rrl_call_t **calls;           /* as they go */
     int n;
-    rrl_call_t joined[RRL_PIPE_MAX];    /* a batch's call, */
-    rrl_reply_t reps[RRL_PIPE_MAX];     /* its reply, */
-    rrl_call_t *members[RRL_PIPE_MAX];  /* its requests', in turn, */
-    rrl_reply_t *parts[RRL_PIPE_MAX];   /* and their replies */
-    char *buf;                    /* the batches' commands, RRL_BATCH_ROOM */
+    rrl_call_t *joined;           /* a batch's call, */
+    rrl_reply_t *reps;            /* its reply, */
+    rrl_call_t **members;         /* its requests', in turn, */
+    rrl_reply_t **parts;          /* and their replies */
+    char *buf;                    /* the batches' commands, RRL_BATCH_ROOM;
+                                   * NULL when cap is 1 */
 } rrl_batch_set_t;
 
-apr_status_t rrl_batch_init(rrl_batch_set_t *bs, apr_pool_t *p);
+int rrl_batch_cap(void);
+apr_status_t rrl_batch_init(rrl_batch_set_t *bs, apr_pool_t *p, int cap);
 void rrl_batch_join(rrl_batch_set_t *bs, rrl_call_t *const *calls, int n);
 void rrl_batch_settle(rrl_batch_set_t *bs);
 

@@ -353,13 +353,13 @@ static void rrl_redis_batch(request_rec *r, rrl_backend_t *be,
     rrl_batch_settle(&node->batch);
 }
 
-/* Up to RRL_PIPE_MAX calls off the head of node's queue into calls
- * (pipe_mx held); how many */
+/* Up to the calls a round trip can carry (the node's batch.cap) off the
+ * head of node's queue into calls (pipe_mx held); how many */
 static int rrl_pipe_take(rrl_node_t *node, rrl_call_t **calls)
 {
     int n;
 
-    for (n = 0; node->pipe_head && n < RRL_PIPE_MAX; n++) {
+    for (n = 0; node->pipe_head && n < node->batch.cap; n++) {
         calls[n] = node->pipe_head;
         node->pipe_head = calls[n]->next;
     }

@@ -6,6 +6,7 @@ writes, on one connection, those queued for a node (a Cluster slot) in one
 EVALSHA of the script's batch form, and every fault must end every queued
 request quickly and as RateLimitOnError says."""
 import os
+import re
 import threading
 import time
 
@@ -435,3 +436,40 @@ def test_pipeline_12_batches_are_capped_by_size(httpd, redis_server):
     for i in range(8):
         assert 0 < c.pttl(f"rl:cap{i}:{value}") <= 3600 * 1000
     assert httpd.get("/small.txt", headers={"X-Key": value}).status == 429
+
+
+def private_dirty_kb(httpd):
+    """The largest private, written memory of httpd's children (kB): what
+    each child holds of its own, not shared with the parent"""
+    sizes = []
+    for pid in rrl.child_pids(httpd.pid):
+        text = open(f"/proc/{pid}/smaps_rollup").read()
+        sizes.append(sum(int(kb) for kb in re.findall(
+            r"^Private_Dirty:\s+(\d+) kB", text, re.M)))
+    return max(sizes)
+
+
+def test_pipeline_13_prefork_keeps_no_room_for_batches(httpd, redis_server):
+    """A prefork child runs one request at a time, so its calls never form
+    a batch: it keeps no room for them.  64 virtual hosts, each with a Redis
+    of its own settings (a backend each), cost a child little more than 64
+    sharing one; the room for batches (about 77 KB a node) once came to
+    some 3 MB a child for them, in each of MaxRequestWorkers children."""
+    vhosts = "\n".join(f"""
+<VirtualHost *:${{port}}>
+    ServerName v{i}.test
+    RateLimitRedisTimeout connect=1s command={{timeout}}
+    RateLimit 1000/min name=per-host
+</VirtualHost>""" for i in range(64))
+    sizes = {}
+    for how in ("shared", "own"):
+        timeouts = iter(f"{1000 + i}ms" if how == "own" else "1s"
+                        for i in range(64))
+        text = re.sub(r"\{timeout\}", lambda _: next(timeouts), vhosts)
+        httpd.start("RateLimitRedis ${redis_url}\n" + text, mpm="prefork")
+        assert httpd.hammer(8, "/small.txt", concurrency=4) == [200] * 8
+        assert httpd.get("/small.txt", host="v63.test").status == 200
+        sizes[how] = private_dirty_kb(httpd)
+        httpd.stop()
+    more = sizes["own"] - sizes["shared"]
+    assert more < 64 * 16, f"{more} kB more for 64 backends ({sizes})"
