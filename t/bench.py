@@ -20,11 +20,15 @@ Row "peer" (t/peer.py) is the same measure of nginx + ngx_lua +
 lua-resty-redis running lua/ratelimit.lua against nginx alone; it is
 skipped, with a word why, where those are not installed.  Each row also
 gives the CPU a decision adds per request: the server's, above its paired
-baseline runs, and Redis's.
+baseline runs, and Redis's.  Last, the floors: what the script alone
+costs Redis a decision, driven by redis-benchmark without Apache, one call
+at a time and pipelined in batches of 1, 4 and 16 (docs/benchmarks.md says
+what they bound).
 """
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -83,6 +87,8 @@ SCENARIOS = [
      None),
     ("4t", "Redis over TLS (rediss://), one limit, all allowed",
      REDIS + "RateLimit 1000000/s key=%{HTTP:X-Client} name=one", "tls"),
+    ("4u", "Redis over a Unix socket (unix:/PATH), one limit, all allowed",
+     REDIS + "RateLimit 1000000/s key=%{HTTP:X-Client} name=one", "unix"),
     ("5", "Redis, three limits, all allowed",
      REDIS + "RateLimit 1000000/s key=%{HTTP:X-Client} name=one\n"
              "RateLimit 1000000/s name=ip\n"
@@ -100,7 +106,7 @@ SCENARIOS = [
 ]
 
 
-_tls_redis = {}
+_own_redis = {}
 
 
 def prepare(mode, client):
@@ -113,20 +119,26 @@ def prepare(mode, client):
 
 
 def server_for(mode, redis, base_dir):
-    """The Redis a scenario runs on: a TLS-only one (made once, with the
-    tests' certificates) for mode "tls", else redis."""
-    if mode != "tls":
-        return redis
-    if "r" not in _tls_redis:
-        tls = rrl.TlsFiles(base_dir / "tls")
-        _tls_redis["r"] = rrl.Redis(base_dir, name="redis-tls",
-                                    tls=tls).start()
-    return _tls_redis["r"]
+    """The Redis a scenario runs on and its URL: a TLS-only one (made once,
+    with the tests' certificates) for mode "tls", one with a Unix socket
+    for mode "unix", else redis."""
+    if mode not in ("tls", "unix"):
+        return redis, redis.url()
+    if mode not in _own_redis:
+        if mode == "tls":
+            _own_redis[mode] = rrl.Redis(
+                base_dir, name="redis-tls",
+                tls=rrl.TlsFiles(base_dir / "tls")).start()
+        else:
+            _own_redis[mode] = rrl.Redis(base_dir, name="redis-unix",
+                                         unixsocket=True).start()
+    srv = _own_redis[mode]
+    return srv, (f"unix:{srv.unixsocket}" if mode == "unix" else srv.url())
 
 
-def stop_tls_redis():
-    if "r" in _tls_redis:
-        _tls_redis.pop("r").stop()
+def stop_own_redis():
+    for mode in list(_own_redis):
+        _own_redis.pop(mode).stop()
 
 
 def wrk(port, seconds, script):
@@ -200,6 +212,48 @@ def redis_cpu(redis):
     return c["used_cpu_user"] + c["used_cpu_sys"]
 
 
+# scenario 4's limit as src/rrl_script.c sends it, one item of a request:
+# 1, then gcra 1000000/s (burst 1000000, 1 us apart), cost 1, spend, no
+# until, no plans
+LIMIT_ARGV = ["1", "0", "1000000", "1000000", "1000000", "1", "0", "1", "0",
+              "", ""]
+FLOOR_DECISIONS = 96000
+SCRIPT = rrl.REPO / "lua" / "ratelimit.lua"
+
+
+def redis_floors(redis):
+    """Redis CPU per decision of the script alone, driven by redis-benchmark
+    (one client, 10,000 clients' keys; the best of three runs): pipelined 16 calls a read, so that
+    Redis never sleeps between them, in batches of 1, 4 and 16 requests;
+    and one call at a time, a batch of one, where Redis sleeps and is woken
+    for every call as the module's pipeline has it.  What a decision costs
+    Redis at best on this machine: {(batch, pipelined): us}, or {} where
+    redis-benchmark is missing."""
+    if not shutil.which("redis-benchmark"):
+        print("floors: skipped: no redis-benchmark (Debian: redis-tools)")
+        return {}
+    client = redis.client()
+    client.flushall()
+    sha = client.script_load(SCRIPT.read_text())
+    out = {}
+    for batch, depth in ((1, 1), (1, 16), (4, 16), (16, 16)):
+        keys = [f"rl:one:{i}:__rand_int__" for i in range(batch)]
+        argv = ["EVALSHA", sha, str(batch), *keys, "", str(batch),
+                *LIMIT_ARGV * batch]
+        calls = FLOOR_DECISIONS // batch // (4 if depth == 1 else 1)
+        for _ in range(3):       # the best of three: a floor
+            r0 = redis_cpu(redis)
+            subprocess.run(["redis-benchmark", "-p", str(redis.port), "-c",
+                            "1", "-P", str(depth), "-n", str(calls), "-r",
+                            "10000", "-q", *argv],
+                           check=True, stdout=subprocess.DEVNULL)
+            us = (redis_cpu(redis) - r0) * 1e6 / (calls * batch)
+            out[(batch, depth)] = min(us, out.get((batch, depth), us))
+    client.flushall()
+    print("floors:" + floors_line(out)[1].split(":", 1)[1], flush=True)
+    return out
+
+
 def measure(base, scen, redis, script):
     """A warm-up each (where Redis is down, the breaker opens), then PAIRS
     alternating runs: per-pair figures of baseline and scenario"""
@@ -252,12 +306,12 @@ def main():
             continue
         if not redis.running():
             redis.start(port=redis.port)
-        srv = server_for(mode, redis, base_dir)
+        srv, url = server_for(mode, redis, base_dir)
         client = srv.client()
         prepare(mode, client)
         scen = rrl.Httpd(base_dir, f"s{sid}", with_access_log=False,
                          with_module=mode != "control")
-        scen.vars["redis_url"] = srv.url()
+        scen.vars["redis_url"] = url
         scen.start(snippet, mpm_conf=MPM)
         wrk_script = str(flood if mode == "flood" else script)
         if mode == "down":
@@ -269,23 +323,24 @@ def main():
             s4 = scen
         else:
             scen.stop()
-    stop_tls_redis()
+    stop_own_redis()
     if not redis.running():
         redis.start(port=redis.port)
     if not pick or PEER in pick:
         results += peer_row(base_dir, redis, str(script))
+    floors = redis_floors(redis)
 
     if pick:
         base.stop()
         redis.stop()
-        report(results, base_cpu)
+        report(results, base_cpu, floors)
         return
     memory = memory_per_key(base_dir, redis)
     rss = rss_over_million(s4, script)
     s4.stop()
     base.stop()
     redis.stop()
-    report(results, base_cpu, memory, rss)
+    report(results, base_cpu, floors, memory, rss)
 
 
 PEER = "peer"
@@ -428,7 +483,19 @@ def added(results):
              + "; ".join(out) + "."] if out else [])
 
 
-def report(results, base_cpu, memory=None, rss=None):
+def floors_line(floors):
+    """What the script alone costs Redis a decision (redis_floors)"""
+    if not floors:
+        return []
+    pipelined = ", ".join(f"{v:.1f} in batches of {b}"
+                          for (b, d), v in floors.items() if d > 1)
+    return ["", "Redis CPU per decision of the script alone (redis-benchmark, "
+            "one client, 10,000 keys): one call at a time, Redis woken for "
+            f"each: {floors[(1, 1)]:.1f} us; pipelined 16 calls a read: "
+            f"{pipelined} us."]
+
+
+def report(results, base_cpu, floors=None, memory=None, rss=None):
     """The Markdown table; memory and RSS when measured (all scenarios)"""
     apache = [r for r in results if r[0] != PEER]
     nginx = [r for r in results if r[0] == PEER]
@@ -460,6 +527,7 @@ def report(results, base_cpu, memory=None, rss=None):
             f"{m['added_us']:+.1f} | {m['switches']:.2f} | {m['cmds']:.3f} | "
             + (f"{m['redis_us']:.1f} |" if m['cmds'] else "- |"))
     lines += added(results)
+    lines += floors_line(floors)
     if memory:
         lines += ["", "Redis memory per key (MEMORY USAGE): " + ", ".join(
             f"{a} {b} bytes" for a, b in memory.items()), "",

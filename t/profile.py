@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import rrl  # noqa: E402
 from bench import (REDIS, SCENARIOS, prepare, server_for,  # noqa: E402
-                   stop_tls_redis)
+                   stop_own_redis)
 
 REQUESTS = int(os.environ.get("PROFILE_REQUESTS", "2000"))
 WARMUP = 200
@@ -56,10 +56,10 @@ def callgrind_total(out):
 
 def run_once(base_dir, redis, sid, snippet, mode, with_module, n):
     """callgrind's total for WARMUP + n requests in a fresh httpd -X"""
-    redis = server_for(mode, redis, base_dir)
+    redis, url = server_for(mode, redis, base_dir)
     h = rrl.Httpd(base_dir, f"p{sid}", with_module=with_module,
                   with_access_log=False)
-    h.vars["redis_url"] = redis.url()
+    h.vars["redis_url"] = url
     h.port, h.port6 = rrl.free_port(), rrl.Httpd._free_port6()
     h._write_load_file()
     h.conf.write_text(h.render(snippet, "event"))
@@ -117,7 +117,7 @@ def main():
         print(f"{sid:>3} {title:<50} {per:9.0f} instr/req {extra}  {codes}"
               + (f"  {out}" if os.environ.get("PROFILE_KEEP") else ""),
               flush=True)
-    stop_tls_redis()
+    stop_own_redis()
     redis.stop()
     if not os.environ.get("PROFILE_KEEP"):
         subprocess.run(["rm", "-rf", str(base_dir)])
