@@ -11,6 +11,12 @@ to Apache without the module; PROFILE_KEEP=1 keeps the callgrind.out files
 (callgrind_annotate them) and prints where they are.
 
 PROFILE_SCENARIOS picks some (e.g. "1 3 4"); the default is all of them.
+
+Then ("script", pickable too) the same for Redis's side: instructions per
+decision of lua/ratelimit.lua in a redis-server under callgrind, driven by
+redis-benchmark with scenario 4's limit (one client, 16 calls a read), a
+request alone in its call and in batches of 16; two runs of n and 2n calls
+subtracted, so that startup and the first keys' creation cancel.
 """
 import http.client
 import os
@@ -24,8 +30,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import rrl  # noqa: E402
-from bench import (REDIS, SCENARIOS, prepare, server_for,  # noqa: E402
-                   stop_own_redis)
+from bench import (LIMIT_ARGV, REDIS, SCENARIOS, SCRIPT,  # noqa: E402
+                   prepare, server_for, stop_own_redis)
 
 REQUESTS = int(os.environ.get("PROFILE_REQUESTS", "2000"))
 WARMUP = 200
@@ -99,6 +105,47 @@ def profile(base_dir, redis, sid, snippet, mode, with_module=True):
     return (t1 - t0) / REQUESTS, codes, out
 
 
+class CallgrindRedis(rrl.Redis):
+    """A redis-server under callgrind, its counts written to out on exit"""
+
+    def __init__(self, base_dir, out):
+        super().__init__(base_dir, "--hz", "1", name="redis-callgrind")
+        self.out = out
+
+    def command(self):
+        return ["valgrind", "--tool=callgrind",
+                f"--callgrind-out-file={self.out}", *super().command()]
+
+
+def script_run(base_dir, batch, calls):
+    """callgrind's total for a redis-server that ran calls EVALSHAs of
+    batch requests each (scenario 4's limit, 10,000 clients' keys)"""
+    out = base_dir / f"redis-{batch}-{calls}.callgrind"
+    redis = CallgrindRedis(base_dir, out).start()
+    try:
+        sha = redis.client().script_load(SCRIPT.read_text())
+        keys = [f"rl:one:{i}:__rand_int__" for i in range(batch)]
+        subprocess.run(["redis-benchmark", "-p", str(redis.port), "-c", "1",
+                        "-P", "16", "-n", str(calls), "-r", "10000", "-q",
+                        "EVALSHA", sha, str(batch), *keys, "", str(batch),
+                        *LIMIT_ARGV * batch],
+                       check=True, stdout=subprocess.DEVNULL)
+    finally:
+        redis.stop()
+    return callgrind_total(out)
+
+
+def script_profile(base_dir):
+    """{batch: instructions per decision} of the script in Redis"""
+    out = {}
+    for batch in (1, 16):
+        calls = 3200 // batch
+        out[batch] = ((script_run(base_dir, batch, 2 * calls)
+                       - script_run(base_dir, batch, calls))
+                      / (calls * batch))
+    return out
+
+
 def main():
     pick = os.environ.get("PROFILE_SCENARIOS", "").split()
     base_dir = Path(tempfile.mkdtemp(prefix="rrl-profile-"))
@@ -119,6 +166,11 @@ def main():
               flush=True)
     stop_own_redis()
     redis.stop()
+    if not pick or "script" in pick:
+        per = script_profile(base_dir)
+        print(f"script: lua/ratelimit.lua in Redis, {per[1]:,.0f} "
+              f"instructions a decision alone in its call, {per[16]:,.0f} "
+              "in batches of 16", flush=True)
     if not os.environ.get("PROFILE_KEEP"):
         subprocess.run(["rm", "-rf", str(base_dir)])
 
