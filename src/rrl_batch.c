@@ -8,34 +8,10 @@
  */
 
 #include "apr_strings.h"
-#include "ap_mpm.h"
-#include "http_config.h"
 
 #include <string.h>
 
 #include "rrl_batch.h"
-
-/*
- * How many calls a round trip to a node can carry in this child: one per
- * thread that runs requests, as each waits for its own call (prefork: 1,
- * so that its many children do not each keep room for batches that never
- * form), at most RRL_PIPE_MAX.  mod_http2 runs requests in workers of its
- * own besides the MPM's threads: then RRL_PIPE_MAX.  Calls beyond it wait
- * for the next round trip.
- */
-int rrl_batch_cap(void)
-{
-    int threads = 1;
-
-    if (ap_find_linked_module("mod_http2.c")) {
-        return RRL_PIPE_MAX;
-    }
-    if (ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads) != APR_SUCCESS
-        || threads < 1) {
-        threads = 1;
-    }
-    return threads < RRL_PIPE_MAX ? threads : RRL_PIPE_MAX;
-}
 
 /* A node's room for its round trips' batches of cap calls, in its pool
  * (pchild, or the Cluster's pool of nodes): nothing is allocated per

@@ -76,7 +76,7 @@ struct rrl_call {
  * the others as they are.  One per node, made with it: a node has one
  * round trip at a time (its pipe_busy), joined by the thread that sends
  * it and read by the one that reads it, retries included.  Room for cap
- * calls a round trip (rrl_batch_cap) */
+ * calls a round trip (the backend's batch_cap) */
 typedef struct {
     int cap;
     rrl_call_t **calls;           /* as they go */
@@ -89,7 +89,6 @@ typedef struct {
                                    * NULL when cap is 1 */
 } rrl_batch_set_t;
 
-int rrl_batch_cap(void);
 apr_status_t rrl_batch_init(rrl_batch_set_t *bs, apr_pool_t *p, int cap);
 void rrl_batch_join(rrl_batch_set_t *bs, rrl_call_t *const *calls, int n);
 void rrl_batch_settle(rrl_batch_set_t *bs);

@@ -281,6 +281,13 @@ static rrl_backend_t *rrl_backend_for(apr_pool_t *pconf, apr_hash_t *seen,
     }
     be->pool_ttl = sc->pool_ttl != RRL_UNSET ? sc->pool_ttl
                                              : RRL_DEFAULT_POOL_TTL;
+    /* a round trip carries a call of each thread that runs requests, as
+     * each waits for its own (prefork: 1, so that its many children keep
+     * no room for batches that never form), at most RRL_PIPE_MAX; calls
+     * beyond wait for the next.  mod_http2 runs requests in workers of
+     * its own besides the MPM's threads: then RRL_PIPE_MAX */
+    be->batch_cap = ap_find_linked_module("mod_http2.c")
+                    || threads > RRL_PIPE_MAX ? RRL_PIPE_MAX : threads;
     id = apr_psprintf(pconf, "%s|%" APR_TIME_T_FMT "|%" APR_TIME_T_FMT
                       "|%d|%d|%" APR_TIME_T_FMT, be->u->url,
                       be->connect_timeout, be->command_timeout, be->pool_max,

@@ -365,7 +365,7 @@ apr_status_t rrl_redis_conn_node_create(rrl_backend_t *be, apr_pool_t *p,
     if ((rv = pthread_mutex_init(&node->pipe_mx, NULL)) != 0) {
         return rv;
     }
-    if ((rv = rrl_batch_init(&node->batch, p, rrl_batch_cap()))
+    if ((rv = rrl_batch_init(&node->batch, p, be->batch_cap))
         != APR_SUCCESS) {
         return rv;
     }

@@ -59,6 +59,7 @@ typedef struct rrl_backend {
     apr_interval_time_t connect_timeout, command_timeout;
     int pool_max, pool_keep;
     apr_interval_time_t pool_ttl;
+    int batch_cap;                /* calls in a round trip, at most */
     /* per child, made in child_init */
     rrl_node_t *node;             /* single Redis or Sentinel: the one */
     apr_thread_mutex_t *mutex;    /* guards what follows */
