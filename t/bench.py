@@ -221,10 +221,22 @@ FLOOR_DECISIONS = 96000
 SCRIPT = rrl.REPO / "lua" / "ratelimit.lua"
 
 
+def script_benchmark(port, sha, batch, calls, depth=16):
+    """redis-benchmark sending calls EVALSHAs of the script (sha), each a
+    batch of batch requests of scenario 4's limit, depth calls a read, one
+    client, keys of 10,000 clients"""
+    keys = [f"rl:one:{i}:__rand_int__" for i in range(batch)]
+    subprocess.run(["redis-benchmark", "-p", str(port), "-c", "1", "-P",
+                    str(depth), "-n", str(calls), "-r", "10000", "-q",
+                    "EVALSHA", sha, str(batch), *keys, "", str(batch),
+                    *LIMIT_ARGV * batch],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
 def redis_floors(redis):
     """Redis CPU per decision of the script alone, driven by redis-benchmark
-    (one client, 10,000 clients' keys; the best of three runs): pipelined 16 calls a read, so that
-    Redis never sleeps between them, in batches of 1, 4 and 16 requests;
+    (one client, 10,000 clients' keys; the best of three runs): pipelined
+    16 calls a read, so that Redis never sleeps between them, in batches of 1, 4 and 16 requests;
     and one call at a time, a batch of one, where Redis sleeps and is woken
     for every call as the module's pipeline has it.  What a decision costs
     Redis at best on this machine: {(batch, pipelined): us}, or {} where
@@ -237,20 +249,14 @@ def redis_floors(redis):
     sha = client.script_load(SCRIPT.read_text())
     out = {}
     for batch, depth in ((1, 1), (1, 16), (4, 16), (16, 16)):
-        keys = [f"rl:one:{i}:__rand_int__" for i in range(batch)]
-        argv = ["EVALSHA", sha, str(batch), *keys, "", str(batch),
-                *LIMIT_ARGV * batch]
         calls = FLOOR_DECISIONS // batch // (4 if depth == 1 else 1)
         for _ in range(3):       # the best of three: a floor
             r0 = redis_cpu(redis)
-            subprocess.run(["redis-benchmark", "-p", str(redis.port), "-c",
-                            "1", "-P", str(depth), "-n", str(calls), "-r",
-                            "10000", "-q", *argv],
-                           check=True, stdout=subprocess.DEVNULL)
+            script_benchmark(redis.port, sha, batch, calls, depth)
             us = (redis_cpu(redis) - r0) * 1e6 / (calls * batch)
             out[(batch, depth)] = min(us, out.get((batch, depth), us))
     client.flushall()
-    print("floors:" + floors_line(out)[1].split(":", 1)[1], flush=True)
+    print(floors_line(out)[1], flush=True)
     return out
 
 

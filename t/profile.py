@@ -30,8 +30,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import rrl  # noqa: E402
-from bench import (LIMIT_ARGV, REDIS, SCENARIOS, SCRIPT,  # noqa: E402
-                   prepare, server_for, stop_own_redis)
+from bench import (REDIS, SCENARIOS, SCRIPT, prepare,  # noqa: E402
+                   script_benchmark, server_for, stop_own_redis)
 
 REQUESTS = int(os.environ.get("PROFILE_REQUESTS", "2000"))
 WARMUP = 200
@@ -124,12 +124,7 @@ def script_run(base_dir, batch, calls):
     redis = CallgrindRedis(base_dir, out).start()
     try:
         sha = redis.client().script_load(SCRIPT.read_text())
-        keys = [f"rl:one:{i}:__rand_int__" for i in range(batch)]
-        subprocess.run(["redis-benchmark", "-p", str(redis.port), "-c", "1",
-                        "-P", "16", "-n", str(calls), "-r", "10000", "-q",
-                        "EVALSHA", sha, str(batch), *keys, "", str(batch),
-                        *LIMIT_ARGV * batch],
-                       check=True, stdout=subprocess.DEVNULL)
+        script_benchmark(redis.port, sha, batch, calls)
     finally:
         redis.stop()
     return callgrind_total(out)

@@ -457,18 +457,16 @@ def test_pipeline_13_prefork_keeps_no_room_for_batches(httpd, redis_server):
     some 3 MB a child for them, in each of MaxRequestWorkers children."""
     if rrl.CHECKER:
         pytest.skip("httpd -X under a checker has no children to measure")
-    vhosts = "\n".join(f"""
-<VirtualHost *:${{port}}>
-    ServerName v{i}.test
-    RateLimitRedisTimeout connect=1s command={{timeout}}
-    RateLimit 1000/min name=per-host
-</VirtualHost>""" for i in range(64))
     sizes = {}
     for how in ("shared", "own"):
-        timeouts = iter(f"{1000 + i}ms" if how == "own" else "1s"
-                        for i in range(64))
-        text = re.sub(r"\{timeout\}", lambda _: next(timeouts), vhosts)
-        httpd.start("RateLimitRedis ${redis_url}\n" + text, mpm="prefork")
+        vhosts = "\n".join(f"""
+<VirtualHost *:${{port}}>
+    ServerName v{i}.test
+    RateLimitRedisTimeout connect=1s \
+        command={f"{1000 + i}ms" if how == "own" else "1s"}
+    RateLimit 1000/min name=per-host
+</VirtualHost>""" for i in range(64))
+        httpd.start("RateLimitRedis ${redis_url}\n" + vhosts, mpm="prefork")
         assert httpd.hammer(8, "/small.txt", concurrency=4) == [200] * 8
         assert httpd.get("/small.txt", host="v63.test").status == 200
         sizes[how] = private_dirty_kb(httpd)
