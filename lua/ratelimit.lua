@@ -97,7 +97,7 @@ end
 -- a stored number: digits, at most 2^53 (what a double holds exactly)
 local function num(s)
   if s and #s <= 16 then
-    local v = tonumber(s)
+    local v = s + 0           -- digits (the caller matched them)
     if v <= 9007199254740992 then
       return v
     end
@@ -112,10 +112,17 @@ end
 -- this to).  Returns what it said (0 none, 1 applied, 2 off, 3 does not
 -- parse or fit the limit), then count, period, burst, T and U to decide
 -- with: the plan's when applied, else the directive's as given.
-local UNITS = { s = 1, sec = 1, secs = 1, second = 1, seconds = 1,
-                m = 60, min = 60, mins = 60, minute = 60, minutes = 60,
-                h = 3600, hr = 3600, hour = 3600, hours = 3600,
-                d = 86400, day = 86400, days = 86400 }
+
+-- the seconds of a RATE's unit; the table is made on the first plan read
+-- (the whole script runs afresh for every call, and most read no plan)
+local UNITS = nil
+local function seconds(unit)
+  UNITS = UNITS or { s = 1, sec = 1, secs = 1, second = 1, seconds = 1,
+                   m = 60, min = 60, mins = 60, minute = 60, minutes = 60,
+                   h = 3600, hr = 3600, hour = 3600, hours = 3600,
+                   d = 86400, day = 86400, days = 86400 }
+  return UNITS[string.lower(unit)]
+end
 local MAX_SECONDS = 366 * 86400
 local MAX_UNITS = 2 ^ 50              -- RRL_MAX_UNITS, RRL_MAX_REFILL
 local MAX_PRODUCT = 2 ^ 52
@@ -136,7 +143,7 @@ local function rate(text)
     return nil
   end
   local ms, unit = string.match(rest, '^(%d*)(.*)$')
-  local mult, sec = 1, UNITS[string.lower(unit)]
+  local mult, sec = 1, seconds(unit)
   if ms ~= '' then
     mult = whole(ms, 1, MAX_SECONDS)
   end
@@ -198,7 +205,7 @@ end
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  now = t[1] * 1000000 + t[2]          -- two strings, as numbers
 end
 
 -- token-bucket's tokens as of now, and since when the partial refill runs
@@ -285,16 +292,18 @@ end
 -- ARGV[a0]: checked all, then (all allowed) written all; its reply entry
 -- (or an error entry: nothing of it written), and how many KEYS it has
 local function decide(kb, a0)
-  local n = tonumber(ARGV[a0])
-  local reply = { 1, now }
-  local plans = {}
-  local cuts = {}
+  local n = ARGV[a0] + 0
+  -- sized for one item at once (most requests), the others' grow it
+  local reply = n > 0 and { 1, now, 0, 0, 0, 0 } or { 1, now }
+  local r = 2                 -- its length
+  local plans, cuts = nil, nil          -- made when a limit needs them
   local writes = {}
   local all = true
   local m = n                 -- its KEYS: the items', then its plan keys
 
   for i = 1, n do
-    local pk = tonumber(ARGV[a0 + 10 * i])
+    local pf = ARGV[a0 + 10 * i]
+    local pk = pf ~= '' and tonumber(pf)
     if pk and pk > 0 then
       m = m + 1
     end
@@ -302,32 +311,49 @@ local function decide(kb, a0)
 
   for i = 1, n do
     local a = a0 + 1 + 10 * (i - 1)
-    local alg, count, period = tonumber(ARGV[a]), tonumber(ARGV[a + 1]),
-                               tonumber(ARGV[a + 2])
-    local burst, T, U = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
-                        tonumber(ARGV[a + 5])
-    local cost, mode = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
-    local untl = tonumber(ARGV[a + 8])
+    -- only the numbers this item's algorithm and mode use are converted,
+    -- each with + 0 (one strtod; tonumber does two): gcra without plans=
+    -- needs no count, period or unit, a concurrency limit no burst,
+    -- interval or unit
+    local alg, cost = (ARGV[a] + 0), (ARGV[a + 6] + 0)
+    local mode, pf = (ARGV[a + 7] + 0), ARGV[a + 9]
+    local count, period, burst, T, U, untl
+    if alg ~= 0 or pf ~= '' then
+      count, period = (ARGV[a + 1] + 0), (ARGV[a + 2] + 0)
+    end
+    if alg ~= 4 then
+      burst, T = (ARGV[a + 3] + 0), (ARGV[a + 4] + 0)
+      if alg == 3 or pf ~= '' then
+        U = ARGV[a + 5] + 0
+      end
+      if mode == 1 then
+        untl = ARGV[a + 8] + 0
+      end
+    end
     local key = KEYS[kb + i]
     if alg == 4 then
-      local r, w, why = concurrency(key, count, period, mode, ARGV[a + 8])
+      local got, w, why = concurrency(key, count, period, mode,
+                                      ARGV[a + 8])
       if why then
-        return { err = 'ERR rrl: item ' .. i .. ': ' .. why }, m
+        return { err = 'ERR rrl: item ' .. i .. ': ' .. why }, m, n
       end
-      if r[1] == 0 then
+      if got[1] == 0 then
         all = false
       end
       if w then
         writes[#writes + 1] = w
       end
       for j = 1, 4 do
-        reply[#reply + 1] = r[j]
+        reply[r + j] = got[j]
       end
+      r = r + 4
     else
-      local said, capped, pk = 0, ARGV[a + 9] ~= '', tonumber(ARGV[a + 9])
+      local said, capped = 0, pf ~= ''
+      local pk = capped and tonumber(pf)
       if pk and pk > 0 then
         said, count, period, burst, T, U =
           plan(KEYS[kb + pk], alg, count, period, burst, T, U, cost)
+        plans = plans or {}
         plans[#plans + 1] = said
         plans[#plans + 1] = said == 1 and count or 0
         plans[#plans + 1] = said == 1 and period or 0
@@ -344,20 +370,27 @@ local function decide(kb, a0)
         else
           bad = 'not a string (WRONGTYPE)'
         end
-      elseif state and writer(state) == alg then
-        local a1, a2, a3 = string.match(state, SHAPE[alg])
-        s1, s2, s3 = num(a1), num(a2), num(a3)
-        local want = (alg == 0 and 1) or (alg == 3 and 3) or 2
-        if not s1 or (want > 1 and not s2) or (want > 2 and not s3) then
+      elseif state then
+        local who = writer(state)
+        if who == 0 and alg == 0 then
+          s1 = num(state)         -- all digits, as writer() found
+          if not s1 then
+            bad = 'unreadable state'
+          end
+        elseif who == alg then
+          local a1, a2, a3 = string.match(state, SHAPE[alg])
+          s1, s2, s3 = num(a1), num(a2), num(a3)
+          if not s1 or not s2 or (alg == 3 and not s3) then
+            bad = 'unreadable state'
+          end
+        elseif who then
+          state = false           -- another algorithm's: nothing stored
+        else
           bad = 'unreadable state'
         end
-      elseif state and writer(state) then
-        state = false             -- another algorithm's: nothing stored
-      elseif state then
-        bad = 'unreadable state'
       end
       if bad then
-        return { err = 'ERR rrl: item ' .. i .. ': ' .. bad }, m
+        return { err = 'ERR rrl: item ' .. i .. ': ' .. bad }, m, n
       end
 
       local allowed, remaining, reset, retry = false, 0, 0, 0
@@ -422,6 +455,7 @@ local function decide(kb, a0)
           -- plans=: spent under other numbers beyond what these hold: all of
           -- these spent, kept as such whatever is decided (rrl_gcra)
           base = now + tau
+          cuts = cuts or {}
           cuts[#cuts + 1] = { key, string.format('%d', base), tau }
         end
         local want = base + cost * T
@@ -526,14 +560,15 @@ local function decide(kb, a0)
       if value then
         writes[#writes + 1] = { key, value, ttl }
       end
-      reply[#reply + 1] = allowed and 1 or 0
-      reply[#reply + 1] = remaining
-      reply[#reply + 1] = reset
-      reply[#reply + 1] = retry
+      reply[r + 1] = allowed and 1 or 0
+      reply[r + 2] = remaining
+      reply[r + 3] = reset
+      reply[r + 4] = retry
+      r = r + 4
     end
   end
 
-  for _, w in ipairs(cuts) do
+  for _, w in ipairs(cuts or {}) do
     redis.call('SET', w[1], w[2], 'PX', idiv(w[3] + 999, 1000))
   end
   if all then
@@ -552,7 +587,8 @@ local function decide(kb, a0)
       elseif w.z == 'release' then
         redis.call('ZREM', w.key, w.member)
       elseif w[3] > 0 then
-        redis.call('SET', w[1], w[2], 'PX', idiv(w[3] + 999, 1000))
+        redis.call('SET', w[1], w[2], 'PX',
+                   string.format('%d', idiv(w[3] + 999, 1000)))
       else
         redis.call('DEL', w[1])
       end
@@ -560,18 +596,19 @@ local function decide(kb, a0)
   else
     reply[1] = 0
   end
-  for _, v in ipairs(plans) do
-    reply[#reply + 1] = v
+  for _, v in ipairs(plans or {}) do
+    r = r + 1
+    reply[r] = v
   end
-  return reply, m
+  return reply, m, n
 end
 
 -- the requests in turn, each on what those before it wrote
 local batch, kb, a0 = {}, 0, 3
 for j = 1, tonumber(ARGV[2]) do
-  local entry, m = decide(kb, a0)
+  local entry, m, n = decide(kb, a0)
   batch[j] = entry
   kb = kb + m
-  a0 = a0 + 1 + 10 * tonumber(ARGV[a0])
+  a0 = a0 + 1 + 10 * n
 end
 return batch
