@@ -655,7 +655,8 @@ local function spend(kb, a0)
       return nil
     end
   end
-  local reply, r, all, want = { 1, now }, 2, true, {}
+  local reply = n > 0 and { 1, now, 0, 0, 0, 0 } or { 1, now }
+  local r, all, want = 2, true, { 0 }   -- sized for one limit
   for i = 1, n do
     local a = a0 + 1 + 10 * (i - 1)
     local base, state = now, redis.pcall('GET', KEYS[kb + i])
