@@ -1,6 +1,7 @@
 """RateLimit on one server, no Redis: the local shared-memory store, driven
 through a real httpd.  Every directive and option of the single-server
 module, its headers, environment variables and corner cases."""
+import http.client
 import re
 import time
 from pathlib import Path
@@ -629,14 +630,31 @@ RateLimit 2/min name=v6
 @pytest.mark.slow
 @pytest.mark.parametrize("mpm", ["prefork", "event"])
 def test_store_01_children_share_one_store(httpd, mpm):
+    """200 requests at once, 50 allowed; then, under prefork, four
+    connections held open together, so four children (a prefork child
+    serves one connection at a time), a request each: all four denied, so
+    each child saw the 50 the others spent (children with stores of their
+    own would allow at least three of them, whoever served the 50)."""
     httpd.start("RateLimit 50/h name=shared", mpm=mpm)
     codes = httpd.hammer(200, "/small.txt", concurrency=16)
     assert codes.count(200) == 50
     assert codes.count(429) == 150
-    log = httpd.access_log(200)
-    pids = {e["pid"] for e in log if e["result"] == "allowed"}
     if mpm == "prefork":
-        assert len(pids) > 1, "one child served every allowed request"
+        httpd.access_log(200)
+        conns = [http.client.HTTPConnection("127.0.0.1", httpd.port,
+                                            timeout=10) for _ in range(4)]
+        try:
+            for i, conn in enumerate(conns):
+                conn.request("GET", f"/small.txt?held{i}")
+                r = conn.getresponse()
+                r.read()
+                assert r.status == 429, i
+        finally:
+            for conn in conns:
+                conn.close()
+        log = httpd.access_log(204)[-4:]
+        assert [e["query"] for e in log] == [f"?held{i}" for i in range(4)]
+        assert len({e["pid"] for e in log}) == 4, log
 
 
 def test_store_02_survives_graceful_restart(httpd):
