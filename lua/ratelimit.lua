@@ -115,7 +115,7 @@ local function put(key, value, ttl)
   end
 end
 
--- a rate's entry in its request's reply, after the r entries there: the
+-- a limit's entry in its request's reply, after the r entries there: the
 -- reply's length then
 local function answer(reply, r, allowed, remaining, reset, retry)
   reply[r + 1] = allowed and 1 or 0
@@ -366,14 +366,14 @@ local function general()
       -- each with + 0 (one strtod; tonumber does two): gcra without plans=
       -- needs no count, period or unit, a concurrency limit no burst,
       -- interval or unit
-      local alg, cost = (ARGV[a] + 0), (ARGV[a + 6] + 0)
-      local mode, pf = (ARGV[a + 7] + 0), ARGV[a + 9]
+      local alg, cost = ARGV[a] + 0, ARGV[a + 6] + 0
+      local mode, pf = ARGV[a + 7] + 0, ARGV[a + 9]
       local count, period, burst, T, U, untl
       if alg ~= 0 or pf ~= '' then
-        count, period = (ARGV[a + 1] + 0), (ARGV[a + 2] + 0)
+        count, period = ARGV[a + 1] + 0, ARGV[a + 2] + 0
       end
       if alg ~= 4 then
-        burst, T = (ARGV[a + 3] + 0), (ARGV[a + 4] + 0)
+        burst, T = ARGV[a + 3] + 0, ARGV[a + 4] + 0
         if alg == 3 or pf ~= '' then
           U = ARGV[a + 5] + 0
         end
@@ -394,10 +394,7 @@ local function general()
         if w then
           writes[#writes + 1] = w
         end
-        for j = 1, 4 do
-          reply[r + j] = got[j]
-        end
-        r = r + 4
+        r = answer(reply, r, got[1] == 1, got[2], got[3], got[4])
       else
         local said, capped = 0, pf ~= ''
         local pk = capped and tonumber(pf)
@@ -423,15 +420,10 @@ local function general()
           end
         elseif state then
           local who = writer(state)
-          if who == 0 and alg == 0 then
-            s1 = num(state)         -- all digits, as writer() found
-            if not s1 then
-              bad = 'unreadable state'
-            end
-          elseif who == alg then
+          if who == alg then
             local a1, a2, a3 = string.match(state, SHAPE[alg])
             s1, s2, s3 = num(a1), num(a2), num(a3)
-            if not s1 or not s2 or (alg == 3 and not s3) then
+            if not s1 or (alg ~= 0 and not s2) or (alg == 3 and not s3) then
               bad = 'unreadable state'
             end
           elseif who then

@@ -640,7 +640,6 @@ def test_store_01_children_share_one_store(httpd, mpm):
     assert codes.count(200) == 50
     assert codes.count(429) == 150
     if mpm == "prefork":
-        httpd.access_log(200)
         conns = [http.client.HTTPConnection("127.0.0.1", httpd.port,
                                             timeout=10) for _ in range(4)]
         try:
