@@ -29,6 +29,10 @@ then per request: its number of limits n, then for limit i of it, 10:
           period its lease (us), interval and unit unused, cost 1, mode (0
           take a slot, 1 release it, 2 renew its lease), in until's place
           the slot's member, unique to its request; plans empty.
+          Or, for a gcra limit without plans= that spends (mode 0, until
+          and plans empty), what most requests send, 4: g, burst,
+          interval, cost (fewer arguments: each costs Redis a string made
+          and freed).
 
 Stored values (strings; each written with PX no longer than it matters),
 which say the algorithm that wrote them: gcra's is one number (so Redis
@@ -341,7 +345,8 @@ local function general()
 
   -- one request's items, its KEYS from KEYS[kb + 1] and its item count at
   -- ARGV[a0]: checked all, then (all allowed) written all; its reply entry
-  -- (or an error entry: nothing of it written), and how many KEYS it has
+  -- (or an error entry: nothing of it written), how many KEYS it has, and
+  -- where the next request's ARGV start
   local function decide(kb, a0)
     local n = ARGV[a0] + 0
     -- sized for one item at once (most requests), the others' grow it
@@ -351,34 +356,47 @@ local function general()
     local writes = {}
     local all = true
     local m = n                 -- its KEYS: the items', then its plan keys
+    local at, after = { a0 + 1 }, a0 + 1  -- each item's first ARGV, the end
 
     for i = 1, n do
-      local pf = ARGV[a0 + 10 * i]
-      local pk = pf ~= '' and tonumber(pf)
-      if pk and pk > 0 then
-        m = m + 1
+      at[i] = after
+      if ARGV[after] == 'g' then
+        after = after + 4
+      else
+        local pf = ARGV[after + 9]
+        local pk = pf ~= '' and tonumber(pf)
+        if pk and pk > 0 then
+          m = m + 1
+        end
+        after = after + 10
       end
     end
 
     for i = 1, n do
-      local a = a0 + 1 + 10 * (i - 1)
+      local a = at[i]
       -- only the numbers this item's algorithm and mode use are converted,
       -- each with + 0 (one strtod; tonumber does two): gcra without plans=
       -- needs no count, period or unit, a concurrency limit no burst,
       -- interval or unit
-      local alg, cost = ARGV[a] + 0, ARGV[a + 6] + 0
-      local mode, pf = ARGV[a + 7] + 0, ARGV[a + 9]
+      local alg, cost, mode, pf
       local count, period, burst, T, U, untl
-      if alg ~= 0 or pf ~= '' then
-        count, period = ARGV[a + 1] + 0, ARGV[a + 2] + 0
-      end
-      if alg ~= 4 then
-        burst, T = ARGV[a + 3] + 0, ARGV[a + 4] + 0
-        if alg == 3 or pf ~= '' then
-          U = ARGV[a + 5] + 0
+      if ARGV[a] == 'g' then              -- the short form: a gcra spend
+        alg, burst, T, cost, mode, pf =
+          0, ARGV[a + 1] + 0, ARGV[a + 2] + 0, ARGV[a + 3] + 0, 0, ''
+      else
+        alg, cost = ARGV[a] + 0, ARGV[a + 6] + 0
+        mode, pf = ARGV[a + 7] + 0, ARGV[a + 9]
+        if alg ~= 0 or pf ~= '' then
+          count, period = ARGV[a + 1] + 0, ARGV[a + 2] + 0
         end
-        if mode == 1 then
-          untl = ARGV[a + 8] + 0
+        if alg ~= 4 then
+          burst, T = ARGV[a + 3] + 0, ARGV[a + 4] + 0
+          if alg == 3 or pf ~= '' then
+            U = ARGV[a + 5] + 0
+          end
+          if mode == 1 then
+            untl = ARGV[a + 8] + 0
+          end
         end
       end
       local key = KEYS[kb + i]
@@ -386,7 +404,7 @@ local function general()
         local got, w, why = concurrency(key, count, period, mode,
                                         ARGV[a + 8])
         if why then
-          return { err = 'ERR rrl: item ' .. i .. ': ' .. why }, m, n
+          return { err = 'ERR rrl: item ' .. i .. ': ' .. why }, m, after
         end
         if got[1] == 0 then
           all = false
@@ -433,7 +451,7 @@ local function general()
           end
         end
         if bad then
-          return { err = 'ERR rrl: item ' .. i .. ': ' .. bad }, m, n
+          return { err = 'ERR rrl: item ' .. i .. ': ' .. bad }, m, after
         end
 
         local allowed, remaining, reset, retry = false, 0, 0, 0
@@ -629,28 +647,29 @@ local function general()
       r = r + 1
       reply[r] = v
     end
-    return reply, m, n
+    return reply, m, after
   end
 
   return decide
 end
 
 -- the request of make bench and of most sites: every limit a gcra spend
--- without plans=, each key holding a gcra value or nothing.  Decided as
+-- without plans= (its item in the short form, g), each key holding a gcra
+-- value or nothing.  Decided as
 -- decide() does, in fewer steps; nil (nothing written) when the request
 -- is another, or a key holds anything else: decide() takes it then.
 local function spend(kb, a0)
   local n = ARGV[a0] + 0
-  for i = 1, n do
-    local a = a0 + 1 + 10 * (i - 1)   -- strings: no number made to compare
-    if ARGV[a] ~= '0' or ARGV[a + 7] ~= '0' or ARGV[a + 9] ~= '' then
+  local after = a0 + 1 + 4 * n
+  for a = a0 + 1, after - 1, 4 do
+    if ARGV[a] ~= 'g' then
       return nil
     end
   end
   local reply = n > 0 and { 1, now, 0, 0, 0, 0 } or { 1, now }
   local r, all, want = 2, true, { 0 }   -- sized for one limit
   for i = 1, n do
-    local a = a0 + 1 + 10 * (i - 1)
+    local a = a0 + 4 * i - 3
     local base, state = now, redis.pcall('GET', KEYS[kb + i])
     if state then
       local s1 = type(state) == 'string' and string.find(state, '^%d+$')
@@ -661,9 +680,9 @@ local function spend(kb, a0)
         base = s1
       end
     end
-    local T = ARGV[a + 4] + 0
+    local T = ARGV[a + 2] + 0
     local allowed, w, remaining, reset, retry =
-      gcra(base, (ARGV[a + 3] + 0) * T, T, ARGV[a + 6] + 0)
+      gcra(base, (ARGV[a + 1] + 0) * T, T, ARGV[a + 3] + 0)
     if allowed then
       want[i] = w
     else
@@ -673,24 +692,24 @@ local function spend(kb, a0)
   end
   if not all then
     reply[1] = 0
-    return reply, n, n
+    return reply, n, after
   end
   for i = 1, n do
     put(KEYS[kb + i], string.format('%d', want[i]), want[i] - now)
   end
-  return reply, n, n
+  return reply, n, after
 end
 
 -- the requests in turn, each on what those before it wrote
 local batch, kb, a0 = {}, 0, 3
 for j = 1, tonumber(ARGV[2]) do
-  local entry, m, n = spend(kb, a0)
+  local entry, m, after = spend(kb, a0)
   if not entry then
     decide = decide or general()
-    entry, m, n = decide(kb, a0)
+    entry, m, after = decide(kb, a0)
   end
   batch[j] = entry
   kb = kb + m
-  a0 = a0 + 1 + 10 * n
+  a0 = after
 end
 return batch

@@ -182,6 +182,10 @@ typedef struct rrl_limit_t {
      * post_config: algorithm, count, period, burst, interval, unit, cost */
     const char *resp;
     apr_size_t resp_len;
+    /* a gcra limit's spend, the script's short form: g, burst, interval,
+     * cost (else NULL) */
+    const char *resp_spend;
+    apr_size_t resp_spend_len;
     /* its header and variable texts, also formatted once */
     const char *count_text;     /* "100" */
     const char *policy;         /* "\"name\";q=100;w=60" */

@@ -41,6 +41,19 @@ static void rrl_script_commands(apr_pool_t *p)
     rrl_script_evalsha_head_len = o - rrl_script_evalsha_head;
 }
 
+/* n numbers at o, in RESP; the end */
+static char *rrl_script_put_nums(char *o, const apr_int64_t *v, int n)
+{
+    char num[20];
+    int i;
+
+    for (i = 0; i < n; i++) {
+        o = rrl_resp_put_bulk(o, num, rrl_util_put_uint(
+            num, (apr_uint64_t)v[i]) - num);
+    }
+    return o;
+}
+
 /* A limit's numbers as the script's arguments at o, in RESP: algorithm,
  * count, period, burst, interval, unit, cost; the end (at most
  * RRL_SCRIPT_ARGS_MAX bytes) */
@@ -51,25 +64,41 @@ static char *rrl_script_put_args(char *o, const rrl_params_t *rp,
 {
     const apr_int64_t v[7] = { rp->algorithm, rp->count, rp->period,
                                rp->burst, rp->interval, rp->unit, cost };
-    char num[20];
-    int i;
 
-    for (i = 0; i < 7; i++) {
-        o = rrl_resp_put_bulk(o, num, rrl_util_put_uint(
-            num, (apr_uint64_t)v[i]) - num);
-    }
-    return o;
+    return rrl_script_put_nums(o, v, 7);
+}
+
+/* A gcra spend's item in the script's short form at o: g, burst,
+ * interval, cost; the end (fewer bytes than rrl_script_put_args) */
+static char *rrl_script_put_spend(char *o, const rrl_params_t *rp,
+                                  apr_int64_t cost)
+{
+    const apr_int64_t v[3] = { rp->burst, rp->interval, cost };
+
+    return rrl_script_put_nums(rrl_resp_put_bulk(o, "g", 1), v, 3);
+}
+
+/* Does an item go in the short form: a gcra spend with no plans= (what
+ * most requests send; fewer arguments, each a string Redis makes) */
+static int rrl_script_is_spend(const rrl_item_t *it)
+{
+    return it->p->algorithm == RRL_ALG_GCRA && it->mode == RRL_MODE_SPEND
+           && !it->p->capped;
 }
 
 /* A limit's part of the script's ARGV, formatted once (the mode follows
- * per request) */
-static const char *rrl_script_limit_args(apr_pool_t *p, const rrl_limit_t *l,
-                                         apr_size_t *lenp)
+ * per request), and a gcra limit's spend */
+static void rrl_script_limit_args(apr_pool_t *p, rrl_limit_t *l)
 {
-    char *buf = apr_palloc(p, RRL_SCRIPT_ARGS_MAX);
+    char *buf = apr_palloc(p, 2 * RRL_SCRIPT_ARGS_MAX);
 
-    *lenp = rrl_script_put_args(buf, &l->p, l->cost) - buf;
-    return buf;
+    l->resp = buf;
+    l->resp_len = rrl_script_put_args(buf, &l->p, l->cost) - buf;
+    if (l->p.algorithm == RRL_ALG_GCRA) {
+        buf += l->resp_len;
+        l->resp_spend = buf;
+        l->resp_spend_len = rrl_script_put_spend(buf, &l->p, l->cost) - buf;
+    }
 }
 
 /* The script's SHA-1 and commands, and each limit's part of its ARGV */
@@ -84,7 +113,7 @@ void rrl_script_init(apr_pool_t *p)
     for (i = 0; all && i < all->nelts; i++) {
         rrl_limit_t *l = APR_ARRAY_IDX(all, i, rrl_limit_t *);
 
-        l->resp = rrl_script_limit_args(p, l, &l->resp_len);
+        rrl_script_limit_args(p, l);
     }
 }
 
@@ -148,7 +177,10 @@ const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
         }
     }
     parts->nkeys = n + m;
-    parts->nargs = 1 + 10 * n;
+    parts->nargs = 1;
+    for (i = 0; i < n; i++) {
+        parts->nargs += rrl_script_is_spend(&items[i]) ? 4 : 10;
+    }
     o = buf = apr_palloc(p, room);
     o = rrl_script_batch_head(o, parts->nkeys, parts->nargs);
     parts->keys_at = o - buf;
@@ -169,6 +201,16 @@ const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
     for (i = 0, m = 0; i < n; i++) {
         const rrl_limit_t *l = items[i].limit;
 
+        if (rrl_script_is_spend(&items[i])) {
+            if (items[i].p == &l->p) {
+                memcpy(o, l->resp_spend, l->resp_spend_len);
+                o += l->resp_spend_len;
+            }
+            else {
+                o = rrl_script_put_spend(o, items[i].p, items[i].cost);
+            }
+            continue;
+        }
         if (items[i].p == &l->p) {
             memcpy(o, l->resp, l->resp_len);
             o += l->resp_len;

@@ -212,11 +212,10 @@ def redis_cpu(redis):
     return c["used_cpu_user"] + c["used_cpu_sys"]
 
 
-# scenario 4's limit as src/rrl_script.c sends it, one item of a request:
-# 1, then gcra 1000000/s (burst 1000000, 1 us apart), cost 1, spend, no
-# until, no plans
-LIMIT_ARGV = ["1", "0", "1000000", "1000000", "1000000", "1", "0", "1", "0",
-              "", ""]
+# scenario 4's limit as src/rrl_script.c sends it, one request of one
+# limit: 1, then its gcra spend in the short form: g, burst 1000000,
+# 1 us apart, cost 1 (1000000/s)
+LIMIT_ARGV = ["1", "g", "1000000", "1", "1"]
 FLOOR_DECISIONS = 96000
 SCRIPT = rrl.REPO / "lua" / "ratelimit.lua"
 

@@ -96,9 +96,8 @@ end
 
 -- RateLimit COUNT/PERIOD key=%{HTTP:X-Client} name=NAME: key rl:NAME:VALUE,
 -- ARGV as src/rrl_script.c sends a request alone (a batch of one): now
--- (empty: Redis TIME), 1 request, 1 limit, then algorithm (0 gcra),
--- count, period (us), burst, interval (us), unit, cost, mode (0 spend),
--- until, plans
+-- (empty: Redis TIME), 1 request, 1 limit, then its gcra spend in the
+-- script's short form: g, burst, interval (us), cost
 function M.decide(name, count, period)
   local red = redis:new()
   red:set_timeout(1000)
@@ -108,8 +107,8 @@ function M.decide(name, count, period)
     return
   end
   local key = "rl:" .. name .. ":" .. (ngx.var.http_x_client or "")
-  local argv = { sha, 1, key, "", 1, 1, 0, count, period, count,
-                 math.floor(period / count), 0, 1, 0, "", "" }
+  local argv = { sha, 1, key, "", 1, 1, "g", count,
+                 math.floor(period / count), 1 }
   local res
   res, err = red:evalsha(unpack(argv))
   if not res and err and err:find("^NOSCRIPT") then

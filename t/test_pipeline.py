@@ -415,14 +415,20 @@ def test_pipeline_11_cluster_slots_mixed_in_one_queue(httpd, cluster_factory):
     assert "RRL00013" not in log and "CROSSSLOT" not in log
 
 
+def name(i):
+    """a limit's name of 64 characters"""
+    return f"cap{i}-".ljust(64, "n")
+
+
 def test_pipeline_12_batches_are_capped_by_size(httpd, redis_server):
-    """Requests of eight limits with long keys, about 1.2 KB of EVALSHA
-    each: 32 queued do not fit one batch (16 KB), nor the room of a round
-    trip's batches (32 KB), so they leave as several batches and some
-    alone, in one write still; every count exact."""
+    """Requests of eight limits with long keys (names of 64 characters),
+    about 1.2 KB of EVALSHA each: 32 queued do not fit one batch (16 KB),
+    nor the room of a round trip's batches (32 KB), so they leave as
+    several batches and some alone, in one write still; every count
+    exact."""
     value = "v" * 60
     limits = "\n".join(f"RateLimit {20 + i}/h key=%{{HTTP:X-Key}} "
-                       f"name=cap{i}" for i in range(8))
+                       f"name={name(i)}" for i in range(8))
     httpd.start(conf(limits), mpm_conf=ONE_CHILD)
     c = redis_server.client()
     assert httpd.get("/small.txt", headers={"X-Key": value}).status == 200
@@ -437,7 +443,7 @@ def test_pipeline_12_batches_are_capped_by_size(httpd, redis_server):
     assert after["redis_decisions"] - before["redis_decisions"] == 32
     assert after["redis_errors"] == before["redis_errors"]
     for i in range(8):
-        assert 0 < c.pttl(f"rl:cap{i}:{value}") <= 3600 * 1000
+        assert 0 < c.pttl(f"rl:{name(i)}:{value}") <= 3600 * 1000
     assert httpd.get("/small.txt", headers={"X-Key": value}).status == 429
 
 

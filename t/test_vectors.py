@@ -64,16 +64,29 @@ def driver():
     d.close()
 
 
-class Script:
-    """lua/ratelimit.lua in Redis, with the clock passed in as ARGV[1]."""
+def item(params, cost, mode, until, plan_at, form="module"):
+    """A limit's ARGV in a request: as src/rrl_script.c sends it (form
+    "module": a gcra spend without plans= in the short form, g, burst,
+    interval, cost), or always the ten of the full form ("full")"""
+    alg, _, _, burst, interval, _ = params
+    if form == "module" and alg == "0" and str(mode) == "0" \
+            and not plan_at:
+        return ["g", burst, interval, str(cost)]
+    return [*params, str(cost), str(mode), "" if until is None else str(until),
+            str(plan_at) if plan_at else ""]
 
-    def __init__(self, client):
+
+class Script:
+    """lua/ratelimit.lua in Redis, with the clock passed in as ARGV[1];
+    each limit's ARGV in form (item())."""
+
+    def __init__(self, client, form="module"):
         self.r = client
         self.sha = client.script_load(SCRIPT)
+        self.form = form
 
     def step(self, params, key, now, cost, mode, until=None, plan=None):
         """plan: the key of the limit's plan (plans=redis), read first"""
-        alg, count, period, burst, interval, unit = params
         keys = [key] + ([plan] if plan else [])
         # Redis expires keys by its own clock, the vectors run on theirs:
         # read the expiry the script set and keep the state for the next
@@ -81,10 +94,10 @@ class Script:
         # the tests forget it when it expires by the vectors' clock
         p = self.r.pipeline(transaction=True)
         # a batch of one request of one limit (ARGV: now, 1 request, 1
-        # limit, its 10); its plan key is its second KEY
-        p.evalsha(self.sha, len(keys), *keys, str(now), "1", "1", alg,
-                  count, period, burst, interval, unit, str(cost), str(mode),
-                  "" if until is None else str(until), "2" if plan else "")
+        # limit, its item); its plan key is its second KEY
+        p.evalsha(self.sha, len(keys), *keys, str(now), "1", "1",
+                  *item(params, cost, mode, until, 2 if plan else 0,
+                        self.form))
         p.pttl(key)
         p.persist(key)
         (reply,), ttl, _ = p.execute()
@@ -105,9 +118,8 @@ class Script:
             at = len(items)        # a plan key's place in its request's KEYS
             for params, _, cost, mode, until, plan in items:
                 at += 1 if plan else 0
-                argv += [*params, str(cost), str(mode),
-                         "" if until is None else str(until),
-                         str(at) if plan else ""]
+                argv += item(params, cost, mode, until, at if plan else 0,
+                             self.form)
         p = self.r.pipeline(transaction=True)
         p.evalsha(self.sha, len(keys), *keys, *argv)
         for key in keys:
@@ -151,10 +163,17 @@ def test_vectors_01_local_arithmetic(driver, case):
             assert out[:4] == want, f"phase {i}, step at {t} us"
 
 
+FORMS = ["module", "full"]
+
+
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: c["name"])
-def test_vectors_02_lua_script(driver, redis_server, case):
+def test_vectors_02_lua_script(driver, redis_server, case, form):
+    """Each case through the script, its limits sent as the module sends
+    them (a gcra spend in the short form) and in the full form: the same
+    answers and values"""
     client = redis_server.client()
-    script = Script(client)
+    script = Script(client, form)
     expires = 0
     for i, phase in enumerate(phases(case)):
         params = params_of(driver, phase, keep=i > 0)
@@ -549,7 +568,7 @@ def test_vectors_12_a_plan_key_of_another_type_does_not_parse(redis_server):
 
 # ---- the batch form (a child's queued requests in one call) ----
 
-def in_batches(client, cases, name, plans=False):
+def in_batches(client, cases, name, plans=False, form="module"):
     """vectors.json's cases at once, through the script's batch form: each
     batch holds, for every case whose next step is at the earliest clock,
     its steps at that clock in one phase (several on one key, in order),
@@ -558,7 +577,7 @@ def in_batches(client, cases, name, plans=False):
     key (and plan key) and its own t/rrl_vectors, for the expiry by the
     vectors' clock (and the plan it said).  How many batches, and the
     largest."""
-    script = Script(client)
+    script = Script(client, form)
     run = []
     for ci, case in enumerate(cases):
         run.append({"key": f"rl:{name}:{ci}", "plan": f"rl:plan/{name}:{ci}",
@@ -623,12 +642,14 @@ def in_batches(client, cases, name, plans=False):
     return batches, largest
 
 
-def test_vectors_13_cases_in_batches(redis_server):
+@pytest.mark.parametrize("form", FORMS)
+def test_vectors_13_cases_in_batches(redis_server, form):
     """Every case of vectors.json at once, through the script's batch form
-    (in_batches): far fewer calls than steps, each answer the case's."""
+    (in_batches): far fewer calls than steps, each answer the case's, in
+    either form of a limit's ARGV."""
     steps = sum(len(p["steps"]) for c in VECTORS["cases"] for p in phases(c))
     batches, largest = in_batches(redis_server.client(), VECTORS["cases"],
-                                  "vb")
+                                  "vb", form=form)
     assert largest > 5 and batches < steps
 
 
@@ -643,28 +664,32 @@ def test_vectors_15_plans_in_batches(redis_server):
     assert largest > 5 and batches < steps
 
 
-def test_vectors_14_a_request_fails_alone_in_a_batch(redis_server):
+@pytest.mark.parametrize("form", FORMS)
+def test_vectors_14_a_request_fails_alone_in_a_batch(redis_server, form):
     """In one batch: a request decided, one whose second limit's key is of
     another type (its entry the error, nothing of it written, its first
     limit's key included), one whose state cannot be read, and requests
     with plans=redis, each plan key indexed among its own request's KEYS;
-    the others are decided as if alone, each on what came before it."""
+    the others are decided as if alone, each on what came before it.  The
+    spends in either form; the plans' always in the full one."""
     client = redis_server.client()
     script = Script(client)
     gcra = ["0", "3", "60000000", "3", "20000000", "0"]
+    spend = item(gcra, 1, 0, None, 0, form)
     client.hset("rl:bb:hash", "x", "1")
     client.set("rl:bb:bad", "hello")
     client.set("rl:plan/bb:1", "10/min burst=5")
     client.set("rl:plan/bb:2", "off")
     sha = script.sha
-    plan_item = [*gcra, "1", "0", "", "2"]
+    plan_item = item(gcra, 1, 0, None, 2, form)
+    assert plan_item == [*gcra, "1", "0", "", "2"]
     argv = [str(BASE), "6",
-            "1", *gcra, "1", "0", "", "",                 # decided
-            "2", *gcra, "1", "0", "", "", *gcra, "1", "0", "", "",  # WRONGTYPE
-            "1", *gcra, "1", "0", "", "",                 # unreadable
+            "1", *spend,                                  # decided
+            "2", *spend, *spend,                          # WRONGTYPE
+            "1", *spend,                                  # unreadable
             "1", *plan_item,                              # plan applied
             "1", *plan_item,                              # plan off
-            "1", *gcra, "1", "0", "", ""]                 # after the first
+            "1", *spend]                                  # after the first
     keys = ["rl:bb:a", "rl:bb:b", "rl:bb:hash", "rl:bb:bad",
             "rl:bb:p1", "rl:plan/bb:1", "rl:bb:p2", "rl:plan/bb:2",
             "rl:bb:a"]
@@ -684,3 +709,29 @@ def test_vectors_14_a_request_fails_alone_in_a_batch(redis_server):
     assert entries[5] == [1, BASE, 1, 1, 40000000, 0]
     assert client.get("rl:bb:a") == str(BASE + 40000000).encode()
     assert 0 < client.pttl("rl:bb:a") <= 40000
+
+
+def test_vectors_16_a_request_of_both_forms(driver, redis_server):
+    """A request whose limits go in both forms, a gcra spend in the short
+    one between two of a token-bucket's in the full one: each item is read
+    at its own place, and each limit answers and stores as it would alone
+    (the request after it in the batch too)."""
+    client = redis_server.client()
+    script = Script(client)
+    kind, rest = driver.limit("3/min", "token-bucket", None, 1)
+    assert kind == "PARAMS", rest
+    bucket = rest.split()[:6]
+    gcra = ["0", "3", "60000000", "3", "20000000", "0"]
+    spend, full = item(gcra, 1, 0, None, 0), item(bucket, 2, 0, None, 0)
+    assert len(spend) == 4 and len(full) == 10
+    keys = ["rl:f:a", "rl:f:b", "rl:f:c", "rl:f:d"]
+    entries = client.evalsha(script.sha, len(keys), *keys, str(BASE), "2",
+                             "3", *full, *spend, *full, "1", *spend)
+    alone = [script.step(p, k, BASE, c, 0)[0][2:6] for p, k, c in
+             [(bucket, "rl:f:1", 2), (gcra, "rl:f:2", 1),
+              (bucket, "rl:f:3", 2), (gcra, "rl:f:4", 1)]]
+    assert entries[0] == [1, BASE, *alone[0], *alone[1], *alone[2]]
+    assert entries[1] == [1, BASE, *alone[3]]
+    for k in "abcd":
+        assert client.get(f"rl:f:{k}") == \
+            client.get(f"rl:f:{'abcd'.index(k) + 1}")
