@@ -50,3 +50,15 @@ def test_docs_04_log_levels_match():
         name = call.group(1).lower()
         assert {"err": "error", "warning": "warn"}.get(name, name) == level, \
             num
+
+
+def test_docs_05_acl_lists_what_the_script_calls():
+    """docs/operations.md's ACL list names every command lua/ratelimit.lua
+    calls (an ACL user without one fails its decisions)"""
+    script = (rrl.REPO / "lua" / "ratelimit.lua").read_text()
+    calls = set(re.findall(r"redis\.p?call\('(\w+)'", script))
+    ops = (rrl.REPO / "docs" / "operations.md").read_text()
+    at = ops.index("With ACLs, the user needs")
+    acl = set(re.findall(r"\+([a-z|]+)", ops[at:ops.index("(`~rl:*`)", at)]))
+    assert calls and {c.lower() for c in calls} <= acl, \
+        {c.lower() for c in calls} - acl

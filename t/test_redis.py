@@ -1,6 +1,7 @@
 """Global limits through Redis: a real redis-server and real httpd
 instances on loopback, under the event MPM and again under prefork."""
 import hashlib
+import re
 import time
 
 import pytest
@@ -285,17 +286,30 @@ def test_redis_10_password(httpd, redis_factory, mpm):
     assert r.client().keys("*") == [b"rl:pw:127.0.0.1"]
 
 
+def documented_acl():
+    """The commands docs/operations.md says an ACL user needs"""
+    text = (rrl.REPO / "docs" / "operations.md").read_text()
+    at = text.index("With ACLs, the user needs")
+    return re.findall(r"\+[a-z|]+", text[at:text.index("(`~rl:*`)", at)])
+
+
 def test_redis_11_acl_user(httpd, redis_factory, mpm):
+    """An ACL user with no more than docs/operations.md lists, on the
+    prefix's keys, for a rate and a concurrency limit"""
     r = redis_factory("--user", "default", "off",
                       "--user", "limiter", "on", ">pa:ss@w", "~rl:*",
-                      "+evalsha", "+script|load", "+get", "+set", "+del",
-                      "+time", "--user", "admin", "on", ">adm", "~*", "+@all",
+                      *documented_acl(),
+                      "--user", "admin", "on", ">adm", "~*", "+@all",
                       username="limiter", password="pa:ss@w")
     url = f"redis://limiter:pa%3Ass%40w@127.0.0.1:{r.port}"
-    httpd.start(f"RateLimitRedis {url}\nRateLimit 2/min name=acl", mpm=mpm)
+    httpd.start(f"RateLimitRedis {url}\nRateLimit 2/min name=acl\n"
+                "RateLimitConcurrency 1 name=aclc", mpm=mpm)
     assert statuses([httpd.get("/small.txt") for _ in range(3)]) == \
         [200, 200, 429]
     admin = r.client(username="admin", password="adm")
+    rrl.wait_for(lambda: rrl.cmdstats(admin).get("zrem", 0) == 2, 10,
+                 "both slots to be given back")
+    assert rrl.cmdstats(admin).get("zadd", 0) == 2    # 429: none taken
     assert admin.keys("*") == [b"rl:acl:127.0.0.1"]
 
 
