@@ -369,7 +369,9 @@ def test_pipeline_10_a_queue_of_32_in_few_evalshas(httpd, redis_server):
     n = evalshas(stats0, stats1)
     loads = stats1.get("script|load", 0) - stats0.get("script|load", 0)
     assert n <= 32 // 4 + 10 + loads, n     # 5 or 6 here, 12 once in CI
-    assert [e["result"] for e in httpd.access_log(32)].count("allowed") == 10
+    # 33: the health check too (access_log(32) could return before the
+    # last of the 32 was logged, under valgrind)
+    assert [e["result"] for e in httpd.access_log(33)].count("allowed") == 10
     for key in ("rl:q1:127.0.0.1", "rl:q2:127.0.0.1"):
         assert 0 < c.pttl(key) <= 3600 * 1000, key
     assert c.pttl("rl:plan/q1:127.0.0.1") == -1        # read, never written
