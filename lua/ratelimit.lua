@@ -655,9 +655,9 @@ end
 
 -- the request of make bench and of most sites: every limit a gcra spend
 -- without plans= (its item in the short form, g), each key holding a gcra
--- value or nothing.  Decided as
--- decide() does, in fewer steps; nil (nothing written) when the request
--- is another, or a key holds anything else: decide() takes it then.
+-- value or nothing.  Decided as decide() does, in fewer steps; nil
+-- (nothing written) when the request is another, or a key holds anything
+-- else: decide() takes it then.
 local function spend(kb, a0)
   local n = ARGV[a0] + 0
   local after = a0 + 1 + 4 * n

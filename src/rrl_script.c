@@ -169,18 +169,16 @@ const char *rrl_script_evalsha(apr_pool_t *p, const rrl_item_t *items,
     char *buf, *o, num[20];
     int i, m = 0;
 
+    parts->nargs = 1;
     for (i = 0; i < n; i++) {
         room += items[i].keylen + 26 + RRL_SCRIPT_ARGS_MAX + 7 + 26 + 26;
+        parts->nargs += rrl_script_is_spend(&items[i]) ? 4 : 10;
         if (rrl_script_reads_plan(&items[i])) {
             room += items[i].plan_keylen + 26;
             m++;
         }
     }
     parts->nkeys = n + m;
-    parts->nargs = 1;
-    for (i = 0; i < n; i++) {
-        parts->nargs += rrl_script_is_spend(&items[i]) ? 4 : 10;
-    }
     o = buf = apr_palloc(p, room);
     o = rrl_script_batch_head(o, parts->nkeys, parts->nargs);
     parts->keys_at = o - buf;
